@@ -1,0 +1,191 @@
+"""Attention maps from any block at any resolution, even though the fused kernel never forms them.
+
+:func:`capture_attention` hooks the patched attention forward, receives q, k, lambda and the
+additive terms of the chosen blocks, and recomputes
+
+.. math:: P = \\mathrm{softmax}(\\lambda\\, q_Q k^\\top / \\sqrt d + B_Q)
+
+only for the requested query rows Q, so memory is O(|Q| N). A model that is not patched is
+patched with :meth:`BASAMConfig.vanilla` for the duration of the context (identical outputs).
+
+Windowed blocks attend inside 2-D windows (zero-padded at the right/bottom edge; SAM lets the
+padding tokens take part as keys). Their maps are per window:
+
+- ``queries=None``: ``[B * num_windows, heads, ws*ws, ws*ws]``, windows in row-major order;
+- given queries: ``[B, heads, Q, ws*ws]``, each row over the window holding that query, whose
+  top-left token is in ``capture.window_origins[block]``.
+
+:meth:`AttentionCapture.grid_maps` puts either kind on the image's token grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .attention import AttentionBias, attention_probs
+from .patch import BASAMConfig, apply_basam, image_encoder_of, is_patched, remove_basam
+
+Queries = Sequence[int] | Sequence[tuple[int, int]] | None
+
+
+@dataclass
+class AttentionCapture:
+    """What :func:`capture_attention` collected; filled in by the forward passes.
+
+    Attributes:
+        maps: {block index: attention probabilities} (shapes in the module docstring).
+        grids: {block index: (rows, cols) token grid of the image at that block}.
+        window_sizes: {block index: window size, 0 for global blocks}.
+        window_origins: {block index: ``[Q, 2]`` (row, col) of each query's window origin}.
+        scales: {block index: the logit multiplier lambda / sqrt(d) that was used}.
+    """
+
+    maps: dict[int, Tensor] = field(default_factory=dict)
+    grids: dict[int, tuple[int, int]] = field(default_factory=dict)
+    window_sizes: dict[int, int] = field(default_factory=dict)
+    window_origins: dict[int, Tensor] = field(default_factory=dict)
+    scales: dict[int, float] = field(default_factory=dict)
+    query_positions: Tensor | None = None  # [Q, 2] (row, col) on the image grid, when given
+
+    def grid_maps(self, block: int) -> Tensor:
+        """Maps of ``block`` on the image's token grid: ``[B, heads, Q, rows, cols]``.
+
+        For windowed blocks, keys outside the query's window (and padding) get 0.
+        """
+        rows, cols = self.grids[block]
+        m = self.maps[block]
+        ws = self.window_sizes[block]
+        if ws == 0:
+            return m.reshape(*m.shape[:3], rows, cols)
+        if block not in self.window_origins:
+            raise ValueError(
+                "grid_maps of a windowed block needs explicit queries: pass queries=[(row, col)] "
+                "to capture_attention"
+            )
+        b, h, q, _ = m.shape
+        hp, wp = -(-rows // ws) * ws, -(-cols // ws) * ws
+        out = m.new_zeros(b, h, q, hp, wp)
+        win = m.reshape(b, h, q, ws, ws)
+        for i, (r0, c0) in enumerate(self.window_origins[block].tolist()):
+            out[:, :, i, r0 : r0 + ws, c0 : c0 + ws] = win[:, :, i]
+        return out[..., :rows, :cols]
+
+
+def _query_positions(queries: Queries, grid: tuple[int, int]) -> Tensor | None:
+    """Queries as ``[Q, 2]`` (row, col) positions on ``grid``, checked."""
+    if queries is None:
+        return None
+    items = list(queries)
+    if not items:
+        raise ValueError("queries is empty: pass None for all queries, or token indices/positions")
+    rows, cols = grid
+    if all(isinstance(q, int) for q in items):
+        idx = torch.tensor(items)
+        if idx.min() < 0 or idx.max() >= rows * cols:
+            raise ValueError(
+                f"query token index out of range for a {rows}x{cols} grid (0..{rows * cols - 1})"
+            )
+        return torch.stack([idx // cols, idx % cols], dim=1)
+    pos = torch.tensor([tuple(q) for q in items])
+    if pos.ndim != 2 or pos.shape[1] != 2:
+        raise ValueError("queries must be token indices or (row, col) pairs")
+    if (
+        pos[:, 0].min() < 0
+        or pos[:, 0].max() >= rows
+        or pos[:, 1].min() < 0
+        or (pos[:, 1].max() >= cols)
+    ):
+        raise ValueError(f"query position outside the {rows}x{cols} token grid")
+    return pos
+
+
+class _BlockHook:
+    """Receives q, k and the bias from one attention module and stores probabilities."""
+
+    def __init__(self, capture: AttentionCapture, index: int, window: int, queries: Queries):
+        self.capture, self.index, self.window, self.queries = capture, index, window, queries
+        self.image_grid: tuple[int, int] | None = None
+
+    def pre_block(self, module: nn.Module, args: tuple) -> None:
+        self.image_grid = (int(args[0].shape[1]), int(args[0].shape[2]))
+
+    def __call__(self, attn: nn.Module, q: Tensor, k: Tensor, scale: float, bias: AttentionBias):
+        assert self.image_grid is not None
+        cap, i = self.capture, self.index
+        cap.grids[i] = self.image_grid
+        cap.window_sizes[i] = self.window
+        cap.scales[i] = scale
+        pos = _query_positions(self.queries, self.image_grid)
+        cap.query_positions = pos
+        with torch.no_grad():
+            if pos is None:
+                cap.maps[i] = attention_probs(q.detach(), k.detach(), scale, bias)
+                return
+            if self.window == 0:
+                index = (pos[:, 0] * self.image_grid[1] + pos[:, 1]).to(q.device)
+                cap.maps[i] = attention_probs(q.detach(), k.detach(), scale, bias, index)
+                return
+            ws = self.window
+            n_win_w = -(-self.image_grid[1] // ws)
+            n_win = -(-self.image_grid[0] // ws) * n_win_w
+            win_index = (pos[:, 0] // ws) * n_win_w + pos[:, 1] // ws
+            in_win = (pos[:, 0] % ws) * ws + pos[:, 1] % ws
+            batch = q.shape[0] // n_win
+            rows = []
+            for wi, ti in zip(win_index.tolist(), in_win.tolist(), strict=True):
+                sel = torch.arange(batch, device=q.device) * n_win + wi
+                index = torch.tensor([ti], device=q.device)
+                sub_bias = AttentionBias(
+                    bias.grid_hw,
+                    None if bias.rel_h is None else bias.rel_h[sel],
+                    None if bias.rel_w is None else bias.rel_w[sel],
+                    bias.slopes,
+                    bias.metric,
+                )
+                rows.append(
+                    attention_probs(q[sel].detach(), k[sel].detach(), scale, sub_bias, index)
+                )
+            cap.maps[i] = torch.cat(rows, dim=2)
+            cap.window_origins[i] = (pos // ws) * ws
+
+
+@contextmanager
+def capture_attention(
+    model: nn.Module, blocks: Sequence[int] | None = None, queries: Queries = None
+) -> Iterator[AttentionCapture]:
+    """Collect attention probabilities of ``blocks`` (all when None) for ``queries`` (all when
+    None; else token indices or (row, col) positions on the image's token grid) during the
+    forward passes run inside the ``with`` block. The last forward's maps are kept."""
+    encoder = image_encoder_of(model)
+    n_blocks = len(encoder.blocks)
+    chosen = list(range(n_blocks)) if blocks is None else list(blocks)
+    bad = [b for b in chosen if not isinstance(b, int) or not -n_blocks <= b < n_blocks]
+    if bad:
+        raise ValueError(f"blocks {bad} do not exist: the encoder has blocks 0..{n_blocks - 1}")
+    chosen = [b % n_blocks for b in chosen]
+    temporary = not is_patched(encoder)
+    if temporary:
+        apply_basam(encoder, BASAMConfig.vanilla())
+    capture = AttentionCapture()
+    handles = []
+    try:
+        for b in chosen:
+            block = encoder.blocks[b]
+            hook = _BlockHook(capture, b, block.window_size, queries)
+            handles.append(block.register_forward_pre_hook(hook.pre_block))
+            block.attn.basam_state.capture_hook = hook
+        yield capture
+    finally:
+        for h in handles:
+            h.remove()
+        for b in chosen:
+            state = getattr(encoder.blocks[b].attn, "basam_state", None)
+            if state is not None:
+                state.capture_hook = None
+        if temporary:
+            remove_basam(encoder)

@@ -1,0 +1,272 @@
+"""Building SAM models: the official ViT-B/L/H, a tiny CPU configuration, and trained tiny
+checkpoints, with checkpoint loading that explains what went wrong.
+
+Official checkpoints are only ever read from a local path (nothing is downloaded): pass
+``checkpoint=`` or set ``BASAM_SAM_CHECKPOINT``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from segment_anything.build_sam import sam_model_registry
+from segment_anything.modeling import (
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
+)
+from torch import nn
+
+CHECKPOINT_ENV = "BASAM_SAM_CHECKPOINT"
+DATA_ENV = "BASAM_DATA_DIR"
+OFFICIAL_NAMES = ("vit_b", "vit_l", "vit_h")
+TINY_NAMES = ("tiny", "tiny-vanilla", "tiny-basam")
+MODEL_NAMES = OFFICIAL_NAMES + TINY_NAMES
+
+# encoder (embed_dim, depth) of the official models, used to say what a checkpoint looks like.
+_OFFICIAL_SHAPES = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}
+_OFFICIAL_FILE = re.compile(r"sam_(vit_[blh])_([0-9a-f]{6})\.pth$")
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """A small SAM of ``segment_anything``'s own classes, fast enough for a 2-core CPU.
+
+    Same patch size (16) and window/global pattern as ViT-B (every third block global), so the
+    token grid grows with resolution exactly as in real SAM: 16 x 16 tokens at 256 px.
+    """
+
+    img_size: int = 256
+    embed_dim: int = 192
+    depth: int = 6
+    num_heads: int = 6
+    global_attn_indexes: tuple[int, ...] = (2, 5)
+    window_size: int = 4
+    prompt_dim: int = 128
+    decoder_depth: int = 2
+    decoder_mlp_dim: int = 512
+    decoder_heads: int = 4
+
+
+TINY = TinySpec()
+
+
+def build_tiny_sam(spec: TinySpec = TINY, seed: int = 0) -> Sam:
+    """A randomly initialised (seeded) tiny SAM in eval mode."""
+    patch = 16
+    grid = spec.img_size // patch
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sam = Sam(
+            image_encoder=ImageEncoderViT(
+                img_size=spec.img_size,
+                patch_size=patch,
+                embed_dim=spec.embed_dim,
+                depth=spec.depth,
+                num_heads=spec.num_heads,
+                mlp_ratio=4,
+                norm_layer=partial(nn.LayerNorm, eps=1e-6),
+                qkv_bias=True,
+                use_rel_pos=True,
+                global_attn_indexes=spec.global_attn_indexes,
+                window_size=spec.window_size,
+                out_chans=spec.prompt_dim,
+            ),
+            prompt_encoder=PromptEncoder(
+                embed_dim=spec.prompt_dim,
+                image_embedding_size=(grid, grid),
+                input_image_size=(spec.img_size, spec.img_size),
+                mask_in_chans=16,
+            ),
+            mask_decoder=MaskDecoder(
+                num_multimask_outputs=3,
+                transformer=TwoWayTransformer(
+                    depth=spec.decoder_depth,
+                    embedding_dim=spec.prompt_dim,
+                    mlp_dim=spec.decoder_mlp_dim,
+                    num_heads=spec.decoder_heads,
+                ),
+                transformer_dim=spec.prompt_dim,
+                iou_head_depth=3,
+                iou_head_hidden_dim=spec.prompt_dim,
+            ),
+        )
+        # SAM leaves pos_embed at zero (it is learned); a small random table makes the
+        # untrained tiny model's resolution behaviour non-trivial.
+        nn.init.trunc_normal_(sam.image_encoder.pos_embed, std=0.02)
+    return sam.eval()
+
+
+def data_dir() -> Path:
+    """The project's ``data/`` folder (override with ``BASAM_DATA_DIR``)."""
+    env = os.environ.get(DATA_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
+
+
+def tiny_checkpoint_path(name: str) -> Path:
+    return data_dir() / "checkpoints" / f"{name}.pt"
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict of tensors from ``path`` (``torch.load(weights_only=True)``), unwrapped
+    from a ``{"model": ...}`` or ``{"state_dict": ...}`` container; clear errors otherwise."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(
+            f"checkpoint {p} does not exist: download the official SAM weights on a machine with "
+            f"internet access and pass their local path (or set {CHECKPOINT_ENV})"
+        )
+    if p.is_dir():
+        raise IsADirectoryError(f"checkpoint {p} is a folder: pass the .pth file inside it")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        raise ValueError(
+            f"{p} is not a PyTorch checkpoint that can be loaded safely (weights_only=True): "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Give the .pth file "
+            f"of a SAM model's state_dict."
+        ) from e
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{p} holds a {type(obj).__name__}, not a state_dict of tensors")
+    if not any(k.startswith("image_encoder.") for k in obj):
+        raise ValueError(
+            f"{p} is a state_dict but not of a SAM model (no 'image_encoder.*' keys); "
+            f"first keys: {list(obj)[:3]}"
+        )
+    return obj
+
+
+def describe_checkpoint(state: dict[str, torch.Tensor]) -> str:
+    """What model a SAM state dict looks like, e.g. ``"vit_l (embed_dim 1024, 24 blocks)"``."""
+    w = state.get("image_encoder.patch_embed.proj.weight")
+    depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
+    if w is None:
+        return f"an unknown SAM ({depth} blocks)"
+    dim = int(w.shape[0])
+    name = _OFFICIAL_SHAPES.get((dim, depth))
+    if name is None and (dim, depth) == (TINY.embed_dim, TINY.depth):
+        name = "tiny"
+    return f"{name or 'a non-standard SAM'} (embed_dim {dim}, {depth} blocks)"
+
+
+def file_md5(path: Path, chunk: int = 1 << 24) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_official_name(name: str, path: Path) -> None:
+    """Where the file keeps an official name (``sam_vit_b_01ec64.pth``), check that its model
+    matches ``name`` and that its MD5 starts with the six hex digits of the name."""
+    m = _OFFICIAL_FILE.search(path.name)
+    if m is None:
+        return
+    file_model, prefix = m.groups()
+    if file_model != name:
+        raise ValueError(
+            f"{path.name} is the official {file_model} checkpoint but the model asked for is "
+            f"{name!r}: use build_sam({file_model!r}, ...)"
+        )
+    digest = file_md5(path)
+    if not digest.startswith(prefix):
+        raise ValueError(
+            f"{path.name}: MD5 {digest[:12]}... does not start with {prefix} as the official file "
+            f"does: the download is incomplete or corrupted; download it again"
+        )
+
+
+def load_weights(model: Sam, state: dict[str, torch.Tensor], source: str, name: str) -> Sam:
+    """``model.load_state_dict(state)`` with errors that say what the checkpoint looks like."""
+    own = model.state_dict()
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if mismatched or missing or unexpected:
+        details = (
+            mismatched + [f"missing {k}" for k in missing] + [f"unexpected {k}" for k in unexpected]
+        )
+        raise ValueError(
+            f"{source} does not fit model {name!r}: it looks like {describe_checkpoint(state)}. "
+            f"{len(details)} problem(s), first: {'; '.join(details[:3])}"
+        )
+    model.load_state_dict(state)
+    return model
+
+
+def build_sam(name: str, checkpoint: str | os.PathLike | None = None) -> Sam:
+    """A SAM in eval mode.
+
+    Args:
+        name: ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` (built exactly as ``segment_anything``
+            builds them), ``"tiny"`` (random weights, seed 0) or ``"tiny-vanilla"`` /
+            ``"tiny-basam"`` (the trained tiny checkpoints in ``data/checkpoints``).
+        checkpoint: local path to weights (official ViTs: without it the weights are random).
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+    if name in OFFICIAL_NAMES:
+        sam = sam_model_registry[name](checkpoint=None)
+    else:
+        sam = build_tiny_sam()
+        if name != "tiny" and checkpoint is None:
+            checkpoint = tiny_checkpoint_path(name)
+            if not checkpoint.exists():
+                raise FileNotFoundError(
+                    f"{checkpoint} is missing: train it with `python -m basam_lite train "
+                    f"--variant {name.removeprefix('tiny-')}` or use build_sam('tiny')"
+                )
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if name in OFFICIAL_NAMES:
+            check_official_name(name, path)
+        load_weights(sam, read_checkpoint(path), str(path), name)
+    return sam.eval()
+
+
+def model_name_from_checkpoint(path: str | os.PathLike) -> str:
+    """The model name an official-looking checkpoint file stands for (by name, else shapes)."""
+    p = Path(path)
+    m = _OFFICIAL_FILE.search(p.name)
+    if m:
+        return m.group(1)
+    desc = describe_checkpoint(read_checkpoint(p))
+    name = desc.split(" ")[0]
+    if name not in MODEL_NAMES:
+        raise ValueError(f"{p} looks like {desc}: pass the model name explicitly")
+    return name
+
+
+def sam_from_env(default: str = "tiny-vanilla") -> tuple[Sam, str]:
+    """The notebooks' one switch: a real SAM from ``BASAM_SAM_CHECKPOINT`` when it is set and
+    readable, else the ``default`` tiny model. Returns (model, human-readable description)."""
+    path = os.environ.get(CHECKPOINT_ENV)
+    if path:
+        try:
+            name = model_name_from_checkpoint(path)
+            return build_sam(name, path), f"{name} from {path}"
+        except (OSError, ValueError) as e:
+            print(f"{CHECKPOINT_ENV}={path} could not be used ({e}); using {default} instead.")
+    try:
+        return build_sam(default), default
+    except FileNotFoundError as e:
+        print(f"{e}; using the untrained 'tiny' model instead.")
+        return build_sam("tiny"), "tiny (random weights)"
