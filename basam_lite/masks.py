@@ -35,7 +35,7 @@ def alibi_slopes(num_heads: int) -> Tensor:
     """
     if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1:
         raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
-    p = 2 ** int(math.floor(math.log2(num_heads)))
+    p = 1 << (num_heads.bit_length() - 1)  # the largest power of two <= num_heads
     exponents = [-8.0 * k / p for k in range(1, p + 1)]
     exponents += [-4.0 * (2 * j - 1) / p for j in range(1, num_heads - p + 1)]
     return torch.tensor([2.0**e for e in exponents], dtype=torch.float64).float()

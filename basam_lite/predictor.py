@@ -46,7 +46,8 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
         top = 1.0 if a.max(initial=0.0) <= 1.0 else 255.0
         if a.min(initial=0.0) < 0 or a.max(initial=0.0) > 255:
             raise ValueError(
-                f"float image values span [{a.min():.3g}, {a.max():.3g}]: expected [0, 1] or [0, 255]"
+                f"float image values span [{a.min():.3g}, {a.max():.3g}]: "
+                f"expected [0, 1] or [0, 255]"
             )
         return np.round(a * (255.0 / top)).astype(np.uint8)
     if np.issubdtype(a.dtype, np.integer):

@@ -58,7 +58,8 @@ def attention_scale(
     if side_ratio == 0:
         raise ValueError(
             f"the official BA-SAM scale cannot run with {num_keys} keys: its rule "
-            f"log_{train_keys}(L^2 * {train_keys}) uses L = floor(sqrt({num_keys}/{train_keys})) = 0, "
+            f"log_{train_keys}(L^2 * {train_keys}) uses "
+            f"L = floor(sqrt({num_keys}/{train_keys})) = 0, "
             f"and log(0) is a math domain error (the official code crashes when it builds a model "
             f"below its training size). Use mode='log_ratio' for inputs smaller than the "
             f"training resolution."
