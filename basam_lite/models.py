@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import re
-import zipfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -117,9 +115,8 @@ def tiny_checkpoint_path(name: str) -> Path:
     return data_dir() / "checkpoints" / f"{name}.pt"
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state dict of tensors from ``path`` (``torch.load(weights_only=True)``), unwrapped
-    from a ``{"model": ...}`` or ``{"state_dict": ...}`` container; clear errors otherwise."""
+def existing_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, after checking that it is an existing file."""
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(
@@ -128,9 +125,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         )
     if p.is_dir():
         raise IsADirectoryError(f"checkpoint {p} is a folder: pass the .pth file inside it")
+    return p
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict of tensors from ``path`` (``torch.load(weights_only=True)``), unwrapped
+    from a ``{"model": ...}`` or ``{"state_dict": ...}`` container; clear errors otherwise."""
+    p = existing_file(path)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+    except Exception as e:  # torch.load raises many types on foreign bytes
         raise ValueError(
             f"{p} is not a PyTorch checkpoint that can be loaded safely (weights_only=True): "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Give the .pth file "
@@ -235,7 +239,7 @@ def build_sam(name: str, checkpoint: str | os.PathLike | None = None) -> Sam:
                     f"--variant {name.removeprefix('tiny-')}` or use build_sam('tiny')"
                 )
     if checkpoint is not None:
-        path = Path(checkpoint).expanduser()
+        path = existing_file(checkpoint)
         if name in OFFICIAL_NAMES:
             check_official_name(name, path)
         load_weights(sam, read_checkpoint(path), str(path), name)
