@@ -1,0 +1,155 @@
+"""Figures: masks and prompts in the style of SAM's notebooks, and attention maps.
+
+Every function draws on a given matplotlib ``Axes`` (or makes a figure) and returns what it drew,
+so notebooks stay a few lines long. Attention maps get a title, axis labels and a colour bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+
+MASK_COLOR = (30 / 255, 144 / 255, 1.0)
+
+
+def _np(x: object) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def show_mask(mask: object, ax: Axes, color: Sequence[float] | None = None, alpha: float = 0.55):
+    """Overlay a binary ``(H, W)`` mask in a translucent colour."""
+    m = _np(mask).astype(bool)
+    rgba = np.zeros((*m.shape, 4))
+    rgba[m] = (*(color or MASK_COLOR), alpha)
+    return ax.imshow(rgba, interpolation="nearest")
+
+
+def show_points(coords: object, labels: object, ax: Axes, marker_size: int = 220) -> None:
+    """Positive points as green stars, negative as red, at (x, y) pixel coordinates."""
+    c, lab = _np(coords).reshape(-1, 2), _np(labels).reshape(-1)
+    for value, color in ((1, "limegreen"), (0, "red")):
+        sel = c[lab == value]
+        ax.scatter(
+            sel[:, 0],
+            sel[:, 1],
+            color=color,
+            marker="*",
+            s=marker_size,
+            edgecolor="white",
+            linewidth=1.25,
+            zorder=3,
+        )
+
+
+def show_box(box: object, ax: Axes, color: str = "lime") -> None:
+    """An XYXY box in pixel coordinates."""
+    x0, y0, x1, y1 = _np(box).reshape(4)
+    ax.add_patch(
+        plt.Rectangle((x0, y0), x1 - x0, y1 - y0, edgecolor=color, facecolor="none", lw=2, zorder=3)
+    )
+
+
+def show_prompt(prompt: object, ax: Axes) -> None:
+    """Draw a :class:`basam_lite.datasets.Prompt` (box and/or points)."""
+    if getattr(prompt, "box", None) is not None:
+        show_box(prompt.box, ax)
+    if getattr(prompt, "point_coords", None) is not None:
+        show_points(prompt.point_coords, prompt.point_labels, ax)
+
+
+def show_segmentation(
+    image: np.ndarray, mask: object, ax: Axes, prompt: object = None, title: str | None = None
+) -> None:
+    """Image, predicted mask overlay and prompt, without axes."""
+    ax.imshow(image)
+    show_mask(mask, ax)
+    if prompt is not None:
+        show_prompt(prompt, ax)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.axis("off")
+
+
+def show_attention(
+    attention: object,
+    ax: Axes,
+    image: np.ndarray | None = None,
+    query: tuple[int, int] | None = None,
+    title: str | None = None,
+    log: bool = False,
+    colorbar: bool = True,
+    vmax: float | None = None,
+) -> AxesImage:
+    """One query's attention over a ``(rows, cols)`` token grid.
+
+    With ``image``, the map is stretched over the image (each token covers its patch) and drawn
+    translucently on top; ``query`` (row, col) is marked. ``log`` shows log10 probabilities,
+    which makes the long tail of far-away keys visible.
+    """
+    a = _np(attention).astype(float)
+    rows, cols = a.shape
+    data = np.log10(np.clip(a, 1e-8, None)) if log else a
+    label = "log10 attention probability" if log else "attention probability"
+    extent = None
+    if image is not None:
+        h, w = image.shape[:2]
+        extent = (0, w, h, 0)
+        ax.imshow(image, extent=extent)
+    im = ax.imshow(
+        data,
+        cmap="magma",
+        alpha=0.75 if image is not None else 1.0,
+        extent=extent,
+        interpolation="nearest",
+        vmax=vmax,
+    )
+    if query is not None:
+        sy = (image.shape[0] / rows) if image is not None else 1.0
+        sx = (image.shape[1] / cols) if image is not None else 1.0
+        off = 0.5 if image is not None else 0.0
+        ax.scatter(
+            [(query[1] + off) * sx],
+            [(query[0] + off) * sy],
+            marker="x",
+            s=80,
+            color="cyan",
+            linewidths=2,
+            zorder=3,
+        )
+    ax.set_xlabel("key column" if image is None else "x (px)")
+    ax.set_ylabel("key row" if image is None else "y (px)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
+    return im
+
+
+def show_matrix(
+    matrix: object, ax: Axes, title: str | None = None, label: str = "value", cmap: str = "viridis"
+) -> AxesImage:
+    """A 2-D matrix (a mask, a distance table) with labelled axes and a colour bar."""
+    im = ax.imshow(_np(matrix), cmap=cmap, interpolation="nearest")
+    ax.set_xlabel("key token j")
+    ax.set_ylabel("query token i")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
+    return im
+
+
+def grid_figure(n: int, ncols: int = 4, size: float = 3.2) -> tuple[Figure, list[Axes]]:
+    """A figure with ``n`` axes in rows of ``ncols``; unused axes are hidden."""
+    nrows = -(-n // ncols)
+    cols = min(n, ncols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(size * cols, size * nrows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.axis("off")
+    return fig, flat[:n]
