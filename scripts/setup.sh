@@ -10,5 +10,4 @@ python -m pip install -q --upgrade pip
 # Pin the pair: an unpinned torch pulls a multi-GB build, and torchvision must match torch.
 python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 python -m pip install -q -e ".[notebooks,dev]"
-python -m ipykernel install --user --name basam-lab --display-name "basam-lab" >/dev/null
 echo "setup: ok ($(python -c 'import torch, segment_anything; print("torch", torch.__version__)'))"
