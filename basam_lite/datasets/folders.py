@@ -1,0 +1,366 @@
+"""Image/mask pairs stored as files, and the official layouts of the benchmark datasets.
+
+``FolderDataset`` pairs image and mask files by file stem. The index is built (and, by
+default, every file's header checked) at construction; pixels are read in ``__getitem__``.
+Pixel conventions (RGB conversion, mask binarisation) are those of ``loading``.
+
+Official layouts (thin constructors around ``FolderDataset``):
+
+=============  ===========================================================================
+``dis5k``      ``DIS5K/<split>/im/*.jpg`` + ``DIS5K/<split>/gt/*.png``
+``duts_te``    ``DUTS-TE/DUTS-TE-Image/*.jpg`` + ``DUTS-TE/DUTS-TE-Mask/*.png``
+``isic2016``   ``ISBI2016_ISIC_Part1_Test_Data/<id>.jpg`` +
+               ``ISBI2016_ISIC_Part1_Test_GroundTruth/<id>_Segmentation.png``
+``cod10k``     ``COD10K-v3/Test/Image/*.jpg`` + ``COD10K-v3/Test/GT_Object/*.png``
+=============  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import bisect
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, overload
+
+from .loading import image_size, load_image, load_mask
+from .sample import Sample
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+MASK_EXTS = (".png", ".bmp", ".tif", ".tiff", ".gif", ".jpg", ".jpeg")
+# When images and masks share one folder (PerSeg style) the extension tells them apart.
+SHARED_FOLDER_IMAGE_EXTS = (".jpg", ".jpeg", ".webp")
+SHARED_FOLDER_MASK_EXTS = (".png", ".bmp", ".gif", ".tif", ".tiff")
+
+OnError = Literal["raise", "skip"]
+_MAX_LISTED = 10
+
+
+def _files(folder: Path, exts: Sequence[str]) -> list[Path]:
+    wanted = {e.lower() for e in exts}
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in wanted
+    )
+
+
+def _report(problems: list[str], on_error: OnError, what: str) -> None:
+    """Raise one error listing every problem, or warn once per skipped file."""
+    if not problems:
+        return
+    if on_error == "skip":
+        for problem in problems:
+            warnings.warn(f"{what}: skipping {problem}", UserWarning, stacklevel=4)
+        return
+    listed = "\n  ".join(problems[:_MAX_LISTED])
+    more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+    raise ValueError(
+        f"{what}: {len(problems)} problem(s):\n  {listed}{more}\n"
+        "Fix or remove these files, or pass on_error='skip' to leave them out (with a warning "
+        "for each)."
+    )
+
+
+class FolderDataset(Sequence[Sample]):
+    """Image/mask pairs from ``root/images`` and ``root/masks``, paired by file stem.
+
+    Args:
+        root: dataset folder.
+        images, masks: sub-folders of ``root`` ("." for ``root`` itself). They may be the same
+            folder: then images are the ``.jpg/.jpeg/.webp`` files and masks the
+            ``.png/.bmp/.gif/.tif`` files, unless ``image_exts``/``mask_exts`` say otherwise.
+        mask_suffix: text that ends every mask stem and not the image's (ISIC's
+            ``"_Segmentation"``); stripped before pairing.
+        image_exts, mask_exts: accepted extensions (case-insensitive); defaults above.
+        on_error: "raise" (default) stops on the first construction with any image without a
+            mask, mask without an image, unreadable file or image/mask size mismatch, listing
+            them all; "skip" leaves those pairs out and warns once per file (never silently).
+        verify: read every file's header at construction (cheap), so unreadable files and size
+            mismatches show up before a long run rather than in the middle of it.
+        name_prefix: prepended to the file stem to make ``Sample.name``.
+        dataset: recorded in ``Sample.meta["dataset"]``.
+
+    Raises:
+        FileNotFoundError: ``root`` or a sub-folder does not exist.
+        ValueError: no image in the folder, or problems listed above with on_error="raise".
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        images: str = "images",
+        masks: str = "masks",
+        *,
+        mask_suffix: str = "",
+        image_exts: Sequence[str] | None = None,
+        mask_exts: Sequence[str] | None = None,
+        on_error: OnError = "raise",
+        verify: bool = True,
+        name_prefix: str = "",
+        dataset: str = "folder",
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"dataset folder {self.root} does not exist or is not a folder")
+        self.image_dir = self.root / images
+        self.mask_dir = self.root / masks
+        roles = (
+            ("image", self.image_dir, "images", images),
+            ("mask", self.mask_dir, "masks", masks),
+        )
+        for role, folder, arg, value in roles:
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    f"expected the {role} folder {folder} (root {self.root}, "
+                    f"{arg}={value!r}); point root at the dataset folder or pass "
+                    f"{arg}=<sub-folder>"
+                )
+        self.name_prefix = name_prefix
+        self.dataset = dataset
+        what = f"{dataset} dataset at {self.root}"
+
+        shared = self.image_dir.resolve() == self.mask_dir.resolve()
+        if image_exts is None:
+            image_exts = SHARED_FOLDER_IMAGE_EXTS if shared and not mask_suffix else IMAGE_EXTS
+        if mask_exts is None:
+            mask_exts = SHARED_FOLDER_MASK_EXTS if shared and not mask_suffix else MASK_EXTS
+
+        mask_files = _files(self.mask_dir, mask_exts)
+        if mask_suffix:
+            mask_files = [p for p in mask_files if p.stem.endswith(mask_suffix)]
+        claimed = set(mask_files) if shared else set()
+        image_files = [p for p in _files(self.image_dir, image_exts) if p not in claimed]
+        if not image_files:
+            raise ValueError(
+                f"{what}: no image files ({', '.join(image_exts)}) in {self.image_dir}; "
+                "check the path and the images=/image_exts= arguments"
+            )
+
+        problems: list[str] = []
+        by_stem: dict[str, Path] = {}
+        for p in image_files:
+            if p.stem in by_stem:
+                problems.append(f"{p}: another image has the same stem ({by_stem[p.stem].name})")
+            else:
+                by_stem[p.stem] = p
+        mask_by_stem: dict[str, Path] = {}
+        for p in mask_files:
+            stem = p.stem[: len(p.stem) - len(mask_suffix)] if mask_suffix else p.stem
+            if stem in mask_by_stem:
+                problems.append(f"{p}: another mask has the same stem ({mask_by_stem[stem].name})")
+            else:
+                mask_by_stem[stem] = p
+        for stem, p in by_stem.items():
+            if stem not in mask_by_stem:
+                problems.append(
+                    f"{p}: image without a mask (expected {self.mask_dir / stem}{mask_suffix}"
+                    f" with one of {', '.join(mask_exts)})"
+                )
+        for stem, p in mask_by_stem.items():
+            if stem not in by_stem:
+                problems.append(f"{p}: mask without an image (expected {self.image_dir / stem}.*)")
+
+        pairs = [(by_stem[s], mask_by_stem[s]) for s in sorted(by_stem) if s in mask_by_stem]
+        if verify:
+            checked = []
+            for img_path, mask_path in pairs:
+                try:
+                    ih, iw = image_size(img_path)
+                    mh, mw = image_size(mask_path)
+                except ValueError as exc:
+                    problems.append(str(exc).split("; ")[0])
+                    continue
+                if (ih, iw) != (mh, mw):
+                    problems.append(
+                        f"{img_path} is {iw}x{ih} (WxH) but its mask {mask_path} is {mw}x{mh}"
+                    )
+                    continue
+                checked.append((img_path, mask_path))
+            pairs = checked
+        _report(problems, on_error, what)
+        if not pairs:
+            raise ValueError(f"{what}: no usable image/mask pair left (all were skipped)")
+        self.pairs: list[tuple[Path, Path]] = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def names(self) -> list[str]:
+        """Every ``Sample.name``, in order, without reading any pixel."""
+        return [self.name_prefix + img.stem for img, _ in self.pairs]
+
+    def sample(self, index: int) -> Sample:
+        img_path, mask_path = self.pairs[index]
+        image = load_image(img_path)
+        mask = load_mask(mask_path)
+        if image.shape[:2] != mask.shape:
+            raise ValueError(
+                f"{img_path} is {image.shape[1]}x{image.shape[0]} (WxH) but its mask "
+                f"{mask_path} is {mask.shape[1]}x{mask.shape[0]}; resize or replace the mask"
+            )
+        meta = {"dataset": self.dataset, "image_path": str(img_path), "mask_path": str(mask_path)}
+        return Sample(image=image, mask=mask, name=self.name_prefix + img_path.stem, meta=meta)
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+
+    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
+        if isinstance(index, slice):
+            return [self.sample(i) for i in range(*index.indices(len(self)))]
+        return self.sample(index)
+
+    def __repr__(self) -> str:
+        return f"FolderDataset({str(self.root)!r}, {len(self)} pairs, dataset={self.dataset!r})"
+
+
+class ConcatDataset(Sequence[Sample]):
+    """Several datasets one after the other (e.g. DIS-TE1..4); sample names must stay unique."""
+
+    def __init__(self, parts: Sequence[Sequence[Sample]]) -> None:
+        self.parts = list(parts)
+        self._ends: list[int] = []
+        total = 0
+        for part in self.parts:
+            total += len(part)
+            self._ends.append(total)
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+
+    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        i = index + len(self) if index < 0 else index
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        k = bisect.bisect_right(self._ends, i)
+        start = self._ends[k - 1] if k else 0
+        return self.parts[k][i - start]
+
+    def __repr__(self) -> str:
+        return f"ConcatDataset({len(self.parts)} parts, {len(self)} samples)"
+
+
+def _locate(candidates: Sequence[Path], subdirs: Sequence[str]) -> Path | None:
+    for folder in candidates:
+        if all((folder / s).is_dir() for s in subdirs):
+            return folder
+    return None
+
+
+def _layout_error(name: str, root: Path, expected: Path, subdirs: Sequence[str], hint: str):
+    wanted = " and ".join(str(expected / s) for s in subdirs)
+    return FileNotFoundError(
+        f"{name}: no dataset under {root}: expected the folders {wanted} ({hint})"
+    )
+
+
+DIS5K_SPLITS = ("DIS-TR", "DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
+"""DIS5K's splits; ``dis5k(root, "DIS-TE")`` concatenates DIS-TE1..4."""
+
+
+def dis5k(
+    root: str | Path, split: str = "DIS-TE1", *, on_error: OnError = "raise", verify: bool = True
+) -> FolderDataset | ConcatDataset:
+    """DIS5K (``root/<split>/im/*.jpg``, ``root/<split>/gt/*.png``); names are ``<split>/<stem>``.
+
+    ``root`` is the DIS5K folder (or the split folder itself). ``split`` is one of
+    ``DIS5K_SPLITS`` or "DIS-TE" for the four test splits together.
+    """
+    root = Path(root)
+    if split == "DIS-TE":
+        tests = [s for s in DIS5K_SPLITS if s.startswith("DIS-TE")]
+        return ConcatDataset([dis5k(root, s, on_error=on_error, verify=verify) for s in tests])
+    if split not in DIS5K_SPLITS:
+        raise ValueError(
+            f"unknown DIS5K split {split!r}; expected one of {DIS5K_SPLITS} or 'DIS-TE'"
+        )
+    candidates = [root / split, root / "DIS5K" / split] + ([root] if root.name == split else [])
+    folder = _locate(candidates, ("im", "gt"))
+    if folder is None:
+        raise _layout_error(
+            "dis5k",
+            root,
+            root / split,
+            ("im", "gt"),
+            "layout DIS5K/<split>/im/*.jpg and "
+            "DIS5K/<split>/gt/*.png; pass the DIS5K folder as root",
+        )
+    return FolderDataset(
+        folder,
+        "im",
+        "gt",
+        on_error=on_error,
+        verify=verify,
+        name_prefix=f"{split}/",
+        dataset="dis5k",
+    )
+
+
+def duts_te(root: str | Path, *, on_error: OnError = "raise", verify: bool = True) -> FolderDataset:
+    """DUTS-TE (``DUTS-TE-Image/*.jpg``, ``DUTS-TE-Mask/*.png``).
+
+    ``root`` is the DUTS-TE folder or the folder holding it.
+    """
+    root = Path(root)
+    subdirs = ("DUTS-TE-Image", "DUTS-TE-Mask")
+    folder = _locate([root, root / "DUTS-TE"], subdirs)
+    if folder is None:
+        raise _layout_error(
+            "duts_te", root, root, subdirs, "pass the DUTS-TE folder, or the folder holding it"
+        )
+    return FolderDataset(folder, *subdirs, on_error=on_error, verify=verify, dataset="duts_te")
+
+
+def isic2016(
+    root: str | Path, *, on_error: OnError = "raise", verify: bool = True
+) -> FolderDataset:
+    """ISIC 2016 Part 1 test set; the mask of ``ISIC_0000003.jpg`` is
+    ``ISIC_0000003_Segmentation.png`` (the suffix is stripped for pairing)."""
+    root = Path(root)
+    subdirs = ("ISBI2016_ISIC_Part1_Test_Data", "ISBI2016_ISIC_Part1_Test_GroundTruth")
+    folder = _locate([root, root / "ISIC2016"], subdirs)
+    if folder is None:
+        raise _layout_error(
+            "isic2016",
+            root,
+            root,
+            subdirs,
+            "pass the folder where both ISIC 2016 Part 1 test archives were extracted",
+        )
+    return FolderDataset(
+        folder,
+        *subdirs,
+        mask_suffix="_Segmentation",
+        image_exts=(".jpg", ".jpeg"),
+        mask_exts=(".png",),
+        on_error=on_error,
+        verify=verify,
+        dataset="isic2016",
+    )
+
+
+def cod10k(root: str | Path, *, on_error: OnError = "raise", verify: bool = True) -> FolderDataset:
+    """COD10K-v3 test set (``Test/Image/*.jpg``, ``Test/GT_Object/*.png``); ``root`` is
+    COD10K-v3 or its ``Test`` folder."""
+    root = Path(root)
+    subdirs = ("Image", "GT_Object")
+    folder = _locate([root / "Test", root, root / "COD10K-v3" / "Test"], subdirs)
+    if folder is None:
+        raise _layout_error(
+            "cod10k", root, root / "Test", subdirs, "pass the COD10K-v3 folder or its Test folder"
+        )
+    return FolderDataset(folder, *subdirs, on_error=on_error, verify=verify, dataset="cod10k")

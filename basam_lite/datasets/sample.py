@@ -1,0 +1,44 @@
+"""The unit every dataset yields: one image, one binary object mask, a stable name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(eq=False)  # arrays inside: compare fields explicitly
+class Sample:
+    """One image with the mask of one object.
+
+    Attributes:
+        image: (H, W, 3) uint8 RGB.
+        mask: (H, W) bool, True on the object. Same H, W as ``image``.
+        name: unique, stable identifier inside its dataset (used as a table key and to seed
+            per-sample randomness, so it must not depend on the dataset's order or length).
+        meta: free-form details (source paths, split, shape kind, ...). JSON-friendly values.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    name: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Catch loader bugs at the source rather than as a shape error deep inside a model.
+        if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
+            raise ValueError(
+                f"Sample {self.name!r}: image must be (H, W, 3) uint8 RGB, got shape "
+                f"{self.image.shape} dtype {self.image.dtype}"
+            )
+        if self.mask.dtype != np.bool_ or self.mask.shape != self.image.shape[:2]:
+            raise ValueError(
+                f"Sample {self.name!r}: mask must be (H, W) bool matching the image "
+                f"{self.image.shape[:2]}, got shape {self.mask.shape} dtype {self.mask.dtype}"
+            )
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """(H, W) of the image and mask."""
+        return int(self.mask.shape[0]), int(self.mask.shape[1])

@@ -1,0 +1,78 @@
+"""Dataset spec strings, as the command line takes them: ``scheme[:arguments]``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .coco import CocoInstances
+from .folders import FolderDataset, cod10k, dis5k, duts_te, isic2016
+from .procedural import ProceduralScenes
+from .sample import Sample
+
+DEFAULT_SYNTHETIC_N = 24
+
+DATASET_SPECS = {
+    "synthetic": "synthetic[:N[:SPLIT]]  procedural scenes (default N=24, split test)",
+    "folder": "folder:PATH  PATH/images + PATH/masks, or image/mask pairs in PATH itself",
+    "dis5k": "dis5k:PATH[:SPLIT]  DIS5K folder, split DIS-TE1 (default) .. DIS-TE4, DIS-TE, DIS-VD",
+    "duts": "duts:PATH  DUTS-TE folder (or its parent)",
+    "isic2016": "isic2016:PATH  folder with the ISIC 2016 Part 1 test data and ground truth",
+    "cod10k": "cod10k:PATH  COD10K-v3 folder (or its Test folder)",
+    "coco": "coco:ANNOTATIONS.json:IMAGES  one sample per instance",
+}
+"""Every scheme ``open_dataset`` understands, with its syntax."""
+
+
+def _usage() -> str:
+    return "valid dataset specs:\n  " + "\n  ".join(DATASET_SPECS.values())
+
+
+def _folder(path: str) -> FolderDataset:
+    root = Path(path)
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        return FolderDataset(root)
+    return FolderDataset(root, images=".", masks=".")
+
+
+def open_dataset(spec: str, *, seed: int = 0, size: int = 256) -> Sequence[Sample]:
+    """Open the dataset a spec string names (syntax in ``DATASET_SPECS``).
+
+    ``seed`` and ``size`` only apply to ``synthetic`` (scenes are rendered at ``size``); file
+    datasets are returned at their native resolution.
+    """
+    scheme, _, rest = spec.partition(":")
+    if scheme not in DATASET_SPECS:
+        raise ValueError(f"unknown dataset scheme {scheme!r} in {spec!r}; {_usage()}")
+    if scheme == "synthetic":
+        parts = rest.split(":") if rest else []
+        if len(parts) > 2:
+            raise ValueError(f"bad spec {spec!r}; expected {DATASET_SPECS['synthetic']}")
+        try:
+            n = int(parts[0]) if parts and parts[0] else DEFAULT_SYNTHETIC_N
+        except ValueError:
+            raise ValueError(
+                f"bad spec {spec!r}: N must be an integer; expected {DATASET_SPECS['synthetic']}"
+            ) from None
+        split = parts[1] if len(parts) == 2 else "test"
+        return ProceduralScenes(n=n, seed=seed, size=size, split=split)
+    if not rest:
+        raise ValueError(f"spec {spec!r} names no path; expected {DATASET_SPECS[scheme]}")
+    if scheme == "folder":
+        return _folder(rest)
+    if scheme == "dis5k":
+        path, _, split = rest.rpartition(":")
+        if path and split.startswith("DIS-"):
+            return dis5k(path, split)
+        return dis5k(rest)
+    if scheme == "duts":
+        return duts_te(rest)
+    if scheme == "isic2016":
+        return isic2016(rest)
+    if scheme == "cod10k":
+        return cod10k(rest)
+    # coco
+    annotations, sep, images = rest.rpartition(":")
+    if not sep or not annotations or not images:
+        raise ValueError(f"bad spec {spec!r}; expected {DATASET_SPECS['coco']}")
+    return CocoInstances(annotations, images)
