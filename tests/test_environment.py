@@ -25,7 +25,8 @@ def pyproject_dependencies() -> set[str]:
 
 def environment_dependencies() -> set[str]:
     names = set()
-    for line in (ROOT / "environment.yml").read_text().splitlines():
+    text = (ROOT / "environment.yml").read_text()
+    for line in text.split("\ndependencies:", 1)[1].splitlines():
         m = re.match(r"^\s+-\s+(.+?)\s*(#.*)?$", line)
         if not m or m.group(1).startswith(("-e", "pip", "python")) or m.group(1).endswith(":"):
             continue
