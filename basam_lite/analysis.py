@@ -7,18 +7,21 @@ distance of a query at :math:`p_i` is :math:`\sum_j p_j \lVert p_i - p_j \rVert`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import torch
+from segment_anything.build_sam import sam_model_registry
 from segment_anything.modeling import Sam
-from torch import Tensor
+from torch import Tensor, nn
 
 from .capture import capture_attention
-from .masks import grid_positions
-from .patch import BASAMConfig, apply_basam, remove_basam
-from .resolution import input_size, patch_size, restore_input_size, set_input_size
+from .datasets import Prompt
+from .masks import Metric, alibi_slopes, grid_positions, pairwise_distance
+from .patch import BASAMConfig, apply_basam, image_encoder_of, remove_basam
+from .resolution import base_size, input_size, patch_size, restore_input_size, set_input_size
 from .scaling import attention_scale
 
 
@@ -193,3 +196,243 @@ def current_grid(sam: Sam) -> tuple[int, int]:
     h, w = input_size(sam)
     p = patch_size(sam.image_encoder)
     return h // p, w // p
+
+
+# --- Architecture: which blocks are global, how many keys each softmax row sees --------------
+
+
+def global_blocks(model: nn.Module) -> list[int]:
+    """Indexes of the global-attention blocks of a ``Sam`` or ``ImageEncoderViT`` (window 0)."""
+    return [i for i, b in enumerate(image_encoder_of(model).blocks) if b.window_size == 0]
+
+
+def architecture_table(names: Sequence[str] = ("vit_b", "vit_l", "vit_h", "tiny")) -> pd.DataFrame:
+    """Encoder layout of SAM models by name, read from models built on PyTorch's ``meta``
+    device (no memory, no weights: the numbers depend on the architecture only).
+
+    Columns: base side (px), token grid, depth, heads, head dim, window size, keys per softmax
+    row in windowed and in global blocks at the base size, and the global block indexes.
+    """
+    from .models import MODEL_NAMES, OFFICIAL_NAMES, TINY, build_tiny_sam
+
+    rows = []
+    for name in names:
+        if name not in MODEL_NAMES:
+            raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+        with torch.device("meta"):
+            sam = sam_model_registry[name]() if name in OFFICIAL_NAMES else build_tiny_sam(TINY)
+        enc = sam.image_encoder
+        side = base_size(enc)[0]
+        grid = side // patch_size(enc)
+        attn = enc.blocks[0].attn
+        window = max(b.window_size for b in enc.blocks)
+        rows.append(
+            {
+                "model": name,
+                "base_side": side,
+                "grid": grid,
+                "depth": len(enc.blocks),
+                "heads": attn.num_heads,
+                "head_dim": attn.qkv.out_features // 3 // attn.num_heads,
+                "window": window,
+                "windowed_keys": window * window,
+                "global_keys": grid * grid,
+                "global_blocks": ", ".join(map(str, global_blocks(enc))),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# --- The bias-mode mask alone: how far does a content-free softmax reach? --------------------
+
+
+def mask_receptive_field(
+    grid_hw: tuple[int, int],
+    num_heads: int,
+    gains: Sequence[float],
+    metric: Metric = "euclidean",
+    patch: int = 16,
+    query: tuple[int, int] | str | None = None,
+) -> pd.DataFrame:
+    r"""Locality imposed by the bias-mode mask on its own, per gain and head.
+
+    With content-free logits (:math:`q \cdot k = 0`) the attention of query :math:`i` is
+    :math:`p = \mathrm{softmax}_j(M_h(i, j))`. Returns one row per (gain, head): the slope, the
+    mean attention distance :math:`\sum_j p_j \lVert p_i - p_j \rVert` in pixels, the entropy
+    and the entropy over :math:`\ln N` (1 = uniform). ``query``: a (row, col) token, the grid
+    centre when None, or ``"all"`` to average over every query token (rows built in chunks, so
+    memory stays small on large grids). Weight-free: the numbers depend only on the grid, the
+    slopes and the gain.
+    """
+    n_rows, n_cols = grid_hw
+    pos = grid_positions(grid_hw).double()
+    if query == "all":
+        queries = pos
+    else:
+        q = (n_rows // 2, n_cols // 2) if query is None else tuple(query)  # type: ignore[arg-type]
+        if len(q) != 2 or not (0 <= q[0] < n_rows and 0 <= q[1] < n_cols):
+            raise ValueError(f"query {query!r} is not a (row, col) token of the {grid_hw} grid")
+        queries = torch.tensor([q], dtype=torch.float64)
+    slopes = alibi_slopes(num_heads).double()
+    n = n_rows * n_cols
+    rows = []
+    for gain in gains:
+        if not np.isfinite(gain) or gain < 0:
+            raise ValueError(f"gains must be finite and >= 0, got {gain!r}")
+        dist_sum = torch.zeros(num_heads, dtype=torch.float64)
+        ent_sum = torch.zeros(num_heads, dtype=torch.float64)
+        for start in range(0, len(queries), 256):
+            d = pairwise_distance(queries[start : start + 256], pos, metric, cols=n_cols)
+            probs = (-float(gain) * slopes[:, None, None] * d[None]).softmax(-1)  # [H, Q, N]
+            dist_sum += (probs * d[None]).sum(-1).sum(-1)
+            ent_sum += entropy(probs).sum(-1)
+        for h in range(num_heads):
+            ent = ent_sum[h].item() / len(queries)
+            rows.append(
+                {
+                    "gain": float(gain),
+                    "head": h,
+                    "slope": slopes[h].item(),
+                    "distance_px": dist_sum[h].item() / len(queries) * patch,
+                    "entropy": ent,
+                    "normalised_entropy": ent / float(np.log(n)),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+# --- Running SAM on images: features, one prompt, or a batch ---------------------------------
+
+
+@contextmanager
+def configured(sam: Sam, config: BASAMConfig | None) -> Iterator[Sam]:
+    """``sam`` with ``config`` applied inside the ``with`` block (None: leave it as it is);
+    the previous patch, or none, is restored afterwards."""
+    if config is None:
+        yield sam
+        return
+    previous = getattr(sam.image_encoder, "basam_config", None)
+    apply_basam(sam, config)
+    try:
+        yield sam
+    finally:
+        if previous is None:
+            remove_basam(sam)
+        else:
+            apply_basam(sam, previous)
+
+
+@torch.no_grad()
+def encoder_outputs(
+    sam: Sam, images: Tensor, configs: dict[str, BASAMConfig | None]
+) -> dict[str, Tensor]:
+    """The image encoder's output for ``images [B, 3, H, W]`` (at the model's input size,
+    already normalised or not: the encoder does not care) under each named config (None: the
+    model as it is). Each config is applied for its own forward only."""
+    outputs = {}
+    for name, config in configs.items():
+        with configured(sam, config):
+            outputs[name] = sam.image_encoder(images)
+    return outputs
+
+
+@torch.no_grad()
+def segment(
+    sam: Sam, image: np.ndarray, prompt: Prompt, config: BASAMConfig | None = None
+) -> dict[str, object]:
+    """One image and one :class:`~basam_lite.datasets.Prompt` (in the image's pixel frame)
+    through a :class:`~basam_lite.BASAMPredictor` at the model's current input size.
+
+    Returns ``features`` (the encoder output ``[1, C, rows, cols]``), ``logits`` (``(H, W)``
+    mask logits at the image's size), ``mask`` (``logits > sam.mask_threshold``) and ``score``
+    (the IoU head's prediction). ``config`` is applied for this call only.
+    """
+    from .predictor import BASAMPredictor
+
+    with configured(sam, config):
+        predictor = BASAMPredictor(sam)
+        predictor.set_image(image)
+        logits, scores, _ = predictor.predict(
+            point_coords=prompt.point_coords,
+            point_labels=prompt.point_labels,
+            box=prompt.box,
+            multimask_output=False,
+            return_logits=True,
+        )
+        features = predictor.features.clone()
+    return {
+        "features": features,
+        "logits": logits[0],
+        "mask": logits[0] > sam.mask_threshold,
+        "score": float(scores[0]),
+    }
+
+
+def official_batch_prompts(prompts: Sequence[Prompt]) -> list[dict[str, Tensor]]:
+    """The official BA-SAM code's batch defect, reproduced for teaching: the clicks of the
+    whole batch are reshaped into one group, so image i's record holds *every* image's click.
+
+    Same record format as :func:`basam_lite.datasets.batch_prompts` (which is the correct
+    version: image i's record holds image i's prompt only). Points only.
+    """
+    from .datasets import batch_prompts
+
+    own = batch_prompts(list(prompts))
+    if any("point_coords" not in r for r in own):
+        raise ValueError("official_batch_prompts reproduces the click defect: give point prompts")
+    coords = torch.cat([r["point_coords"] for r in own], dim=1)  # (1, B * N, 2)
+    labels = torch.cat([r["point_labels"] for r in own], dim=1)
+    return [{"point_coords": coords, "point_labels": labels} for _ in own]
+
+
+@torch.no_grad()
+def segment_batch(
+    sam: Sam, images: Sequence[np.ndarray], records: Sequence[dict[str, Tensor]]
+) -> list[dict[str, Tensor]]:
+    """``Sam.forward`` on a batch: image i with prompt record i (single-mask output).
+
+    Images must already be ``(H, W, 3)`` uint8 at the model's input size, so the prompts need
+    no rescaling (render procedural scenes at ``input_size(sam)``). Returns SAM's per-image
+    dicts (``masks``, ``iou_predictions``, ``low_res_logits``).
+    """
+    from .predictor import to_rgb_uint8
+
+    if len(images) != len(records):
+        raise ValueError(f"got {len(images)} images but {len(records)} prompt records")
+    hw = input_size(sam)
+    batch = []
+    for image, rec in zip(images, records, strict=True):
+        rgb = to_rgb_uint8(image)
+        if rgb.shape[:2] != hw:
+            raise ValueError(
+                f"image of {rgb.shape[0]}x{rgb.shape[1]} px: segment_batch needs images at the "
+                f"model's input size {hw[0]}x{hw[1]} (render or resize them first)"
+            )
+        tensor = torch.as_tensor(rgb).permute(2, 0, 1).float()
+        batch.append({"image": tensor, "original_size": hw, **rec})
+    return sam(batch, multimask_output=False)
+
+
+def mask_iou(pred: object, gt: object) -> float:
+    """IoU of two boolean masks of the same shape (1.0 when both are empty)."""
+    a = np.asarray(pred.detach().cpu() if isinstance(pred, Tensor) else pred, dtype=bool)
+    b = np.asarray(gt.detach().cpu() if isinstance(gt, Tensor) else gt, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"masks differ in shape: {a.shape} vs {b.shape}")
+    union = np.count_nonzero(a | b)
+    return float(np.count_nonzero(a & b) / union) if union else 1.0
+
+
+@torch.no_grad()
+def perturb_rel_pos(model: nn.Module, std: float = 0.3, seed: int = 0) -> None:
+    """Overwrite every rel-pos table of the encoder with seeded Gaussian values (in place).
+
+    A stand-in for tables that fine-tuning moved away from zero, used to show what happens when
+    they are dropped; not part of any BA-SAM variant.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for block in image_encoder_of(model).blocks:
+        attn = block.attn
+        if attn.use_rel_pos:
+            for table in (attn.rel_pos_h, attn.rel_pos_w):
+                table.copy_(std * torch.randn(table.shape, generator=g).to(table))

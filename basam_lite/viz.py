@@ -153,3 +153,29 @@ def grid_figure(n: int, ncols: int = 4, size: float = 3.2) -> tuple[Figure, list
     for ax in flat[n:]:
         ax.axis("off")
     return fig, flat[:n]
+
+
+def show_token_map(
+    values: object,
+    ax: Axes,
+    title: str | None = None,
+    label: str = "value",
+    cmap: str = "viridis",
+    query: tuple[int, int] | None = None,
+    colorbar: bool = True,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> AxesImage:
+    """A per-token ``(rows, cols)`` map on the patch grid (a position-embedding channel, the
+    distances or the mask values from one query), with labelled axes and a colour bar.
+    ``query`` (row, col) is marked with a cross."""
+    im = ax.imshow(_np(values), cmap=cmap, interpolation="nearest", vmin=vmin, vmax=vmax)
+    if query is not None:
+        ax.scatter([query[1]], [query[0]], marker="x", s=80, color="red", linewidths=2, zorder=3)
+    ax.set_xlabel("token column")
+    ax.set_ylabel("token row")
+    if title:
+        ax.set_title(title, fontsize=10)
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
+    return im

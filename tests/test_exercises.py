@@ -1,0 +1,108 @@
+"""Exercise checkers: each accepts the solution's answer and rejects a wrong one.
+
+One test function per checker, named ``test_nbNN_<checker>``; answers are computed as in
+``notebooks/solutions/NN_*.md``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import basam_lite as bl
+from basam_lite.exercises import Verdict, nb02, nb03, nb04, nb08
+
+# --- notebook 02: resolution is sequence length ---------------------------------------------
+
+
+def test_nb02_check_global_keys(capsys) -> None:
+    assert nb02.check_global_keys((768 // 16) ** 2)
+    assert not nb02.check_global_keys(196)
+    assert not nb02.check_global_keys(None)
+    out = capsys.readouterr().out
+    assert "Correct" in out and "Not yet" in out
+    assert "2304" not in out  # a hint never gives the answer away
+
+
+def test_nb02_check_dense_memory() -> None:
+    n = (2048 // 16) ** 2
+    assert nb02.check_dense_memory(16 * n * n * 4 / 2**30)
+    assert not nb02.check_dense_memory(12 * n * n * 4 / 2**30)  # ViT-B's 12 heads
+    assert not nb02.check_dense_memory("sixteen")
+
+
+def test_nb02_check_window_keys() -> None:
+    assert nb02.check_window_keys(14 * 14)
+    assert not nb02.check_window_keys((2048 // 16) ** 2)
+
+
+# --- notebook 03: the scaling factor ---------------------------------------------------------
+
+
+def test_nb03_check_lambda_768() -> None:
+    assert nb03.check_lambda_768(math.log((768 // 16) ** 2) / math.log((1024 // 16) ** 2))
+    assert nb03.check_lambda_768(bl.attention_scale((768 // 16) ** 2))
+    assert not nb03.check_lambda_768(768 / 1024)  # the side ratio is not lambda
+
+
+def test_nb03_check_official_2560() -> None:
+    assert nb03.check_official_2560(math.log((2560 // 1024) ** 2 * 4096, 4096))
+    assert nb03.check_official_2560(bl.attention_scale((2560 // 16) ** 2, mode="official"))
+    assert not nb03.check_official_2560(bl.attention_scale((2560 // 16) ** 2))  # paper-like
+
+
+def test_nb03_check_tiny_lambda_512() -> None:
+    assert nb03.check_tiny_lambda_512(math.log((512 // 16) ** 2) / math.log((256 // 16) ** 2))
+    assert not nb03.check_tiny_lambda_512(bl.attention_scale((512 // 16) ** 2))  # n_train 4096
+
+
+# --- notebook 04: the bias-mode mask ---------------------------------------------------------
+
+
+def test_nb04_check_smallest_slope() -> None:
+    assert nb04.check_smallest_slope(bl.alibi_slopes(12).min().item())
+    assert not nb04.check_smallest_slope(bl.alibi_slopes(12)[-1].item())  # last is not smallest
+
+
+def test_nb04_check_mask_value(capsys) -> None:
+    assert nb04.check_mask_value(bl.bias_mode_mask((4, 5), 8)[0, 0, 0, 3 * 5 + 4].item())
+    capsys.readouterr()
+    assert not nb04.check_mask_value(2.5)
+    assert "sign" in capsys.readouterr().out
+    assert not nb04.check_mask_value(-5.0)
+    assert not nb04.check_mask_value(None)
+
+
+def test_nb04_check_flat_distance() -> None:
+    assert nb04.check_flat_distance(bl.grid_distances((64, 64), "flat")[0, 64].item())
+    assert not nb04.check_flat_distance(1)
+
+
+# --- notebook 08: auditing the official code -------------------------------------------------
+
+
+def test_nb08_check_lambda_gap() -> None:
+    n = (1920 // 16) ** 2
+    assert nb08.check_lambda_gap(bl.attention_scale(n) - bl.attention_scale(n, mode="official"))
+    assert not nb08.check_lambda_gap(bl.attention_scale(n))
+
+
+def test_nb08_check_click(capsys) -> None:
+    assert nb08.check_click((200, 10))
+    assert nb08.check_click(np.array([[200.0, 10.0]]))  # SAM's (N, 2) layout
+    capsys.readouterr()
+    assert not nb08.check_click((10, 200))
+    assert "transposed" in capsys.readouterr().out
+    assert not nb08.check_click(None)
+    assert not nb08.check_click((200, 10, 0))
+
+
+def test_nb08_check_threshold_probability() -> None:
+    assert nb08.check_threshold_probability(1 / (1 + math.exp(-0.9)))
+    assert not nb08.check_threshold_probability(0.9)
+
+
+def test_checkers_return_verdicts() -> None:
+    v = nb02.check_window_keys(None)
+    assert isinstance(v, Verdict) and not v and repr(v).startswith("Not yet: ")
