@@ -212,6 +212,11 @@ def load_weights(model: Sam, state: dict[str, torch.Tensor], source: str, name: 
             f"{source} does not fit model {name!r}: it looks like {describe_checkpoint(state)}. "
             f"{len(details)} problem(s), first: {'; '.join(details[:3])}"
         )
+    # Tiny checkpoints are stored in fp16 to stay small: cast floats to the model's dtype.
+    state = {
+        k: v.to(own[k].dtype) if v.is_floating_point() and own[k].is_floating_point() else v
+        for k, v in state.items()
+    }
     model.load_state_dict(state)
     return model
 

@@ -1,0 +1,612 @@
+"""Train (or fine-tune) a tiny SAM on procedural scenes, resumable, with a model card.
+
+``python -m basam_lite train --variant vanilla`` trains ``tiny-vanilla`` (plain SAM attention)
+and ``--variant basam`` trains ``tiny-basam`` (the paper preset active during training); both at
+256 px, single-scale. Rerunning the same command resumes from ``runs/train-NAME/state.pt``.
+``--init tiny-vanilla --preset paper --steps 30`` fine-tunes instead; :func:`finetune` does the
+same from Python (in memory, no files) for notebooks.
+
+Recipe: batch of on-the-fly rendered training scenes (split "train", scene index = step * batch
++ b, so the data depend only on the seed and the step), one prompt per image (a box, 1-3 positive
+clicks, or a box and a click), single-mask output, loss = BCE + dice on the logits upsampled to
+the image, plus the IoU head's MSE against the true IoU; AdamW with linear warmup and cosine decay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import Sam
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .datasets import ProceduralScenes, Prompt, box_from_mask, prompt_for, random_points
+from .datasets.sample import Sample
+from .models import TINY, build_sam, build_tiny_sam, tiny_checkpoint_path
+from .patch import BASAMConfig, apply_basam, is_patched
+
+VARIANTS = {"vanilla": "vanilla", "basam": "paper"}
+"""``--variant`` -> the preset active during training (vanilla = no patch)."""
+
+_MAX_SCENES = 10**9  # the training stream is effectively infinite
+
+
+@dataclass
+class TrainConfig:
+    """One training run. ``preset``: a BASAMConfig preset name active while training
+    (``"vanilla"`` trains plain SAM attention). ``init``: model name or checkpoint path to
+    fine-tune from (None: random init, seed ``seed``)."""
+
+    name: str = "tiny-vanilla"
+    preset: str = "vanilla"
+    init: str | None = None
+    steps: int = 1600
+    batch_size: int = 8
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.02
+    weight_decay: float = 0.01
+    warmup: int = 50
+    grad_clip: float = 1.0
+    iou_loss_weight: float = 1.0
+    pos_weight_max: float = 10.0  # BCE weight of object pixels: background/object ratio, capped
+    box_jitter: float = 0.03  # max box edge shift, as a fraction of the box side
+    size: int = 256
+    seed: int = 0
+    threads: int = 2
+    preset_from: int = 0  # step at which the preset is applied; before it: plain attention
+
+    def describe(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def completed(cls, saved: dict[str, object]) -> dict[str, object]:
+        """A saved config dict with fields added since it was written set to their defaults."""
+        return {**cls().describe(), **saved}
+
+
+@dataclass
+class TrainResult:
+    model: Sam
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    step: int = 0
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to 1, then cosine down to ``min_lr_ratio`` at ``cfg.steps``."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def initial_model(cfg: TrainConfig) -> Sam:
+    """Random tiny SAM (seeded) or the ``init`` model (unpatched: see :func:`sync_preset`)."""
+    if cfg.init is None:
+        sam = build_tiny_sam(TINY, seed=cfg.seed)
+    elif Path(cfg.init).suffix in (".pt", ".pth"):
+        sam = build_sam("tiny", checkpoint=cfg.init)
+    else:
+        sam = build_sam(cfg.init)
+    return sam
+
+
+def sync_preset(sam: Sam, cfg: TrainConfig, step: int) -> None:
+    """Apply ``cfg.preset`` once ``step`` reaches ``cfg.preset_from`` (zero-shot presets add no
+    parameter, so the optimiser's state carries over unchanged)."""
+    if cfg.preset != "vanilla" and step >= cfg.preset_from and not is_patched(sam):
+        apply_basam(sam, BASAMConfig.preset(cfg.preset))
+
+
+def training_prompt(sample: Sample, rng: np.random.Generator, jitter: float) -> Prompt:
+    """A box (55%), 1-3 clicks (30%) or a box and a click (15%) for ``sample``'s mask."""
+    u = rng.random()
+    box = None
+    if u < 0.55 or u >= 0.85:
+        box = box_from_mask(sample.mask)
+        side = np.array([box[2] - box[0] + 1, box[3] - box[1] + 1] * 2)
+        box = box + rng.uniform(-jitter, jitter, size=4) * side
+        h, w = sample.hw
+        box = np.clip(box, 0, [w - 1, h - 1, w - 1, h - 1])
+    if u >= 0.55:
+        n = 1 if u >= 0.85 else int(rng.choice([1, 1, 2, 3]))
+        coords, labels = random_points(sample.mask, n, rng)
+        return Prompt(coords, labels, box)
+    return Prompt(box=box)
+
+
+def image_batch(samples: list[Sample]) -> Tensor:
+    """(B, H, W, 3) uint8 images -> (B, 3, H, W) float32 in [0, 255]."""
+    x = torch.from_numpy(np.stack([s.image for s in samples]))
+    return x.permute(0, 3, 1, 2).float()
+
+
+def decode(sam: Sam, embedding: Tensor, prompt: Prompt) -> tuple[Tensor, Tensor]:
+    """One image's embedding ``[1, C, h, w]`` and prompt -> (low-res logits ``[1, 1, 4h, 4w]``,
+    predicted IoU ``[1, 1]``), single-mask output, with gradients."""
+    points = None
+    if prompt.point_coords is not None:
+        points = (
+            torch.as_tensor(prompt.point_coords, dtype=torch.float32)[None],
+            torch.as_tensor(prompt.point_labels, dtype=torch.int64)[None],
+        )
+    boxes = None if prompt.box is None else torch.as_tensor(prompt.box, dtype=torch.float32)[None]
+    sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=None)
+    return sam.mask_decoder(
+        image_embeddings=embedding,
+        image_pe=sam.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=False,
+    )
+
+
+def dice_loss(logits: Tensor, target: Tensor) -> Tensor:
+    p = logits.sigmoid().flatten(1)
+    t = target.flatten(1)
+    return (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).mean()
+
+
+def batch_loss(
+    sam: Sam, samples: list[Sample], prompts: list[Prompt], cfg: TrainConfig
+) -> tuple[Tensor, dict[str, float]]:
+    """Total loss of one batch and its parts (bce, dice, iou_mse, train IoU)."""
+    embeddings = sam.image_encoder(sam.preprocess(image_batch(samples)))
+    outs = [decode(sam, embeddings[i : i + 1], p) for i, p in enumerate(prompts)]
+    low = torch.cat([o[0] for o in outs])  # [B, 1, 64, 64]
+    iou_pred = torch.cat([o[1] for o in outs])[:, 0]
+    logits = F.interpolate(low, size=samples[0].hw, mode="bilinear", align_corners=False)
+    target = torch.from_numpy(np.stack([s.mask for s in samples])).float()[:, None]
+    # Objects cover ~8% of a scene: unweighted BCE collapses to "all background" in the first
+    # steps and stays there. Weight object pixels by the batch's background/object ratio.
+    pos = target.mean().clamp(min=1e-4)
+    pos_weight = ((1 - pos) / pos).clamp(1.0, cfg.pos_weight_max)
+    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
+    dice = dice_loss(logits, target)
+    with torch.no_grad():
+        pred = logits > 0
+        inter = (pred & (target > 0)).flatten(1).sum(1).float()
+        union = (pred | (target > 0)).flatten(1).sum(1).float()
+        iou = inter / union.clamp(min=1)
+    iou_mse = F.mse_loss(iou_pred, iou)
+    loss = bce + dice + cfg.iou_loss_weight * iou_mse
+    parts = {
+        "loss": float(loss.detach()),
+        "bce": float(bce.detach()),
+        "dice": float(dice.detach()),
+        "iou_mse": float(iou_mse.detach()),
+        "train_iou": float(iou.mean()),
+    }
+    return loss, parts
+
+
+def batch_at(ds: ProceduralScenes, step: int, cfg: TrainConfig) -> tuple[list, list]:
+    """The training batch of ``step``: depends only on (seed, step)."""
+    rng = np.random.default_rng([cfg.seed, step, 0x7A1])
+    samples = [ds.sample(step * cfg.batch_size + b) for b in range(cfg.batch_size)]
+    prompts = [training_prompt(s, rng, cfg.box_jitter) for s in samples]
+    return samples, prompts
+
+
+def _save_atomic(obj: object, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | os.PathLike | None = None,
+    save_every: int = 50,
+    stop_after: int | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    warm_start: str | os.PathLike | None = None,
+) -> TrainResult:
+    """Run (or resume) training. With ``run_dir`` the state (model, optimiser, step, elapsed
+    time) is saved there every ``save_every`` steps and at the end, and a rerun with the same
+    config resumes from it (bit-exact: the data depend only on seed and step). ``stop_after``
+    stops after that many steps of this call (to test resuming). ``warm_start``: where
+    ``run_dir`` holds no state yet, start from another run's state file instead, which must be
+    the same computation: same config up to name/preset/preset_from, at a step before
+    ``cfg.preset_from`` (a branch of a vanilla run). Returns the model (train mode off, preset
+    still applied), the loss history and the total training seconds."""
+    torch.set_num_threads(cfg.threads)
+    sam = initial_model(cfg)
+    params = [p for p in sam.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    step, elapsed, history = 0, 0.0, []
+    state_path = Path(run_dir) / "state.pt" if run_dir is not None else None
+    source = state_path if state_path is not None and state_path.exists() else None
+    if source is None and warm_start is not None:
+        source = Path(warm_start)
+    if source is not None:
+        state = torch.load(source, map_location="cpu", weights_only=False)
+        saved = TrainConfig.completed(state["config"])
+        if source != state_path:
+            free = ("name", "preset", "preset_from")
+            same = all(saved[k] == v for k, v in cfg.describe().items() if k not in free)
+            if not same or saved["preset"] != "vanilla" or state["step"] > cfg.preset_from:
+                raise ValueError(
+                    f"{source} cannot seed this run: it must be a vanilla run of the same "
+                    f"config, saved at a step <= preset_from={cfg.preset_from}"
+                )
+            saved = cfg.describe()
+        if saved != cfg.describe():
+            raise ValueError(
+                f"{source} was saved by a different config; delete {run_dir} to start over "
+                f"or pass another run directory.\n saved: {state['config']}\n now:   "
+                f"{cfg.describe()}"
+            )
+        sam.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, elapsed, history = state["step"], state["elapsed"], state["history"]
+    sync_preset(sam, cfg, step)
+
+    def save() -> None:
+        if state_path is None:
+            return
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "config": cfg.describe(),
+            "model": sam.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+            "elapsed": elapsed,
+            "history": history,
+        }
+        _save_atomic(state, state_path)
+
+    ds = ProceduralScenes(_MAX_SCENES, seed=cfg.seed, size=cfg.size, split="train")
+    sam.train()
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=cfg.name, smoothing=0.05)
+    done_here = 0
+    while step < cfg.steps and (stop_after is None or done_here < stop_after):
+        t0 = time.perf_counter()
+        sync_preset(sam, cfg, step)
+        samples, prompts = batch_at(ds, step, cfg)
+        loss, parts = batch_loss(sam, samples, prompts, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        done_here += 1
+        elapsed += time.perf_counter() - t0
+        parts["step"] = step
+        history.append(parts)
+        if on_step is not None:
+            on_step(step, parts)
+        bar.update(1)
+        bar.set_postfix(loss=f"{parts['loss']:.3f}", iou=f"{parts['train_iou']:.3f}")
+        if step % save_every == 0:
+            save()
+    bar.close()
+    save()
+    sam.eval()
+    return TrainResult(sam, history, elapsed, step)
+
+
+def finetune(
+    init: str = "tiny-vanilla",
+    preset: str = "paper",
+    steps: int = 30,
+    lr: float = 2e-4,
+    seed: int = 0,
+    progress: bool = True,
+    **overrides: object,
+) -> Sam:
+    """Fine-tune ``init`` briefly at 256 px with ``preset`` active (in memory, nothing saved).
+
+    A few dozen steps take well under a minute on two CPU cores. The returned model still has
+    ``preset`` applied (``remove_basam`` undoes it)."""
+    cfg = TrainConfig(
+        name=f"{init}+{preset}",
+        init=init,
+        preset=preset,
+        steps=steps,
+        lr=lr,
+        warmup=max(1, steps // 10),
+        seed=seed,
+        **overrides,  # type: ignore[arg-type]
+    )
+    return train(cfg, run_dir=None, progress=progress).model
+
+
+@torch.no_grad()
+def evaluate(
+    sam: Sam,
+    n: int = 100,
+    kinds: tuple[str, ...] = ("box", "point", "center"),
+    size: int = 256,
+    seed: int = 0,
+    split: str = "test",
+) -> dict[str, float]:
+    """Mean IoU (threshold 0.5) per prompt kind on ``n`` held-out scenes at the model's size.
+
+    Prompt kinds are those of :func:`basam_lite.datasets.prompt_for` ("point" = one random
+    click seeded by the scene name, "center" = the innermost object pixel)."""
+    was_training = sam.training
+    sam.eval()
+    ds = ProceduralScenes(n, seed=seed, size=size, split=split)
+    scores: dict[str, list[float]] = {k: [] for k in kinds}
+    for start in range(0, n, 16):
+        samples = ds[start : min(n, start + 16)]
+        emb = sam.image_encoder(sam.preprocess(image_batch(samples)))
+        for i, s in enumerate(samples):
+            gt = torch.from_numpy(s.mask)
+            for kind in kinds:
+                low, _ = decode(sam, emb[i : i + 1], prompt_for(s, kind, seed))
+                up = F.interpolate(low, size=s.hw, mode="bilinear", align_corners=False)[0, 0]
+                pred = up > 0
+                union = int((pred | gt).sum())
+                scores[kind].append(int((pred & gt).sum()) / union if union else 1.0)
+    sam.train(was_training)
+    return {f"iou_{k}": float(np.mean(v)) for k, v in scores.items()}
+
+
+def save_half(sam: Sam, path: Path) -> str:
+    """Save ``sam``'s state_dict with floating tensors in fp16; returns the file's sha256."""
+    import hashlib
+
+    fresh = set(build_tiny_sam().state_dict())
+    state = sam.state_dict()
+    extra = sorted(set(state) - fresh)
+    if extra:
+        raise ValueError(
+            f"the trained model has keys a plain tiny SAM lacks ({extra[:3]}): its preset adds "
+            f"parameters, so it cannot be saved as a loadable tiny checkpoint"
+        )
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_atomic(half, path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def machine() -> str:
+    return (
+        f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} logical CPUs, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
+        f"torch {torch.__version__}"
+    ).replace("  ", " ")
+
+
+def write_card(
+    path: Path,
+    cfg: TrainConfig,
+    command: str,
+    sha256: str,
+    seconds: float,
+    metrics: dict[str, float],
+    n_eval: int,
+    history: list[dict[str, float]],
+    note: str = "",
+) -> None:
+    """The model card beside the checkpoint (the sha256 line is checked by the tests)."""
+    patch = f"`apply_basam(sam, BASAMConfig.preset({cfg.preset!r}))`"
+    if cfg.preset == "vanilla":
+        trained_with = "plain SAM attention (no BA-SAM patch)"
+    elif cfg.preset_from == 0:
+        trained_with = f"{patch} active in every step"
+    else:
+        trained_with = (
+            f"plain SAM attention for steps 0-{cfg.preset_from} and {patch} active from step "
+            f"{cfg.preset_from} to {cfg.steps}: a branch of the vanilla run (same seed, data, "
+            f"schedule and weights up to step {cfg.preset_from}), the way BA-SAM fine-tunes a "
+            f"trained SAM, with the same total number of steps as the vanilla checkpoint"
+        )
+    last = history[-50:]
+    loss = float(np.mean([h["loss"] for h in last])) if last else float("nan")
+    tiou = float(np.mean([h["train_iou"] for h in last])) if last else float("nan")
+    lines = [
+        f"# {cfg.name}",
+        "",
+        f"A tiny SAM (`basam_lite.models.TINY`) trained from scratch at {cfg.size} px with "
+        f"{trained_with}.",
+        "",
+        "## Architecture",
+        f"`segment_anything` classes: ViT encoder {TINY.img_size} px, 16 px patches "
+        f"(16 x 16 tokens), embed dim {TINY.embed_dim}, {TINY.depth} blocks, {TINY.num_heads} "
+        f"heads, window {TINY.window_size}, global blocks {list(TINY.global_attn_indexes)}, "
+        f"neck {TINY.prompt_dim} channels; SAM prompt encoder; two-way mask decoder "
+        f"(depth {TINY.decoder_depth}). "
+        f"{sum(p.numel() for p in build_tiny_sam().parameters()) / 1e6:.2f} M parameters.",
+        "",
+        "## Storage",
+        "A plain `state_dict` with every floating tensor stored in **float16** (fp32 would be "
+        "about 15 MB); `basam_lite.build_sam` casts it back to float32 on load. No BA-SAM keys "
+        "(the paper preset adds no parameter).",
+        "",
+        f"sha256: `{sha256}`",
+        "",
+        "## Training data",
+        "Procedural scenes (`ProceduralScenes(split='train', seed="
+        f"{cfg.seed})`, 2-5 textured objects, low-contrast / camouflaged / look-alike / occluded "
+        "targets, thin and small shapes), rendered on the fly at "
+        f"{cfg.size} px, single scale: scene index = step x batch + b, never repeated. One prompt "
+        "per image: a box (55%, edges jittered by up to "
+        f"{cfg.box_jitter:.0%} of the side), 1-3 positive clicks (30%), or a box and a click "
+        "(15%). Single-mask output (`multimask_output=False`) for every prompt.",
+        "",
+        "## Recipe",
+        f"AdamW (lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}), {cfg.warmup} warmup steps, "
+        f"cosine decay to {cfg.min_lr_ratio:g} x lr, batch {cfg.batch_size}, {cfg.steps} steps, "
+        f"gradient clip {cfg.grad_clip:g}; loss = BCE (object pixels weighted by the batch's "
+        f"background/object ratio, capped at {cfg.pos_weight_max:g}) + dice on the logits "
+        f"upsampled to "
+        f"{cfg.size} px + {cfg.iou_loss_weight:g} x MSE of the IoU head; all parts trained. "
+        f"Seed {cfg.seed}, {cfg.threads} torch thread(s).",
+        "",
+        "## Reproduce",
+        "```",
+        command,
+        "```",
+        "Rerunning the command after an interruption resumes from "
+        f"`runs/train-{cfg.name}/state.pt` (bit-exact with the same thread count).",
+        "",
+        f"Training wall time: {seconds / 60:.1f} min ({seconds:.0f} s of training steps"
+        + (
+            f", including the {cfg.preset_from} steps shared with the vanilla run"
+            if cfg.preset != "vanilla" and cfg.preset_from
+            else ""
+        )
+        + f") on {machine()}. {note}".rstrip(),
+        "",
+        "## Final metrics",
+        f"Mean IoU (probability > 0.5) at {cfg.size} px on {n_eval} held-out scenes "
+        "(`ProceduralScenes(split='test', seed=0)`), the model as trained"
+        + ("" if cfg.preset == "vanilla" else f" (preset {cfg.preset} applied)")
+        + ":",
+        "",
+        "| prompt | mean IoU |",
+        "|---|---|",
+        f"| box | {metrics['iou_box']:.4f} |",
+        f"| centre point | {metrics['iou_center']:.4f} |",
+        f"| one random click | {metrics['iou_point']:.4f} |",
+        "",
+        f"Last 50 steps: training loss {loss:.4f}, training IoU {tiou:.4f}.",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--variant",
+        choices=tuple(VARIANTS),
+        default="vanilla",
+        help="vanilla (plain attention) or basam (paper preset while training)",
+    )
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="override the preset active in training (vanilla/scale/bias/paper)",
+    )
+    p.add_argument("--init", default=None, help="fine-tune from this model name or .pt file")
+    p.add_argument("--name", default=None, help="checkpoint name (default tiny-VARIANT)")
+    p.add_argument("--steps", type=int, default=TrainConfig.steps)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=None, help="default 3e-4 (1e-4 with --init)")
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--run-dir", default=None, help="resume state folder (runs/train-NAME)")
+    p.add_argument("--out", default=None, help="checkpoint path (data/checkpoints/NAME.pt)")
+    p.add_argument("--save-every", type=int, default=50)
+    p.add_argument("--eval-n", type=int, default=200, help="held-out scenes for the card")
+    p.add_argument(
+        "--preset-from",
+        type=int,
+        default=0,
+        help="step at which the preset is switched on (before it: plain attention)",
+    )
+    p.add_argument(
+        "--warm-start",
+        default=None,
+        help="state file of a vanilla run of the same config at step <= --preset-from: "
+        "skips recomputing those steps (identical computation)",
+    )
+    p.add_argument("--card-note", default="", help="sentence added to the card's timing line")
+    p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    name = args.name or (f"tiny-{args.variant}" if args.init is None else "tiny-finetuned")
+    preset = args.preset or VARIANTS[args.variant]
+    lr = args.lr if args.lr is not None else (3e-4 if args.init is None else 1e-4)
+    warmup = args.warmup if args.warmup is not None else min(50, max(1, args.steps // 10))
+    return TrainConfig(
+        name=name,
+        preset=preset,
+        init=args.init,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=lr,
+        warmup=warmup,
+        seed=args.seed,
+        threads=args.threads,
+        preset_from=args.preset_from,
+    )
+
+
+def reproducing_argv() -> list[str]:
+    """This process's ``train`` arguments without those that do not change the result."""
+    import sys
+
+    argv = sys.argv[1:]
+    if argv and argv[0] == "train":
+        argv = argv[1:]
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--warm-start", "--card-note", "--stop-after"):
+            skip = True
+            continue
+        if a.startswith(("--warm-start=", "--card-note=", "--stop-after=")):
+            continue
+        out.append(a)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import shlex
+
+    cfg = config_from_args(args)
+    run_dir = Path(args.run_dir or f"runs/train-{cfg.name}")
+    out = Path(args.out) if args.out else tiny_checkpoint_path(cfg.name)
+    result = train(
+        cfg,
+        run_dir=run_dir,
+        save_every=args.save_every,
+        stop_after=args.stop_after,
+        warm_start=args.warm_start,
+    )
+    if result.step < cfg.steps:
+        print(f"stopped at step {result.step}/{cfg.steps}; rerun the same command to resume")
+        return 0
+    sha = save_half(result.model, out)
+    # Evaluate the saved (fp16 -> fp32) weights, i.e. exactly what build_sam loads.
+    sam = build_sam("tiny", checkpoint=out)
+    if cfg.preset != "vanilla":
+        apply_basam(sam, BASAMConfig.preset(cfg.preset))
+    metrics = evaluate(sam, n=args.eval_n)
+    command = "python -m basam_lite train " + " ".join(shlex.quote(a) for a in reproducing_argv())
+    note = args.card_note
+    if args.warm_start:
+        note += (
+            f" This run was started from `{args.warm_start}` (--warm-start: the vanilla run's "
+            f"state at step {cfg.preset_from}, the same computation as the command's own first "
+            f"{cfg.preset_from} steps)."
+        )
+    write_card(
+        out.with_suffix(".md"),
+        cfg,
+        command,
+        sha,
+        result.seconds,
+        metrics,
+        args.eval_n,
+        result.history,
+        note=note.strip(),
+    )
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {sha[:12]}...)")
+    print("held-out IoU at", cfg.size, "px:", json.dumps(metrics))
+    return 0

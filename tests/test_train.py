@@ -1,0 +1,107 @@
+"""Training: a smoke run, bit-exact resume, fine-tuning, and the bundled checkpoints' cards."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+import torch
+
+import basam_lite as bl
+from basam_lite.models import tiny_checkpoint_path
+from basam_lite.train import TrainConfig, evaluate, finetune, lr_factor, save_half, train
+
+CHECKPOINTS = ("tiny-vanilla", "tiny-basam")
+
+
+def tiny_config(**changes) -> TrainConfig:
+    return TrainConfig(**{**dict(steps=4, batch_size=2, warmup=2, threads=1), **changes})
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = TrainConfig(steps=100, warmup=10, min_lr_ratio=0.1)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, cfg) == pytest.approx(1.0)
+    assert lr_factor(100, cfg) == pytest.approx(0.1)
+
+
+def test_interrupted_training_resumes_bit_exact(tmp_path):
+    cfg = tiny_config(preset="paper")
+    whole = train(cfg, run_dir=tmp_path / "whole", progress=False)
+    first = train(cfg, run_dir=tmp_path / "split", progress=False, stop_after=2)
+    assert first.step == 2
+    rest = train(cfg, run_dir=tmp_path / "split", progress=False)
+    assert rest.step == whole.step == 4
+    a, b = whole.model.state_dict(), rest.model.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in rest.history] == [h["loss"] for h in whole.history]
+    # Training moved the weights.
+    init = bl.build_sam("tiny").state_dict()
+    assert not torch.equal(
+        a["mask_decoder.iou_token.weight"], init["mask_decoder.iou_token.weight"]
+    )
+
+
+def test_resume_refuses_another_config(tmp_path):
+    train(tiny_config(), run_dir=tmp_path, progress=False, stop_after=1)
+    with pytest.raises(ValueError, match="different config"):
+        train(tiny_config(lr=5e-4), run_dir=tmp_path, progress=False)
+
+
+def test_half_checkpoint_loads_through_build_sam(tmp_path):
+    model = train(tiny_config(steps=1), progress=False).model
+    path = tmp_path / "tiny-x.pt"
+    sha = save_half(model, path)
+    assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert path.stat().st_size < 10e6
+    loaded = bl.build_sam("tiny", checkpoint=path)
+    assert loaded.image_encoder.pos_embed.dtype == torch.float32
+    ref = model.state_dict()["image_encoder.pos_embed"]
+    assert torch.allclose(loaded.image_encoder.pos_embed, ref, atol=1e-3)
+    assert set(evaluate(loaded, n=2)) == {"iou_box", "iou_point", "iou_center"}
+
+
+def test_finetune_from_python(tmp_path):
+    sam = finetune(init="tiny", preset="paper", steps=2, progress=False, batch_size=2, threads=1)
+    assert bl.is_patched(sam) and not sam.training
+
+
+@pytest.mark.parametrize("name", CHECKPOINTS)
+def test_checkpoint_matches_its_card(name):
+    path = tiny_checkpoint_path(name)
+    if not path.exists():
+        pytest.skip(f"{path} not trained yet")
+    card = path.with_suffix(".md").read_text()
+    match = re.search(r"sha256: `([0-9a-f]{64})`", card)
+    assert match, "the card states the file's sha256"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == match.group(1)
+    assert path.stat().st_size <= 10 * 1024 * 1024
+    sam = bl.build_sam(name)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert not any("basam" in k for k in state)
+    assert sam.image_encoder.patch_embed.proj.weight.dtype == torch.float32
+
+
+def test_branch_from_a_vanilla_state_equals_the_full_run(tmp_path):
+    vanilla = tiny_config(steps=4)
+    train(vanilla, run_dir=tmp_path / "vanilla", progress=False, stop_after=2)
+    branch = tiny_config(steps=4, name="tiny-basam", preset="paper", preset_from=2)
+    warm = train(
+        branch,
+        run_dir=tmp_path / "warm",
+        progress=False,
+        warm_start=tmp_path / "vanilla" / "state.pt",
+    )
+    cold = train(branch, run_dir=tmp_path / "cold", progress=False)
+    assert bl.is_patched(warm.model) and bl.is_patched(cold.model)
+    a, b = warm.model.state_dict(), cold.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="cannot seed"):
+        train(
+            tiny_config(steps=4, lr=1e-4, preset="paper", preset_from=2),
+            run_dir=tmp_path / "bad",
+            warm_start=tmp_path / "vanilla" / "state.pt",
+        )
