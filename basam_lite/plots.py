@@ -42,10 +42,7 @@ def plot_sweep(
     """Mean ``metric`` vs resolution, one line per variant, one panel per model (columns) and
     prompt (rows); ``intervals`` adds 95% bootstrap bands (they overlap and hide the lines when
     there are few images). A dotted line marks each model's base size. Saved to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never needs a display
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the figure is saved and closed: no display needed
     import seaborn as sns
 
     ok = _ok(df)

@@ -1,0 +1,274 @@
+"""One-call helpers for the notebooks: segment a scene at a size, evaluate at several sizes.
+
+- :func:`segment`: one procedural scene, rendered at an input size, through SAM under a sweep
+  variant (``vanilla``, ``scale``, ``bias``, ``paper``, ``official`` or ``resize``; see
+  :mod:`basam_lite.sweep`), with a prompt made from the scene's exact mask at that size.
+- :func:`segment_grid`, :func:`iou_table`, :func:`plot_segmentations`: the same over variants x
+  sizes, as a table and a figure.
+- :func:`evaluate_at_sizes`: mean IoU on held-out scenes at several input sizes
+  (:func:`basam_lite.train.evaluate` at each size).
+- :func:`optional_sam`: a named model, or ``None`` with a clear message when its checkpoint is
+  missing (notebooks keep running).
+
+Every function leaves the model as it found it: unpatched, at its base size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from segment_anything.modeling import Sam
+
+from .analysis import mask_iou
+from .analysis import segment as segment_image
+from .datasets import ProceduralScenes, Prompt, prompt_for
+from .models import build_sam
+from .patch import remove_basam
+from .resolution import base_size, restore_input_size, set_input_size
+from .sweep import PROMPTS, VARIANTS, configure
+
+
+@dataclass(eq=False)
+class Segmentation:
+    """One scene segmented at one input size under one variant.
+
+    ``image``, ``gt`` and ``mask`` are at ``size`` x ``size`` (the scene rendered there); the
+    prompt is in that frame. ``iou`` is NaN and ``mask`` is None when the variant cannot run at
+    this size (``reason`` says why, e.g. the official rule below the base size).
+    """
+
+    variant: str
+    size: int
+    image: np.ndarray
+    gt: np.ndarray
+    prompt: Prompt
+    mask: np.ndarray | None
+    iou: float
+    score: float
+    reason: str = ""
+
+
+def _check(variant: str, prompt: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}: choose from {', '.join(VARIANTS)}")
+    if prompt not in PROMPTS:
+        raise ValueError(f"unknown prompt {prompt!r}: choose from {', '.join(PROMPTS)}")
+
+
+def reset(sam: Sam) -> Sam:
+    """Remove any BA-SAM patch and return ``sam`` to its base input size."""
+    remove_basam(sam)
+    restore_input_size(sam)
+    return sam
+
+
+def segment(
+    sam: Sam,
+    scenes: ProceduralScenes,
+    index: int,
+    size: int,
+    variant: str = "paper",
+    prompt: str = "box",
+    seed: int = 0,
+) -> Segmentation:
+    """Segment scene ``index`` of ``scenes`` rendered at ``size`` px under ``variant``.
+
+    The model runs at ``size`` (``resize``: at its base size, the image resized to it), with the
+    variant's BA-SAM preset; ``prompt`` is ``"box"`` (tight box), ``"point"`` (centre point) or
+    ``"click"`` (a random object pixel, seeded by ``seed`` and the scene's name).
+    """
+    _check(variant, prompt)
+    sample = scenes.sample(index, size=(size, size))
+    p = prompt_for(sample, PROMPTS[prompt], seed)
+    try:
+        configure(sam, variant, size)
+    except ValueError as e:
+        reset(sam)
+        reason = str(e).splitlines()[0]
+        return Segmentation(
+            variant, size, sample.image, sample.mask, p, None, np.nan, np.nan, reason
+        )
+    try:
+        out = segment_image(sam, sample.image, p)
+    finally:
+        reset(sam)
+    mask = np.asarray(out["mask"], dtype=bool)
+    return Segmentation(
+        variant, size, sample.image, sample.mask, p, mask, mask_iou(mask, sample.mask), out["score"]
+    )
+
+
+def segment_grid(
+    sam: Sam,
+    scenes: ProceduralScenes,
+    index: int,
+    sizes: Sequence[int],
+    variants: Sequence[str] = ("vanilla", "paper"),
+    prompt: str = "box",
+    seed: int = 0,
+) -> list[Segmentation]:
+    """:func:`segment` for every (variant, size), variants in the outer loop."""
+    return [
+        segment(sam, scenes, index, size, variant, prompt, seed)
+        for variant in variants
+        for size in sizes
+    ]
+
+
+def iou_table(runs: Sequence[Segmentation], value: str = "iou") -> pd.DataFrame:
+    """``value`` (``iou`` or ``score``, the model's own IoU estimate) per variant (rows) and
+    input size (columns), in the order the runs came."""
+    df = pd.DataFrame(
+        [{"variant": r.variant, "size": r.size, value: getattr(r, value)} for r in runs]
+    )
+    table = df.pivot(index="variant", columns="size", values=value)
+    table = table.loc[list(dict.fromkeys(df["variant"]))]
+    table.columns.name = "input size (px)"
+    return table
+
+
+PRED_COLOR = (1.0, 0.85, 0.0)
+"""Fill colour of predicted masks in :func:`plot_segmentations` (visible on blue objects)."""
+
+
+def plot_segmentations(runs: Sequence[Segmentation], title: str | None = None, size: float = 3.0):
+    """A grid figure: ground truth in the first row, then one row per variant; one column per
+    input size. Each panel shows the image, the true mask's outline (white), the prompt and,
+    below the first row, the predicted mask filled in yellow."""
+    import matplotlib.pyplot as plt
+
+    from .viz import show_mask, show_prompt
+
+    variants = list(dict.fromkeys(r.variant for r in runs))
+    sizes = list(dict.fromkeys(r.size for r in runs))
+    fig, axes = plt.subplots(
+        len(variants) + 1,
+        len(sizes),
+        figsize=(size * len(sizes), size * (len(variants) + 1)),
+        squeeze=False,
+    )
+    by_key = {(r.variant, r.size): r for r in runs}
+    for c, s in enumerate(sizes):
+        first = next(r for r in runs if r.size == s)
+        ax = axes[0, c]
+        ax.imshow(first.image)
+        ax.contour(first.gt, levels=[0.5], colors="white", linewidths=1.5)
+        show_prompt(first.prompt, ax)
+        ax.set_title(f"true mask (outline) @ {s} px", fontsize=10)
+        ax.axis("off")
+        for r_i, v in enumerate(variants, start=1):
+            ax = axes[r_i, c]
+            run = by_key.get((v, s))
+            ax.imshow(first.image)
+            ax.axis("off")
+            if run is None or run.mask is None:
+                ax.set_title(f"{v} @ {s} px: cannot run", fontsize=10)
+                continue
+            show_mask(run.mask, ax, color=PRED_COLOR, alpha=0.6)
+            ax.contour(run.gt, levels=[0.5], colors="white", linewidths=1.0)
+            show_prompt(run.prompt, ax)
+            ax.set_title(f"{v} @ {s} px: IoU {run.iou:.2f}", fontsize=10)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def evaluate_at_sizes(
+    sam: Sam,
+    sizes: Sequence[int],
+    n: int = 24,
+    kinds: Sequence[str] = ("box", "center"),
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Mean IoU on ``n`` held-out scenes (``ProceduralScenes(split="test")``) at each input size.
+
+    The model keeps whatever BA-SAM patch it has (fine-tuned models keep theirs); only its input
+    size changes and is restored afterwards. Returns one row per size: ``size``, ``x_base``
+    (size over the base size) and ``iou_<kind>`` per prompt kind (see
+    :func:`basam_lite.datasets.prompt_for`).
+    """
+    from .train import evaluate
+
+    base = base_size(sam.image_encoder)[0]
+    rows = []
+    try:
+        for size in sizes:
+            set_input_size(sam, size)
+            scores = evaluate(sam, n=n, kinds=tuple(kinds), size=size, seed=seed)
+            rows.append({"size": size, "x_base": size / base, **scores})
+    finally:
+        restore_input_size(sam)
+    return pd.DataFrame(rows)
+
+
+def optional_sam(name: str) -> Sam | None:
+    """``build_sam(name)``, or ``None`` after printing why (a missing or unreadable checkpoint)."""
+    try:
+        return build_sam(name)
+    except (OSError, ValueError) as e:
+        print(f"{name} is not available ({e}); the cells that need it will be skipped.")
+        return None
+
+
+def paired_difference(
+    df: pd.DataFrame, variant: str, reference: str = "vanilla", metric: str = "iou"
+) -> pd.DataFrame:
+    """``variant`` against ``reference`` on the same images, from a sweep table.
+
+    Pairs the rows of both variants by (model, prompt, resolution, image) and returns, per
+    (model, prompt, resolution): the mean difference ``variant - reference`` of ``metric``, its
+    standard error (standard deviation of the differences over sqrt(pairs); NaN for one pair),
+    the number of images where ``variant`` is better / worse (ties within 1e-6 count as neither)
+    and the number of pairs. Only rows with ``status == "ok"`` are paired.
+    """
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    keys = ["model", "prompt", "resolution", "image"]
+    a = ok[ok["variant"] == variant].set_index(keys)[metric]
+    b = ok[ok["variant"] == reference].set_index(keys)[metric]
+    diff = (a - b).dropna()
+    if diff.empty:
+        raise ValueError(f"no image has both {variant!r} and {reference!r} rows with a {metric}")
+    groups = diff.groupby(level=["model", "prompt", "resolution"])
+    return pd.DataFrame(
+        {
+            f"mean_{metric}_difference": groups.mean(),
+            "standard_error": groups.std(ddof=1) / np.sqrt(groups.size()),
+            "better": groups.apply(lambda d: int((d > 1e-6).sum())),
+            "worse": groups.apply(lambda d: int((d < -1e-6).sum())),
+            "images": groups.size(),
+        }
+    )
+
+
+def plot_size_curves(
+    df: pd.DataFrame,
+    y: str,
+    hue: str,
+    style: str | None = None,
+    title: str | None = None,
+    ylabel: str | None = None,
+    ax=None,
+):
+    """``y`` against input size (``df["size"]``, log2 axis) with one line per ``hue`` (and
+    ``style``) value, the model's base size marked by ``df["x_base"] == 1``. Returns the axes."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4))
+    sns.lineplot(data=df, x="size", y=y, hue=hue, style=style, markers=True, ax=ax)
+    sizes = sorted(df["size"].unique())
+    base = df.loc[df["x_base"] == 1, "size"]
+    if len(base):
+        ax.axvline(base.iloc[0], color="grey", lw=0.8, ls="--", label="base size")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+    ax.grid(alpha=0.3)
+    ax.set(xlabel="input size (px)", ylabel=ylabel or y, title=title or f"{y} against input size")
+    ax.legend(fontsize=8)
+    return ax
