@@ -1,29 +1,90 @@
 r"""One attention forward for every BA-SAM variant, on PyTorch's fused kernel.
 
-For queries :math:`q_i` and keys :math:`k_j` on a (rows, cols) token grid, every variant computes
+For queries :math:`q_i` and keys :math:`k_j` on a (rows, cols) token grid (:math:`N` tokens,
+row-major), every variant computes
 
 .. math::
-    \mathrm{softmax}_j\Big(\lambda \frac{q_i \cdot k_j}{\sqrt d}
-        + c\,\big(R^h_i[\mathrm{row}_j] + R^w_i[\mathrm{col}_j]\big)
-        + M(i, j)\Big)\, v_j
+    o_i = \sum_j \mathrm{softmax}_j(\ell_{ij})\, v_j, \qquad
+    \ell_{ij} = \lambda \frac{q_i \cdot k_j}{\sqrt d}
+        + \underbrace{R^h_i[\mathrm{row}_j] + R^w_i[\mathrm{col}_j]}_{\text{SAM's rel-pos}}
+        + \underbrace{M_h(i, j)}_{\text{BA-SAM mask}}
 
 with :math:`\lambda` the BA-SAM scale (:mod:`basam_lite.scaling`), :math:`R^h, R^w` SAM's
-decomposed relative-position terms (:math:`R^h_i[r] = q_i \cdot P_h[\mathrm{row}_i - r]`), :math:`c`
-an optional coefficient (the official code's learnable scalar) and :math:`M` the bias-mode mask
-(:mod:`basam_lite.masks`). :math:`\lambda` goes into SDPA's ``scale``; the additive terms go into
-its ``attn_mask``, always 4-D (a 3-D mask silently falls back to the slow math kernel).
+decomposed relative-position terms (:math:`R^h_i[r] = c\, q_i \cdot P_h[\mathrm{row}_i - r]`,
+:math:`c` the official code's coefficient or 1) and :math:`M_h(i, j) = -m_h\,
+\mathrm{dist}(p_i, p_j)` the bias-mode mask (:mod:`basam_lite.masks`). :math:`\lambda` goes into
+SDPA's ``scale``, the additive terms into its ``attn_mask``, always 4-D (a 3-D mask silently
+falls back to the slow math kernel). All paths are exact in fp32 (about 1e-6 from the explicit
+softmax).
 
-Three exact paths, chosen by :func:`choose_path`:
+Every metric is a function of the offset only, :math:`\mathrm{dist}(p_i, p_j) =
+D[\mathrm{row}_i - \mathrm{row}_j,\ \mathrm{col}_i - \mathrm{col}_j]`, so one small table
+:math:`T[c, u, c'] = D[\mathrm{rows} - 1 - u,\ c - c']` (``[cols, 2 rows - 1, cols]``,
+:func:`relative_distances`) holds every mask row: the keys of query :math:`(r, c)` are
+:math:`T[c,\ \mathrm{rows}-1-r : 2\,\mathrm{rows}-1-r,\ :]`. No :math:`N \times N` distance
+matrix is needed beyond the dense path.
 
-- ``"sdpa"``: no additive term at all, the plain fused kernel.
-- ``"dense"``: the whole ``[B, H, N, N]`` bias built once (the ALiBi part cached per grid).
-- ``"chunked"``: query rows in chunks, each chunk's bias rows built on the fly, so memory stays
-  O(chunk * N) at any resolution.
+The paths (``path=`` of :func:`attend` and of :class:`~basam_lite.BASAMConfig`):
+
+- ``"sdpa"``: no additive term at all, the plain fused kernel (the floor).
+- ``"dense"``: the whole bias :math:`B = [R^h_i[\mathrm{row}_j] + R^w_i[\mathrm{col}_j] +
+  M_h(i, j)]`, ``[B, H, N, N]``, in two passes (a broadcast add, then an ``addcmul_`` of
+  :math:`-m_h` with the per-grid cached distance matrix) and one fused call. Memory
+  :math:`4 B H N^2` bytes (0.75 GiB for ViT-B at 64 x 64 tokens).
+- ``"chunked"``: query chunks of whole grid rows, each chunk's bias rows built on the fly into
+  one buffer of at most :data:`CHUNK_BIAS_BYTES` (at least one grid row), one fused call per
+  chunk: memory :math:`O(\text{chunk} \cdot N)` at any resolution. Chunks are large on
+  purpose: every extra kernel launch is an OpenMP fork-join, which costs a scheduler time slice
+  whenever other processes share the cores (measured on a loaded 2-core machine: 1-row chunks
+  were about twice as slow as 256 MB chunks at 64 x 64 tokens). With a mask the keys (and
+  values, and the key axis of :math:`R^h`) are taken in reversed grid-row order,
+  :math:`r'' = \mathrm{rows} - 1 - \mathrm{row}_j` (softmax does not care about key order).
+  Then the distance of query :math:`(r, c)` to key :math:`(r'', c')` is
+  :math:`T'[c, r + r'', c']` with :math:`T'` the table reversed along :math:`u`: a function of
+  :math:`r + r''`, so the mask rows of a whole chunk are one view of :math:`T'` with positive
+  strides (``as_strided``), and the chunk's bias takes two passes whatever its size:
+
+  .. math::
+      B_{(r,c),(r'',c')} = R^h_{(r,c)}[\mathrm{rows} - 1 - r''] + R^w_{(r,c)}[c']
+          - m_h\, T'[c,\ r + r'',\ c'].
+
+- ``"folded"``: the rel-pos term is an inner product in disguise. With one-hot key positions
+  :math:`e_{\mathrm{row}_j} \in \mathbb{R}^{\mathrm{rows}}`, :math:`e_{\mathrm{col}_j} \in
+  \mathbb{R}^{\mathrm{cols}}`,
+
+  .. math::
+      q'_i = \big[\tfrac{\lambda}{\sqrt d} q_i,\ R^h_i,\ R^w_i\big], \quad
+      k'_j = \big[k_j,\ e_{\mathrm{row}_j},\ e_{\mathrm{col}_j}\big], \quad
+      v'_j = [v_j,\ 0] \ \Rightarrow\ q'_i \cdot k'_j = \ell_{ij} - M_h(i, j),
+
+  run with SDPA ``scale=1`` (``v`` zero-padded: the CPU flash kernel wants one head dim). A
+  Manhattan mask folds too: :math:`-m_h(|\Delta r| + |\Delta c|)` adds
+  :math:`-m_h |\mathrm{row}_i - r|` to :math:`R^h_i[r]` and :math:`-m_h |\mathrm{col}_i - c|`
+  to :math:`R^w_i[c]`. Other masks are added per chunk as in ``"chunked"`` (no rel-pos in
+  them). Memory :math:`O(N (d + \mathrm{rows} + \mathrm{cols}))`, and no gradient ever flows
+  through ``attn_mask`` (unless the slopes are learned), so training keeps the fused kernel's
+  backward, while a mask that requires grad makes SDPA fall back to its math kernel. The head
+  dim grows from :math:`d` to :math:`d + \mathrm{rows} + \mathrm{cols}`: more compute than
+  ``"chunked"`` on large grids.
+
+Without autograd the dense and chunked biases are written into a per-thread workspace kept
+between calls (:func:`free_workspace`), so repeated forwards do not page-fault a fresh buffer
+each time.
+
+``"auto"`` (:func:`choose_path`): ``"sdpa"`` without bias; ``"folded"`` when autograd is on
+(fused backward, no :math:`N^2` tensor saved); otherwise ``"dense"`` up to
+:data:`DENSE_MAX_TOKENS` tokens while the dense bias fits :data:`DENSE_BIAS_BUDGET`, and
+``"chunked"`` beyond. The thresholds come from ``python -m basam_lite bench`` on a 2-core CPU
+(``docs/benchmark.md``): dense and chunked are within a few percent of each other up to 48 x 48
+tokens, chunked is faster above (and dense would hold 0.75 GiB at 64 x 64); folded is 1.5-3x
+slower than both for inference; compiled ``flex_attention`` (20 s or more of compilation) was
+no faster than chunked at 64 x 64 tokens and has no CPU backward.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -35,13 +96,18 @@ from torch import Tensor
 from .masks import Metric, grid_positions, pairwise_distance
 from .scaling import check_choice
 
-AttentionPath = Literal["auto", "sdpa", "dense", "chunked"]
+AttentionPath = Literal["auto", "sdpa", "dense", "chunked", "folded"]
 ATTENTION_PATHS: tuple[str, ...] = get_args(AttentionPath)
 
-# A dense bias above this many bytes switches "auto" to the chunked path.
+# "auto" never builds a dense bias above this many bytes.
 DENSE_BIAS_BUDGET = 1 << 30
-# Bytes of bias built per query chunk on the chunked path.
-CHUNK_BIAS_BYTES = 64 << 20
+# Above this many tokens "auto" prefers "chunked" even when the dense bias fits the budget
+# (measured: chunked is as fast or faster from a 48 x 48 grid on, see docs/benchmark.md).
+DENSE_MAX_TOKENS = 48 * 48
+# Bytes of bias rows built per query chunk on the chunked path (rounded to whole grid rows).
+CHUNK_BIAS_BYTES = 256 << 20
+# Distance matrices up to this many tokens are cached per grid for the dense path.
+_CACHED_DISTANCE_TOKENS = 4096
 
 
 @dataclass
@@ -67,8 +133,16 @@ class AttentionBias:
         return self.rel_h is None and self.slopes is None
 
     @property
+    def has_rel_pos(self) -> bool:
+        return self.rel_h is not None and self.rel_w is not None
+
+    @property
     def num_tokens(self) -> int:
         return self.grid_hw[0] * self.grid_hw[1]
+
+    def requires_grad(self) -> bool:
+        """Whether any tensor of the bias takes part in autograd."""
+        return any(t is not None and t.requires_grad for t in (self.rel_h, self.rel_w, self.slopes))
 
 
 def decomposed_rel_pos(
@@ -94,51 +168,257 @@ def decomposed_rel_pos(
 Rows = slice | Tensor  # a run of query rows, or a 1-D index tensor of them
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
+def relative_distances(grid_hw: tuple[int, int], metric: str, device: torch.device) -> Tensor:
+    """The table ``T [cols, 2 rows - 1, cols]`` of every query-key distance on the grid.
+
+    ``T[c, rows - 1 - r + r', c'] = dist((r, c), (r', c'))``, so the distances from query
+    ``(r, c)`` to all keys (row-major) are ``T[c, rows - 1 - r : 2 rows - 1 - r].flatten()``.
+    Cached per grid (``cols * (2 rows - 1) * cols`` floats); never modify it.
+    """
+    rows, cols = grid_hw
+    query = torch.stack(
+        [torch.full((cols,), rows - 1.0), torch.arange(cols, dtype=torch.float32)], dim=1
+    ).to(device)
+    keys = grid_positions((2 * rows - 1, cols), device=device)
+    dist = pairwise_distance(query, keys, metric, cols=cols)  # type: ignore[arg-type]
+    return dist.reshape(cols, 2 * rows - 1, cols)
+
+
+@functools.lru_cache(maxsize=2)
 def _all_distances(grid_hw: tuple[int, int], metric: str, device: torch.device) -> Tensor:
     pos = grid_positions(grid_hw, device=device)
     return pairwise_distance(pos, pos, metric, cols=grid_hw[1])  # type: ignore[arg-type]
 
 
+def _grid_distances(grid_hw: tuple[int, int], metric: str, device: torch.device) -> Tensor:
+    """``[N, N]`` distances, cached for small grids."""
+    if grid_hw[0] * grid_hw[1] <= _CACHED_DISTANCE_TOKENS:
+        return _all_distances(grid_hw, metric, device)
+    return _all_distances.__wrapped__(grid_hw, metric, device)
+
+
+def _neg_slopes(bias: AttentionBias, dtype: torch.dtype, ndim: int) -> Tensor:
+    """``-slopes`` shaped ``[1, H, 1, ...]`` with ``ndim`` dims in all."""
+    assert bias.slopes is not None
+    return -bias.slopes.to(dtype).reshape(1, -1, *([1] * (ndim - 2)))
+
+
+def _aligned_rows(rows: Rows, grid_hw: tuple[int, int]) -> tuple[int, int] | None:
+    """(first, last + 1) grid rows when ``rows`` is a slice of whole grid rows, else None."""
+    if not isinstance(rows, slice) or rows.step not in (None, 1):
+        return None
+    n_rows, cols = grid_hw
+    start, stop, _ = rows.indices(n_rows * cols)
+    if start % cols or stop % cols or stop <= start:
+        return None
+    return start // cols, stop // cols
+
+
 def mask_rows(bias: AttentionBias, rows: Rows, dtype: torch.dtype) -> Tensor:
     """The bias-mode mask for the given query rows: ``[1, H, Q, N]``."""
     assert bias.slopes is not None
-    slopes = bias.slopes.to(dtype)
-    if isinstance(rows, slice) and rows == slice(None) and bias.num_tokens <= 4096:
-        dist = _all_distances(bias.grid_hw, bias.metric, slopes.device)
+    device = bias.slopes.device
+    aligned = _aligned_rows(rows, bias.grid_hw)
+    if aligned is not None:
+        return _grid_row_bias(_mask_only(bias), *aligned, dtype)
+    if isinstance(rows, slice) and rows == slice(None):
+        dist = _grid_distances(bias.grid_hw, bias.metric, device)
     else:
-        pos = grid_positions(bias.grid_hw, device=slopes.device)
+        pos = grid_positions(bias.grid_hw, device=device)
         dist = pairwise_distance(pos[rows], pos, bias.metric, cols=bias.grid_hw[1])
-    return -(slopes[:, None, None] * dist.to(dtype)[None]).unsqueeze(0)
+    return _neg_slopes(bias, dtype, 4) * dist.to(dtype)
+
+
+def _mask_only(bias: AttentionBias) -> AttentionBias:
+    return AttentionBias(bias.grid_hw, slopes=bias.slopes, metric=bias.metric)
+
+
+def _grid_row_bias(bias: AttentionBias, first: int, last: int, dtype: torch.dtype) -> Tensor:
+    """The additive bias (original key order) for the queries of grid rows ``first .. last-1``:
+    ``[B or 1, H, (last - first) * cols, N]``, out of place (autograd-safe)."""
+    n_rows, cols = bias.grid_hw
+    s, e = first * cols, last * cols
+    q_len, n = e - s, n_rows * cols
+    out = None
+    if bias.has_rel_pos:
+        assert bias.rel_h is not None and bias.rel_w is not None
+        b, h = bias.rel_h.shape[:2]
+        rel = bias.rel_h[:, :, s:e, :, None].to(dtype) + bias.rel_w[:, :, s:e, None, :].to(dtype)
+        out = rel.reshape(b, h, q_len, n)
+    if bias.slopes is not None:
+        table = relative_distances(bias.grid_hw, bias.metric, bias.slopes.device).to(dtype)
+        dist = torch.stack(
+            [table[:, n_rows - 1 - r : 2 * n_rows - 1 - r] for r in range(first, last)]
+        ).reshape(1, 1, q_len, n)
+        mask = _neg_slopes(bias, dtype, 4) * dist
+        out = mask if out is None else out + mask
+    assert out is not None
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _reversed_table(grid_hw: tuple[int, int], metric: str, device: torch.device) -> Tensor:
+    r""":math:`T'[c, w, c'] = T[c, 2\,\mathrm{rows} - 2 - w, c']`, contiguous (cached)."""
+    return relative_distances(grid_hw, metric, device).flip(1).contiguous()
+
+
+def _hankel_distances(
+    grid_hw: tuple[int, int], metric: str, device: torch.device, first: int, last: int
+) -> Tensor:
+    r"""Distances of the queries in grid rows ``first .. last - 1`` to the keys taken in
+    *reversed* grid-row order, ``[last - first, cols, rows, cols]``, as one strided view.
+
+    With key row :math:`r'' = \mathrm{rows} - 1 - r'`, the distance of query :math:`(r, c)` to
+    key :math:`(r'', c')` is :math:`T'[c, r + r'', c']`: it depends on :math:`r + r''` (a
+    Hankel pattern), so the rows of a whole chunk are a view with positive strides.
+    """
+    rows, cols = grid_hw
+    table = _reversed_table(grid_hw, metric, device)  # [cols, 2 rows - 1, cols]
+    return table.as_strided(
+        (last - first, cols, rows, cols),
+        (cols, (2 * rows - 1) * cols, cols, 1),
+        table.storage_offset() + first * cols,
+    )
+
+
+def _flip_key_rows(x: Tensor, grid_hw: tuple[int, int]) -> Tensor:
+    """``[..., N, d]`` with the grid rows of the sequence reversed (a copy)."""
+    rows, cols = grid_hw
+    return x.unflatten(-2, (rows, cols)).flip(-3).flatten(-3, -2)
+
+
+def _reversed_key_bias(
+    bias: AttentionBias,
+    rel_h_rev: Tensor | None,
+    first: int,
+    last: int,
+    dtype: torch.dtype,
+    out: Tensor | None,
+) -> Tensor:
+    r"""The bias of the queries in grid rows ``first .. last - 1`` against keys in reversed
+    grid-row order, ``[B or 1, H, (last - first) * cols, N]``:
+    :math:`R^h_i[\mathrm{rows} - 1 - r''] + R^w_i[c'] - m_h T'[c_i, r_i + r'', c']`.
+
+    ``rel_h_rev`` is ``rel_h`` with its last axis reversed. Without autograd it is written into
+    ``out`` in two passes (a broadcast add, then one ``addcmul_`` with the Hankel view of the
+    small distance table), whatever the number of grid rows in the chunk.
+    """
+    assert bias.slopes is not None
+    n_rows, cols = bias.grid_hw
+    s, e = first * cols, last * cols
+    q_len, n = e - s, n_rows * cols
+    h = bias.slopes.shape[0]
+    dist = _hankel_distances(bias.grid_hw, bias.metric, bias.slopes.device, first, last).to(dtype)
+    neg = _neg_slopes(bias, dtype, 6)
+    has_rel = rel_h_rev is not None and bias.rel_w is not None
+    b = rel_h_rev.shape[0] if rel_h_rev is not None else 1
+    if out is None:  # autograd
+        mask = (neg * dist).reshape(1, h, q_len, n)
+        if not has_rel:
+            return mask
+        assert rel_h_rev is not None and bias.rel_w is not None
+        rel = rel_h_rev[:, :, s:e, :, None].to(dtype) + bias.rel_w[:, :, s:e, None, :].to(dtype)
+        return rel.reshape(b, h, q_len, n) + mask
+    view = out.view(b, h, last - first, cols, n_rows, cols)
+    if not has_rel:
+        torch.mul(neg, dist, out=view)
+        return out
+    assert rel_h_rev is not None and bias.rel_w is not None
+    torch.add(
+        rel_h_rev[:, :, s:e, :, None].to(dtype),
+        bias.rel_w[:, :, s:e, None, :].to(dtype),
+        out=out.view(b, h, q_len, n_rows, cols),
+    )
+    view.addcmul_(neg, dist)
+    return out
+
+
+def _rel_pos_rows(
+    bias: AttentionBias, first: int, last: int, dtype: torch.dtype, out: Tensor | None
+) -> Tensor:
+    """Rel-pos only (original key order): ``rel_h[.., row_j] + rel_w[.., col_j]`` for the
+    queries of grid rows ``first .. last - 1``, one broadcast add (into ``out`` when given)."""
+    assert bias.rel_h is not None and bias.rel_w is not None
+    n_rows, cols = bias.grid_hw
+    s, e = first * cols, last * cols
+    b, h = bias.rel_h.shape[:2]
+    rh = bias.rel_h[:, :, s:e, :, None].to(dtype)
+    rw = bias.rel_w[:, :, s:e, None, :].to(dtype)
+    if out is None:
+        return (rh + rw).reshape(b, h, e - s, n_rows * cols)
+    torch.add(rh, rw, out=out.view(b, h, e - s, n_rows, cols))
+    return out
 
 
 def bias_rows(bias: AttentionBias, rows: Rows, dtype: torch.dtype) -> Tensor | None:
     """The full additive bias for the given query rows: ``[B or 1, H, Q, N]``, or None."""
+    if bias.is_empty:
+        return None
+    aligned = _aligned_rows(rows, bias.grid_hw)
+    if aligned is not None:
+        return _grid_row_bias(bias, *aligned, dtype)
     out: Tensor | None = None
-    if bias.rel_h is not None and bias.rel_w is not None:
+    if bias.has_rel_pos:
+        assert bias.rel_h is not None and bias.rel_w is not None
         rh = bias.rel_h[:, :, rows]
         rw = bias.rel_w[:, :, rows]
-        out = (rh[..., :, None] + rw[..., None, :]).flatten(-2)
+        out = (rh[..., :, None] + rw[..., None, :]).flatten(-2).to(dtype)
     if bias.slopes is not None:
         m = mask_rows(bias, rows, dtype)
         out = m if out is None else out + m
-    return None if out is None else out.to(dtype)
+    return out
 
 
 def dense_bias_bytes(batch: int, heads: int, bias: AttentionBias, itemsize: int = 4) -> int:
     """Bytes a dense ``[B, H, N, N]`` bias would take."""
-    b = batch if bias.rel_h is not None else 1
+    b = batch if bias.has_rel_pos else 1
     return b * heads * bias.num_tokens**2 * itemsize
 
 
-def choose_path(batch: int, heads: int, bias: AttentionBias, path: AttentionPath = "auto") -> str:
-    """The path to run: the requested one, or for ``"auto"`` the fastest that fits memory."""
+def chunk_grid_rows(batch: int, heads: int, bias: AttentionBias, itemsize: int = 4) -> int:
+    """Grid rows per query chunk: one chunk's bias takes at most :data:`CHUNK_BIAS_BYTES` (or
+    one grid row), with the chunks evened out."""
+    n_rows, cols = bias.grid_hw
+    b = batch if bias.has_rel_pos else 1
+    row_bytes = b * heads * cols * bias.num_tokens * itemsize
+    most = max(1, min(n_rows, CHUNK_BIAS_BYTES // max(row_bytes, 1)))
+    chunks = -(-n_rows // most)
+    return -(-n_rows // chunks)  # the same number of chunks, evened out
+
+
+def choose_path(
+    batch: int,
+    heads: int,
+    bias: AttentionBias,
+    path: AttentionPath = "auto",
+    *,
+    requires_grad: bool = False,
+) -> str:
+    """The path to run: the requested one, or for ``"auto"`` the fastest that fits memory.
+
+    ``"auto"``: ``"sdpa"`` without any bias; ``"folded"`` when gradients are needed (keeps the
+    fused backward, no ``N^2`` tensor saved); else ``"dense"`` for grids up to
+    :data:`DENSE_MAX_TOKENS` tokens whose dense bias fits :data:`DENSE_BIAS_BUDGET`, and
+    ``"chunked"`` (memory ``O(chunk * N)``) beyond.
+    """
     check_choice(path, ATTENTION_PATHS, "attention path")
     if bias.is_empty:
         return "sdpa"
     if path != "auto":
         return path
-    return "dense" if dense_bias_bytes(batch, heads, bias) <= DENSE_BIAS_BUDGET else "chunked"
+    if requires_grad:
+        return "folded"
+    small = bias.num_tokens <= DENSE_MAX_TOKENS
+    if small and dense_bias_bytes(batch, heads, bias) <= DENSE_BIAS_BUDGET:
+        return "dense"
+    return "chunked"
+
+
+def _needs_grad(q: Tensor, k: Tensor, v: Tensor, bias: AttentionBias) -> bool:
+    return torch.is_grad_enabled() and (
+        q.requires_grad or k.requires_grad or v.requires_grad or bias.requires_grad()
+    )
 
 
 def attend(
@@ -146,23 +426,165 @@ def attend(
 ) -> Tensor:
     """Attention output ``[B, H, N, d]`` for ``q, k, v [B, H, N, d]`` with logit multiplier
     ``scale`` (lambda / sqrt(d)) and the additive terms in ``bias``."""
-    chosen = choose_path(q.shape[0], q.shape[1], bias, path)
+    grad = _needs_grad(q, k, v, bias)
+    chosen = choose_path(q.shape[0], q.shape[1], bias, path, requires_grad=grad)
     if chosen == "sdpa":
+        if not bias.is_empty:  # an explicit "sdpa" request must not silently drop a bias
+            raise ValueError("path 'sdpa' runs without bias; use 'auto' for a biased attention")
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
-    n = q.shape[2]
     if chosen == "dense":
-        mask = bias_rows(bias, slice(None), q.dtype)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-    row_bytes = dense_bias_bytes(q.shape[0], q.shape[1], bias, q.element_size()) // max(n, 1)
-    chunk = max(1, min(n, CHUNK_BIAS_BYTES // max(row_bytes, 1)))
-    outs = []
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        mask = bias_rows(bias, slice(start, stop), q.dtype)
-        outs.append(
-            F.scaled_dot_product_attention(q[:, :, start:stop], k, v, attn_mask=mask, scale=scale)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=_dense_bias(bias, q.dtype, grad), scale=scale
         )
-    return torch.cat(outs, dim=2)
+    if chosen == "folded":
+        return _folded(q, k, v, scale, bias, grad)
+    return _chunked(q, k, v, scale, bias, grad)
+
+
+def _dense_bias(bias: AttentionBias, dtype: torch.dtype, grad: bool) -> Tensor:
+    """The whole ``[B or 1, H, N, N]`` bias: rel-pos broadcast add, then ``-m_h * dist``."""
+    n = bias.num_tokens
+    out: Tensor | None = None
+    if bias.has_rel_pos:
+        assert bias.rel_h is not None and bias.rel_w is not None
+        b, h = bias.rel_h.shape[:2]
+        rh, rw = bias.rel_h[..., :, None].to(dtype), bias.rel_w[..., None, :].to(dtype)
+        if grad:
+            out = (rh + rw).reshape(b, h, n, n)
+        else:
+            out = _workspace(b * h * n * n, dtype, bias.rel_h.device).view(b, h, n, n)
+            torch.add(rh, rw, out=out.view(b, h, n, *bias.grid_hw))
+    if bias.slopes is not None:
+        dist = _grid_distances(bias.grid_hw, bias.metric, bias.slopes.device).to(dtype)
+        neg = _neg_slopes(bias, dtype, 4)
+        if out is None:
+            out = neg * dist
+        elif grad:
+            out = torch.addcmul(out, neg, dist)
+        else:
+            out.addcmul_(neg, dist)
+    assert out is not None
+    return out
+
+
+_local = threading.local()
+REUSE_WORKSPACE = True
+
+
+def _workspace(numel: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A flat buffer of ``numel`` elements for bias rows, reused across calls (per thread, dtype
+    and device) so that repeated forwards do not pay fresh page faults for it every time. Only
+    buffers up to twice :data:`CHUNK_BIAS_BYTES` are kept; never used under autograd."""
+    nbytes = numel * torch.finfo(dtype).bits // 8
+    if not REUSE_WORKSPACE or nbytes > 2 * CHUNK_BIAS_BYTES:
+        return torch.empty(numel, dtype=dtype, device=device)
+    key = (dtype, device)
+    cache: dict = _local.__dict__.setdefault("buffers", {})
+    buf = cache.get(key)
+    if buf is None or buf.numel() < numel:
+        cache.pop(key, None)
+        buf = cache[key] = torch.empty(numel, dtype=dtype, device=device)
+    return buf[:numel]
+
+
+def free_workspace() -> None:
+    """Drop this thread's cached bias buffers (at most about ``2 * CHUNK_BIAS_BYTES`` each)."""
+    _local.__dict__.pop("buffers", None)
+
+
+def _chunked(
+    q: Tensor, k: Tensor, v: Tensor, scale: float, bias: AttentionBias, grad: bool
+) -> Tensor:
+    """Query chunks of whole grid rows, each with its bias rows built on the fly into one
+    reused buffer (out of place under autograd). With a mask, keys and values are taken in
+    reversed grid-row order so that a chunk's mask rows are one strided view."""
+    b, h = q.shape[:2]
+    n_rows, cols = bias.grid_hw
+    n = bias.num_tokens
+    step = chunk_grid_rows(b, h, bias, q.element_size())
+    bb = b if bias.has_rel_pos else 1
+    buf = None if grad else _workspace(bb * h * step * cols * n, q.dtype, q.device)
+    masked = bias.slopes is not None
+    rel_h_rev = None
+    if masked:
+        k, v = _flip_key_rows(k, bias.grid_hw), _flip_key_rows(v, bias.grid_hw)
+        if bias.rel_h is not None:
+            rel_h_rev = bias.rel_h.flip(-1)
+    outs = []
+    for first in range(0, n_rows, step):
+        last = min(n_rows, first + step)
+        s, e = first * cols, last * cols
+        out = None if buf is None else buf[: bb * h * (e - s) * n].view(bb, h, e - s, n)
+        if masked:
+            mask = _reversed_key_bias(bias, rel_h_rev, first, last, q.dtype, out)
+        else:
+            mask = _rel_pos_rows(bias, first, last, q.dtype, out)
+        outs.append(F.scaled_dot_product_attention(q[:, :, s:e], k, v, attn_mask=mask, scale=scale))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+
+@functools.lru_cache(maxsize=8)
+def _one_hot_positions(
+    grid_hw: tuple[int, int], device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """``[N, rows + cols]``: ``[e_row_j, e_col_j]`` for every key j (row-major)."""
+    rows, cols = grid_hw
+    j = torch.arange(rows * cols, device=device)
+    out = torch.zeros(rows * cols, rows + cols, device=device, dtype=dtype)
+    out[j, j // cols] = 1
+    out[j, rows + j % cols] = 1
+    return out
+
+
+def _folded(
+    q: Tensor, k: Tensor, v: Tensor, scale: float, bias: AttentionBias, grad: bool
+) -> Tensor:
+    """Rel-pos (and a Manhattan mask) folded into q and k; other masks per chunk of grid rows."""
+    b, h, n, d = q.shape
+    n_rows, cols = bias.grid_hw
+    if bias.has_rel_pos:
+        assert bias.rel_h is not None and bias.rel_w is not None
+        rel_h, rel_w = bias.rel_h.to(q.dtype), bias.rel_w.to(q.dtype)
+    else:
+        rel_h = q.new_zeros(1, h, n, n_rows)
+        rel_w = q.new_zeros(1, h, n, cols)
+    rest = bias.slopes
+    if bias.slopes is not None and bias.metric == "manhattan":
+        pos = grid_positions(bias.grid_hw, device=q.device)
+        r = torch.arange(n_rows, device=q.device, dtype=q.dtype)
+        c = torch.arange(cols, device=q.device, dtype=q.dtype)
+        neg = _neg_slopes(bias, q.dtype, 4)
+        rel_h = rel_h + neg * (pos[:, :1].to(q.dtype) - r).abs()
+        rel_w = rel_w + neg * (pos[:, 1:].to(q.dtype) - c).abs()
+        rest = None
+    bq = max(b, rel_h.shape[0])
+    q2 = torch.cat(
+        [(q * scale).expand(bq, h, n, d), rel_h.expand(bq, h, n, -1), rel_w.expand(bq, h, n, -1)],
+        dim=-1,
+    )
+    one_hot = _one_hot_positions(bias.grid_hw, q.device, q.dtype)
+    k2 = torch.cat([k, one_hot.expand(b, h, n, n_rows + cols)], dim=-1)
+    v2 = F.pad(v, (0, n_rows + cols))
+    if rest is None:
+        return F.scaled_dot_product_attention(q2, k2, v2, scale=1.0)[..., :d]
+    # The part that does not fold: mask rows per chunk of grid rows, keys in reversed grid-row
+    # order so that each chunk's mask is one strided view of the small distance table.
+    mask_bias = AttentionBias(bias.grid_hw, slopes=rest, metric=bias.metric)
+    k2, v2 = _flip_key_rows(k2, bias.grid_hw), _flip_key_rows(v2, bias.grid_hw)
+    step = chunk_grid_rows(1, h, mask_bias, q.element_size())
+    # Under autograd SDPA saves each chunk's mask for its backward: no buffer reuse then.
+    buf = None if grad else _workspace(h * step * cols * n, q.dtype, q.device)
+    outs = []
+    for first in range(0, n_rows, step):
+        last = min(n_rows, first + step)
+        s, e = first * cols, last * cols
+        out = None if buf is None else buf[: h * (e - s) * n].view(1, h, e - s, n)
+        mask = _reversed_key_bias(mask_bias, None, first, last, q.dtype, out)
+        outs.append(
+            F.scaled_dot_product_attention(q2[:, :, s:e], k2, v2, attn_mask=mask, scale=1.0)
+        )
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+    return out[..., :d]
 
 
 def attention_probs(
