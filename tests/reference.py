@@ -16,10 +16,10 @@ import basam_lite as bl
 
 
 def reference_mask(rows: int, cols: int, slopes: Tensor, metric: str) -> Tensor:
-    """[H, N, N] from explicit loops over grid positions."""
+    """[H, N, N] from explicit loops over grid positions (in ``slopes``' dtype)."""
     pos = [(r, c) for r in range(rows) for c in range(cols)]
     n = len(pos)
-    dist = torch.zeros(n, n)
+    dist = torch.zeros(n, n, dtype=slopes.dtype)
     for i, (ri, ci) in enumerate(pos):
         for j, (rj, cj) in enumerate(pos):
             dr, dc = abs(ri - rj), abs(ci - cj)

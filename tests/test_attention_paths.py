@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from reference import reference_mask
 from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
 
 import basam_lite as bl
@@ -20,21 +21,8 @@ PATHS = ["dense", "chunked", "folded", "auto"]
 
 
 def explicit_mask(grid: tuple[int, int], slopes: torch.Tensor, metric: str) -> torch.Tensor:
-    """``-slope_h * dist(p_i, p_j)``, ``[1, H, N, N]``, written out with Python loops over
-    the grid (independent of basam_lite.masks)."""
-    rows, cols = grid
-    pos = [(r, c) for r in range(rows) for c in range(cols)]
-    dist = torch.empty(len(pos), len(pos), dtype=torch.float64)
-    for i, (ri, ci) in enumerate(pos):
-        for j, (rj, cj) in enumerate(pos):
-            dr, dc = abs(ri - rj), abs(ci - cj)
-            dist[i, j] = {
-                "euclidean": math.hypot(dr, dc),
-                "manhattan": dr + dc,
-                "chebyshev": max(dr, dc),
-                "flat": abs((ri * cols + ci) - (rj * cols + cj)),
-            }[metric]
-    return (-slopes.double()[:, None, None] * dist).float()[None]
+    """``-slope_h * dist(p_i, p_j)``, ``[1, H, N, N]``, from the loop reference (float64)."""
+    return reference_mask(*grid, slopes.double(), metric).float()[None]
 
 
 def explicit_attention(q, k, v, scale, grid, tables=None, slopes=None, metric="euclidean"):

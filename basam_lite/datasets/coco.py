@@ -5,20 +5,18 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
-from typing import overload
 
 import numpy as np
 
 from .loading import load_image
-from .sample import Sample
+from .sample import Sample, SampleSequence
 
 DEFAULT_MIN_AREA = 32.0 * 32.0
 """COCO's small/medium boundary: smaller instances are a few dozen pixels at SAM's input size."""
 
 
-class CocoInstances(Sequence[Sample]):
+class CocoInstances(SampleSequence):
     """One sample per annotated instance of a COCO annotation file.
 
     Args:
@@ -109,17 +107,6 @@ class CocoInstances(Sequence[Sample]):
             "image_path": str(img_path),
         }
         return Sample(image=image, mask=mask, name=f"{ann['image_id']}_{ann['id']}", meta=meta)
-
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [self.sample(i) for i in range(*index.indices(len(self)))]
-        return self.sample(index)
 
     def __repr__(self) -> str:
         return f"CocoInstances({len(self)} instances, images={str(self.images_dir)!r})"

@@ -21,10 +21,10 @@ import bisect
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, overload
+from typing import Literal
 
 from .loading import image_size, load_image, load_mask
-from .sample import Sample
+from .sample import Sample, SampleSequence
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_EXTS = (".png", ".bmp", ".tif", ".tiff", ".gif", ".jpg", ".jpeg")
@@ -62,7 +62,7 @@ def _report(problems: list[str], on_error: OnError, what: str) -> None:
     )
 
 
-class FolderDataset(Sequence[Sample]):
+class FolderDataset(SampleSequence):
     """Image/mask pairs from ``root/images`` and ``root/masks``, paired by file stem.
 
     Args:
@@ -205,22 +205,11 @@ class FolderDataset(Sequence[Sample]):
         meta = {"dataset": self.dataset, "image_path": str(img_path), "mask_path": str(mask_path)}
         return Sample(image=image, mask=mask, name=self.name_prefix + img_path.stem, meta=meta)
 
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [self.sample(i) for i in range(*index.indices(len(self)))]
-        return self.sample(index)
-
     def __repr__(self) -> str:
         return f"FolderDataset({str(self.root)!r}, {len(self)} pairs, dataset={self.dataset!r})"
 
 
-class ConcatDataset(Sequence[Sample]):
+class ConcatDataset(SampleSequence):
     """Several datasets one after the other (e.g. DIS-TE1..4); sample names must stay unique."""
 
     def __init__(self, parts: Sequence[Sequence[Sample]]) -> None:
@@ -234,15 +223,7 @@ class ConcatDataset(Sequence[Sample]):
     def __len__(self) -> int:
         return self._ends[-1] if self._ends else 0
 
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+    def sample(self, index: int) -> Sample:
         i = index + len(self) if index < 0 else index
         if not 0 <= i < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")

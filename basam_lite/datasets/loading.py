@@ -16,6 +16,8 @@ Masks become (H, W) bool:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +36,11 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(arr.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
 
 
-def _open(path: Path) -> Image.Image:
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn PIL's many failure types into errors that name the file and what to do."""
     try:
-        img = Image.open(path)
-        img.load()
+        yield
     except FileNotFoundError:
         raise FileNotFoundError(f"file not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -45,22 +48,20 @@ def _open(path: Path) -> Image.Image:
             f"cannot read {path} as an image ({type(exc).__name__}: {exc}); replace or remove "
             "the file (or load the dataset with on_error='skip')"
         ) from exc
+
+
+def _open(path: Path) -> Image.Image:
+    with _reading(path):
+        img = Image.open(path)
+        img.load()
     return img
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(H, W) of an image file, from its header only; ValueError naming the file if unreadable."""
     path = Path(path)
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except FileNotFoundError:
-        raise FileNotFoundError(f"file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(
-            f"cannot read {path} as an image ({type(exc).__name__}: {exc}); replace or remove "
-            "the file (or load the dataset with on_error='skip')"
-        ) from exc
+    with _reading(path), Image.open(path) as img:
+        w, h = img.size
     return int(h), int(w)
 
 

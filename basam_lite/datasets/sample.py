@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -42,3 +44,21 @@ class Sample:
     def hw(self) -> tuple[int, int]:
         """(H, W) of the image and mask."""
         return int(self.mask.shape[0]), int(self.mask.shape[1])
+
+
+class SampleSequence(Sequence[Sample]):
+    """A dataset: ``len`` and ``sample(i)`` given, indexing and slicing (a list) follow."""
+
+    @abstractmethod
+    def sample(self, index: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+
+    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
+        if isinstance(index, slice):
+            return [self.sample(i) for i in range(*index.indices(len(self)))]
+        return self.sample(index)
