@@ -105,3 +105,48 @@ def test_branch_from_a_vanilla_state_equals_the_full_run(tmp_path):
             run_dir=tmp_path / "bad",
             warm_start=tmp_path / "vanilla" / "state.pt",
         )
+
+
+def test_scene_targets_pairs_each_object_with_its_own_prompt():
+    from basam_lite.datasets import ProceduralScenes
+    from basam_lite.datasets.procedural import render_layers
+    from basam_lite.train import batch_at
+
+    cfg = tiny_config(batch_size=4, masks_per_image=3)
+    ds = ProceduralScenes(10**6, seed=cfg.seed, size=cfg.size, split="train")
+    samples, prompts = batch_at(ds, 7, cfg)
+    again, _ = batch_at(ds, 7, cfg)
+    for b, (sample, image_prompts) in enumerate(zip(samples, prompts, strict=True)):
+        index = 7 * cfg.batch_size + b
+        masks = sample.meta["masks"]
+        # The scene's designated target comes first, exactly as the evaluation set shows it.
+        assert (masks[0] == ds.sample(index).mask).all()
+        assert 1 <= len(masks) == len(image_prompts) <= cfg.masks_per_image
+        labels = render_layers(ds.scene(index), cfg.size)[1]
+        for mask, prompt in zip(masks, image_prompts, strict=True):
+            assert mask.sum() >= cfg.min_object_area * mask.size
+            # Each mask is exactly one object's visible region.
+            assert len(set(labels[mask].tolist())) == 1
+            if prompt.point_coords is not None:
+                xs, ys = prompt.point_coords.round().astype(int).T
+                assert mask[ys, xs].all()
+        stacked = sum(m.astype(int) for m in masks)
+        assert stacked.max() == 1  # objects' visible regions never overlap
+        repeat = again[b].meta["masks"]
+        assert all((m == r).all() for m, r in zip(masks, repeat, strict=True))
+
+
+def test_evaluation_table_is_what_evaluate_averages():
+    from basam_lite.train import breakdown, evaluation_table
+
+    sam = bl.build_sam("tiny")
+    table = evaluation_table(sam, n=3, kinds=("box", "center"))
+    assert list(table["scene"]) == [f"synthetic-test-s0-{i:05d}" for i in range(3)]
+    assert table[["iou_box", "iou_center"]].stack().between(0, 1).all()
+    means = evaluate(sam, n=3, kinds=("box", "center"))
+    assert means == pytest.approx(
+        {"iou_box": table["iou_box"].mean(), "iou_center": table["iou_center"].mean()}
+    )
+    by = breakdown(table)
+    assert by.loc["shape", "scenes"].sum() == 3
+    assert by.loc["difficulty", "scenes"].sum() >= 3  # a scene counts under each of its tags

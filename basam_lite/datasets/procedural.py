@@ -16,11 +16,10 @@ import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import overload
 
 import numpy as np
 
-from .sample import Sample
+from .sample import Sample, SampleSequence
 from .shapes import SHAPE_KINDS, Shape, sample_shape, shape_area
 from .textures import (
     Texture,
@@ -38,6 +37,8 @@ TARGET_AREA_RANGE = (0.015, 0.35)
 
 _DISTRACTOR_AREA_RANGE = (0.004, 0.15)
 _TWO_PI = 2.0 * math.pi
+MODE_PROBS = {"plain": 0.7, "low_contrast": 0.15, "camouflage": 0.15}
+"""How often the target is drawn plainly, in low contrast to the background, or camouflaged."""
 _MIN_VISIBLE = 0.5  # share of the target's own area that occluders may not hide
 _CHECK_SIZE = (128, 128)  # grid for the visibility check at generation (resolution-free)
 
@@ -184,7 +185,7 @@ def _target_texture(rng: np.random.Generator, background: Texture, mode: str) ->
         )
         return sample_texture(rng, kinds=("flat", "gradient", "noise", "stripes"), colors=colors)
     if mode == "camouflage":
-        return _variant(rng, background, float(rng.uniform(0.05, 0.15)))
+        return _variant(rng, background, float(rng.uniform(0.08, 0.2)))
     return sample_texture(rng)
 
 
@@ -203,7 +204,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
     kind = str(rng.choice(SHAPE_KINDS))
     area = _log_uniform(rng, *TARGET_AREA_RANGE)
     target_shape = sample_shape(rng, kind, area, _center_for(rng, area))
-    mode = str(rng.choice(["plain", "low_contrast", "camouflage"], p=[0.55, 0.25, 0.2]))
+    mode = str(rng.choice(list(MODE_PROBS), p=list(MODE_PROBS.values())))
     target = SceneObject(
         target_shape,
         _target_texture(rng, background, mode),
@@ -269,7 +270,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
     )
 
 
-class ProceduralScenes(Sequence[Sample]):
+class ProceduralScenes(SampleSequence):
     """``n`` procedural scenes rendered at ``size`` ((H, W) or an int for square).
 
     Scene i is drawn from a random stream seeded by (seed, split, i). ``meta`` of each sample
@@ -336,17 +337,6 @@ class ProceduralScenes(Sequence[Sample]):
             "size": list(hw),
         }
         return Sample(image=image, mask=mask, name=self.name(i), meta=meta)
-
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [self.sample(i) for i in range(*index.indices(self.n))]
-        return self.sample(index)
 
     def __repr__(self) -> str:
         return (
