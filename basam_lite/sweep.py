@@ -62,8 +62,8 @@ COLUMNS = (
     "encode_seconds",
 )
 
-DEFAULT_RESOLUTIONS = (128, 192, 256, 384, 512)
-DEFAULT_DATASET = "synthetic:8"
+DEFAULT_RESOLUTIONS = (128, 192, 256, 384, 512, 768, 1024)
+DEFAULT_DATASET = "synthetic:24"
 
 
 @dataclass
