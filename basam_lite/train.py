@@ -20,7 +20,8 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -256,7 +257,30 @@ def train(
     the same computation: same config up to name/preset/preset_from, at a step before
     ``cfg.preset_from`` (a branch of a vanilla run). Returns the model (train mode off, preset
     still applied), the loss history and the total training seconds."""
-    torch.set_num_threads(cfg.threads)
+    with torch_threads(cfg.threads):
+        return _train(cfg, run_dir, save_every, stop_after, progress, on_step, warm_start)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch threads, then restore the caller's setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(
+    cfg: TrainConfig,
+    run_dir: str | os.PathLike | None,
+    save_every: int,
+    stop_after: int | None,
+    progress: bool,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+    warm_start: str | os.PathLike | None,
+) -> TrainResult:
     sam = initial_model(cfg)
     params = [p for p in sam.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -677,7 +701,8 @@ def run(args: argparse.Namespace) -> int:
     sam = build_sam("tiny", checkpoint=out)
     if cfg.preset != "vanilla":
         apply_basam(sam, BASAMConfig.preset(cfg.preset))
-    table = evaluation_table(sam, n=args.eval_n)
+    with torch_threads(cfg.threads):  # the card's numbers, computed as in training
+        table = evaluation_table(sam, n=args.eval_n)
     metrics = {f"iou_{k}": float(table[f"iou_{k}"].mean()) for k in ("box", "point", "center")}
     command = "python -m basam_lite train " + " ".join(shlex.quote(a) for a in reproducing_argv())
     note = args.card_note

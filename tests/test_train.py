@@ -45,6 +45,12 @@ def test_interrupted_training_resumes_bit_exact(tmp_path):
     )
 
 
+def test_training_restores_the_callers_thread_count():
+    before = torch.get_num_threads()
+    train(tiny_config(steps=1, threads=before + 1), progress=False)
+    assert torch.get_num_threads() == before
+
+
 def test_resume_refuses_another_config(tmp_path):
     train(tiny_config(), run_dir=tmp_path, progress=False, stop_after=1)
     with pytest.raises(ValueError, match="different config"):
