@@ -436,8 +436,12 @@ def evaluate(
     split: str = "test",
 ) -> dict[str, float]:
     """Mean IoU per prompt kind over :func:`evaluation_table`'s held-out scenes."""
-    table = evaluation_table(sam, n, kinds, size, seed, split)
-    return {f"iou_{k}": float(table[f"iou_{k}"].mean()) for k in kinds}
+    return mean_ious(evaluation_table(sam, n, kinds, size, seed, split))
+
+
+def mean_ious(table: pd.DataFrame) -> dict[str, float]:
+    """``{"iou_<kind>": mean}`` over the rows of an :func:`evaluation_table`."""
+    return {c: float(table[c].mean()) for c in table.columns if c.startswith("iou_")}
 
 
 def save_half(sam: Sam, path: Path) -> str:
@@ -703,7 +707,7 @@ def run(args: argparse.Namespace) -> int:
         apply_basam(sam, BASAMConfig.preset(cfg.preset))
     with torch_threads(cfg.threads):  # the card's numbers, computed as in training
         table = evaluation_table(sam, n=args.eval_n)
-    metrics = {f"iou_{k}": float(table[f"iou_{k}"].mean()) for k in ("box", "point", "center")}
+    metrics = mean_ious(table)
     command = "python -m basam_lite train " + " ".join(shlex.quote(a) for a in reproducing_argv())
     note = args.card_note
     if args.warm_start:
