@@ -10,6 +10,18 @@ VARIANT_ORDER = ("vanilla", "scale", "bias", "paper", "official", "resize")
 BASE_SIZES = {"tiny": 256, "tiny-vanilla": 256, "tiny-basam": 256}
 BASE_SIZES.update({"vit_b": 1024, "vit_l": 1024, "vit_h": 1024})
 
+METRIC_LABELS = {
+    "iou": "IoU",
+    "dice": "Dice",
+    "mae": "MAE (lower is better)",
+    "s_measure": "S-measure",
+    "e_measure": "mean E-measure",
+    "max_f": "max F-measure",
+    "mean_f": "mean F-measure",
+    "weighted_f": "weighted F-measure",
+}
+"""Axis labels of the metric columns."""
+
 
 def _facets(grid, data: pd.DataFrame) -> list[tuple[object, object]]:
     """(row value, model) of each axis of a relplot grid, in ``grid.axes.flat`` order."""
@@ -76,7 +88,10 @@ def plot_sweep(
         ax.set_xticklabels([str(s) for s in sizes])
         ax.minorticks_off()
         ax.grid(alpha=0.3)
-    grid.set_axis_labels("input resolution (px)", f"mean {metric}")
+    label = METRIC_LABELS.get(metric, metric)
+    grid.set_axis_labels("input resolution (px)", f"mean {label}")
+    n_images = ok["image"].nunique() if "image" in ok else len(ok)
+    grid.figure.suptitle(f"Mean {label} against input resolution ({n_images} images)", y=1.02)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.savefig(path, dpi=110)
