@@ -353,9 +353,7 @@ def segment(
         predictor = BASAMPredictor(sam)
         predictor.set_image(image)
         logits, scores, _ = predictor.predict(
-            point_coords=prompt.point_coords,
-            point_labels=prompt.point_labels,
-            box=prompt.box,
+            **prompt.predictor_kwargs(),
             multimask_output=False,
             return_logits=True,
         )

@@ -151,9 +151,7 @@ def run_variant(
         prompt = prompt_for(sample, PROMPTS[name], seed).scaled(sample.hw, frame_hw)
         t1 = time.perf_counter()
         masks, _, _ = predictor.predict(
-            point_coords=prompt.point_coords,
-            point_labels=prompt.point_labels,
-            box=prompt.box,
+            **prompt.predictor_kwargs(),
             multimask_output=False,
             return_logits=True,
         )

@@ -114,19 +114,19 @@ def sync_preset(sam: Sam, cfg: TrainConfig, step: int) -> None:
         apply_basam(sam, BASAMConfig.preset(cfg.preset))
 
 
-def training_prompt(sample: Sample, rng: np.random.Generator, jitter: float) -> Prompt:
-    """A box (55%), 1-3 clicks (30%) or a box and a click (15%) for ``sample``'s mask."""
+def training_prompt(mask: np.ndarray, rng: np.random.Generator, jitter: float) -> Prompt:
+    """A box (55%), 1-3 clicks (30%) or a box and a click (15%) for an (H, W) bool ``mask``."""
     u = rng.random()
     box = None
     if u < 0.55 or u >= 0.85:
-        box = box_from_mask(sample.mask)
+        box = box_from_mask(mask)
         side = np.array([box[2] - box[0] + 1, box[3] - box[1] + 1] * 2)
         box = box + rng.uniform(-jitter, jitter, size=4) * side
-        h, w = sample.hw
+        h, w = mask.shape
         box = np.clip(box, 0, [w - 1, h - 1, w - 1, h - 1])
     if u >= 0.55:
         n = 1 if u >= 0.85 else int(rng.choice([1, 1, 2, 3]))
-        coords, labels = random_points(sample.mask, n, rng)
+        coords, labels = random_points(mask, n, rng)
         return Prompt(coords, labels, box)
     return Prompt(box=box)
 
@@ -214,8 +214,8 @@ def scene_targets(ds: ProceduralScenes, index: int, cfg: TrainConfig, rng) -> Sa
     image, labels = render_layers(scene, ds.size)
     target = scene.target
     min_px = cfg.min_object_area * labels.size
-    others = [k for k in np.unique(labels) if k not in (-1, target)]
-    others = [k for k in others if (labels == k).sum() >= min_px]
+    visible_px = np.bincount(labels.ravel() + 1)[1:]  # labels run from -1 (background)
+    others = [k for k, px in enumerate(visible_px) if k != target and px >= min_px]
     rng.shuffle(others)
     masks = [labels == k for k in [target, *others[: cfg.masks_per_image - 1]]]
     return Sample(image, masks[0], ds.name(index), {"masks": masks})
@@ -228,8 +228,7 @@ def batch_at(ds: ProceduralScenes, step: int, cfg: TrainConfig) -> tuple[list, l
         scene_targets(ds, step * cfg.batch_size + b, cfg, rng) for b in range(cfg.batch_size)
     ]
     prompts = [
-        [training_prompt(Sample(s.image, m, s.name), rng, cfg.box_jitter) for m in s.meta["masks"]]
-        for s in samples
+        [training_prompt(mask, rng, cfg.box_jitter) for mask in s.meta["masks"]] for s in samples
     ]
     return samples, prompts
 

@@ -123,6 +123,14 @@ class Prompt:
         if self.point_coords is None and self.box is None:
             raise ValueError("Prompt: give points, a box, or both")
 
+    def predictor_kwargs(self) -> dict[str, np.ndarray | None]:
+        """``point_coords``, ``point_labels`` and ``box`` for ``SamPredictor.predict``."""
+        return {
+            "point_coords": self.point_coords,
+            "point_labels": self.point_labels,
+            "box": self.box,
+        }
+
     def scaled(self, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> Prompt:
         """The prompt moved from an image of size ``from_hw`` (H, W) to its resize ``to_hw``."""
         sy = to_hw[0] / from_hw[0]
