@@ -28,7 +28,7 @@ from basam_lite.datasets import (
     render,
     render_layers,
 )
-from basam_lite.datasets.procedural import label_map
+from basam_lite.datasets.procedural import SceneMix, label_map
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -176,6 +176,38 @@ def test_procedural_argument_checks():
         ProceduralScenes(3, seed=-2)
     with pytest.raises(ValueError):
         ProceduralScenes(3, size=0)
+    with pytest.raises(ValueError, match="'standard' or 'hard'"):
+        ProceduralScenes(3, mix="easy")
+    with pytest.raises(ValueError, match="sum to 1"):
+        SceneMix(plain=0.5)
+    with pytest.raises(ValueError, match="objects"):
+        SceneMix(objects=(3, 2))
+
+
+def _visible_share(scene, size: int = 128) -> float:
+    labels = label_map(scene.objects, size)
+    own = label_map([scene.target_object], size) == 0
+    return float((labels == scene.target).sum() / own.sum())
+
+
+def test_scene_mixes_keep_their_promises():
+    standard = ProceduralScenes(60, size=128)
+    hard = ProceduralScenes(60, size=128, mix="hard")
+    assert standard.mix == SceneMix() and hard.mix == SceneMix.hard()
+    assert hard.name(3).startswith("synthetic-hard-") and standard.name(3).startswith("synthetic-t")
+    assert hard[3].meta["mix"] == "hard" and standard[3].meta["mix"] == "standard"
+    assert ProceduralScenes(2, mix=SceneMix(lookalike=0.5)).name(0).startswith("synthetic-custom")
+    n_std = [len(standard.scene(i).objects) for i in range(60)]
+    n_hard = [len(hard.scene(i).objects) for i in range(60)]
+    assert set(n_std) == {2, 3, 4} and max(n_hard) == 5
+    # occluders leave at least min_visible of the target (checked on the generator's own grid,
+    # unless the target had to be brought to the front, which makes it fully visible)
+    assert min(_visible_share(standard.scene(i)) for i in range(60)) >= 0.8 - 1e-9
+    assert min(_visible_share(hard.scene(i)) for i in range(60)) < 0.8
+    tags_std = Counter(t for i in range(60) for t in standard.scene(i).tags)
+    tags_hard = Counter(t for i in range(60) for t in hard.scene(i).tags)
+    assert tags_std["lookalike"] < tags_hard["lookalike"]
+    assert tags_std["occluded"] < tags_hard["occluded"]
 
 
 # ----------------------------------------------------------------------------- loading
@@ -515,6 +547,10 @@ def test_open_dataset_synthetic():
     assert isinstance(ds, ProceduralScenes) and len(ds) == 5
     assert ds.seed == 2 and ds[0].image.shape == (64, 64, 3)
     assert open_dataset("synthetic:3:val").split == "val"
+    hard = open_dataset("synthetic:3:test:hard")
+    assert hard.mix_name == "hard" and hard.split == "test"
+    with pytest.raises(ValueError, match="'standard' or 'hard'"):
+        open_dataset("synthetic:3:test:easy")
     with pytest.raises(ValueError, match="integer"):
         open_dataset("synthetic:many")
 

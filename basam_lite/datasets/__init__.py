@@ -18,7 +18,15 @@ from .folders import (
     isic2016,
 )
 from .loading import load_image, load_mask
-from .procedural import ProceduralScenes, Scene, SceneObject, render, render_layers, sample_scene
+from .procedural import (
+    ProceduralScenes,
+    Scene,
+    SceneMix,
+    SceneObject,
+    render,
+    render_layers,
+    sample_scene,
+)
 from .prompts import (
     PROMPT_KINDS,
     Prompt,
@@ -46,6 +54,7 @@ __all__ = [
     "Prompt",
     "Sample",
     "Scene",
+    "SceneMix",
     "SceneObject",
     "batch_prompts",
     "box_from_mask",

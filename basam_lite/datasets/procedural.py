@@ -1,8 +1,10 @@
 """Procedural scenes: the same scene at any resolution, with an exact mask of one target object.
 
-A scene is a small parameter record (``Scene``): a background texture and 2-5 objects, each an
-analytic shape in normalised coordinates with a texture, painted back to front. One object is
-the target; ``Sample.mask`` is its *visible* region (the occluders in front of it removed).
+A scene is a small parameter record (``Scene``): a background texture and a few objects, each an
+analytic shape in normalised coordinates with a texture, painted back to front; how many, how
+small, how camouflaged and how occluded is a ``SceneMix`` (``standard`` or the ``hard`` stress
+test). One object is the target; ``Sample.mask`` is its *visible* region (the occluders in front
+of it removed).
 ``render`` samples pixel centres of an (H, W) grid, so a scene rendered at 256 px and at
 1024 px is the same picture and the masks agree up to boundary pixels.
 
@@ -32,15 +34,86 @@ from .textures import (
 # Distinguishes this generator's random streams from any other user of the same seed.
 _STREAM_TAG = 0xBA5A4
 
-TARGET_AREA_RANGE = (0.015, 0.35)
-"""Range of the target's drawn area (fraction of the image; log-uniform, before occlusion)."""
-
-_DISTRACTOR_AREA_RANGE = (0.004, 0.15)
 _TWO_PI = 2.0 * math.pi
-MODE_PROBS = {"plain": 0.7, "low_contrast": 0.15, "camouflage": 0.15}
-"""How often the target is drawn plainly, in low contrast to the background, or camouflaged."""
-_MIN_VISIBLE = 0.5  # share of the target's own area that occluders may not hide
 _CHECK_SIZE = (128, 128)  # grid for the visibility check at generation (resolution-free)
+
+
+@dataclass(frozen=True)
+class SceneMix:
+    """How hard the scenes are: every knob of :func:`sample_scene`'s random draw.
+
+    ``SceneMix()`` is the standard mix, used to train and score the bundled tiny SAMs: 2-4
+    textured objects, mostly plainly drawn targets, some low-contrast or camouflaged ones, a few
+    look-alikes, occluders that hide at most a fifth of the target, targets of at least 4% of
+    the image. The floor is set by the tiny SAM's token grid: at 256 px its 16 px patches make
+    16 x 16 tokens, four times coarser per side than real SAM's 64 x 64 at 1024 px, so a target
+    of 2% of the image spans about two tokens (nine in real SAM). Distractors stay as small as
+    0.5%. ``SceneMix.hard()`` is a stress test: up to 5 objects, smaller targets, more
+    camouflage and look-alikes, targets half hidden, thinner strokes. Both draw from the random
+    stream in the same order, so one scene index gives related layouts in both.
+    """
+
+    objects: tuple[int, int] = (2, 4)  # objects per scene, target included (inclusive range)
+    target_area: tuple[float, float] = (0.04, 0.35)  # drawn area, image fraction, log-uniform
+    distractor_area: tuple[float, float] = (0.005, 0.12)
+    plain: float = 0.8  # share of targets drawn with an unrelated texture
+    low_contrast: float = 0.1  # ... with colours close to the background's mean
+    camouflage: float = 0.1  # ... with a nudged copy of the background texture
+    camouflage_shift: tuple[float, float] = (0.12, 0.25)  # colour shift of a camouflaged target
+    lookalike: float = 0.1  # chance that a distractor copies the target's look
+    near_target: float = 0.35  # chance that a distractor is placed beside or over the target
+    min_visible: float = 0.8  # share of the target's area that occluders leave visible
+    stroke_width: tuple[float, float] = (0.04, 0.07)  # image fraction
+
+    def __post_init__(self) -> None:
+        probs = (self.plain, self.low_contrast, self.camouflage)
+        if min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-9:
+            raise ValueError(
+                f"plain, low_contrast and camouflage are the shares of target modes and must be "
+                f">= 0 and sum to 1, got {probs}"
+            )
+        if not 1 <= self.objects[0] <= self.objects[1]:
+            raise ValueError(
+                f"objects must be an increasing range starting at >= 1, got {self.objects}"
+            )
+        fractions = (self.min_visible, self.lookalike, self.near_target)
+        if not all(0.0 <= f <= 1.0 for f in fractions):
+            raise ValueError(
+                f"min_visible, lookalike and near_target are fractions in [0, 1], got {fractions}"
+            )
+
+    @property
+    def mode_probs(self) -> dict[str, float]:
+        return {
+            "plain": self.plain,
+            "low_contrast": self.low_contrast,
+            "camouflage": self.camouflage,
+        }
+
+    @classmethod
+    def hard(cls) -> SceneMix:
+        return cls(
+            objects=(2, 5),
+            target_area=(0.015, 0.35),
+            distractor_area=(0.004, 0.15),
+            plain=0.7,
+            low_contrast=0.15,
+            camouflage=0.15,
+            camouflage_shift=(0.08, 0.2),
+            lookalike=0.2,
+            near_target=0.5,
+            min_visible=0.5,
+            stroke_width=(0.02, 0.04),
+        )
+
+    @classmethod
+    def named(cls, name: str) -> SceneMix:
+        """``"standard"`` or ``"hard"``."""
+        if name == "standard":
+            return cls()
+        if name == "hard":
+            return cls.hard()
+        raise ValueError(f"unknown scene mix {name!r}; expected 'standard' or 'hard'")
 
 
 @dataclass(frozen=True)
@@ -176,7 +249,9 @@ def _variant(rng: np.random.Generator, tex: Texture, amount: float) -> Texture:
     )
 
 
-def _target_texture(rng: np.random.Generator, background: Texture, mode: str) -> Texture:
+def _target_texture(
+    rng: np.random.Generator, background: Texture, mode: str, mix: SceneMix
+) -> Texture:
     if mode == "low_contrast":
         base = mean_color(background)
         colors = (
@@ -185,7 +260,7 @@ def _target_texture(rng: np.random.Generator, background: Texture, mode: str) ->
         )
         return sample_texture(rng, kinds=("flat", "gradient", "noise", "stripes"), colors=colors)
     if mode == "camouflage":
-        return _variant(rng, background, float(rng.uniform(0.08, 0.2)))
+        return _variant(rng, background, float(rng.uniform(*mix.camouflage_shift)))
     return sample_texture(rng)
 
 
@@ -197,17 +272,19 @@ def _visible_fraction(objects: Sequence[SceneObject], target: int) -> float:
     return float((labels == target).sum() / full.sum())
 
 
-def sample_scene(rng: np.random.Generator) -> Scene:
+def sample_scene(rng: np.random.Generator, mix: SceneMix | None = None) -> Scene:
     """Draw one scene's parameters from ``rng`` (the same stream always gives the same scene)."""
+    mix = SceneMix() if mix is None else mix
     background = sample_texture(rng)
-    n_objects = int(rng.integers(2, 6))
+    n_objects = int(rng.integers(mix.objects[0], mix.objects[1] + 1))
     kind = str(rng.choice(SHAPE_KINDS))
-    area = _log_uniform(rng, *TARGET_AREA_RANGE)
-    target_shape = sample_shape(rng, kind, area, _center_for(rng, area))
-    mode = str(rng.choice(list(MODE_PROBS), p=list(MODE_PROBS.values())))
+    area = _log_uniform(rng, *mix.target_area)
+    target_shape = sample_shape(rng, kind, area, _center_for(rng, area), mix.stroke_width)
+    modes = mix.mode_probs
+    mode = str(rng.choice(list(modes), p=list(modes.values())))
     target = SceneObject(
         target_shape,
-        _target_texture(rng, background, mode),
+        _target_texture(rng, background, mode, mix),
         shading=float(rng.uniform(-0.35, 0.35)),
         light_angle=float(rng.uniform(0, 2 * math.pi)),
     )
@@ -221,8 +298,8 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         lookalike = False
         for _ in range(n_objects - 1):
             d_kind = str(rng.choice(SHAPE_KINDS))
-            d_area = _log_uniform(rng, *_DISTRACTOR_AREA_RANGE)
-            if rng.random() < 0.5:  # beside or overlapping the target
+            d_area = _log_uniform(rng, *mix.distractor_area)
+            if rng.random() < mix.near_target:  # beside or overlapping the target
                 d_radius = math.sqrt(d_area / math.pi)
                 theta = float(rng.uniform(0, 2 * math.pi))
                 dist = (t_radius + d_radius) * float(rng.uniform(0.5, 1.15))
@@ -232,14 +309,16 @@ def sample_scene(rng: np.random.Generator) -> Scene:
                 )
             else:
                 center = _center_for(rng, d_area)
-            if rng.random() < 0.2:  # same look as the target: the prompt must pick the instance
+            if (
+                rng.random() < mix.lookalike
+            ):  # same look as the target: the prompt must pick the instance
                 texture = _variant(rng, target.texture, 0.04)
                 lookalike = True
             else:
                 texture = sample_texture(rng)
             distractors.append(
                 SceneObject(
-                    sample_shape(rng, d_kind, d_area, center),
+                    sample_shape(rng, d_kind, d_area, center, mix.stroke_width),
                     texture,
                     shading=float(rng.uniform(-0.35, 0.35)),
                     light_angle=float(rng.uniform(0, 2 * math.pi)),
@@ -248,7 +327,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         depth = int(rng.integers(0, n_objects))
         objects = (*distractors[:depth], target, *distractors[depth:])
         visible = _visible_fraction(objects, depth)
-        if visible >= _MIN_VISIBLE:
+        if visible >= mix.min_visible:
             break
     else:  # no acceptable arrangement drawn: bring the target to the front
         objects = (*distractors, target)
@@ -279,7 +358,12 @@ class ProceduralScenes(SampleSequence):
     """
 
     def __init__(
-        self, n: int, seed: int = 0, size: int | tuple[int, int] = 256, split: str = "test"
+        self,
+        n: int,
+        seed: int = 0,
+        size: int | tuple[int, int] = 256,
+        split: str = "test",
+        mix: SceneMix | str = "standard",
     ) -> None:
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
@@ -291,6 +375,10 @@ class ProceduralScenes(SampleSequence):
         self.seed = int(seed)
         self.size = _as_hw(size)
         self.split = split
+        self.mix = SceneMix.named(mix) if isinstance(mix, str) else mix
+        self.mix_name = next(
+            (k for k in ("standard", "hard") if SceneMix.named(k) == self.mix), "custom"
+        )
         self._scenes: dict[int, Scene] = {}
 
     def __len__(self) -> int:
@@ -309,11 +397,12 @@ class ProceduralScenes(SampleSequence):
         i = self._index(index)
         if i not in self._scenes:
             stream = [_STREAM_TAG, self.seed, zlib.crc32(self.split.encode()), i]
-            self._scenes[i] = sample_scene(np.random.default_rng(stream))
+            self._scenes[i] = sample_scene(np.random.default_rng(stream), self.mix)
         return self._scenes[i]
 
     def name(self, index: int) -> str:
-        return f"synthetic-{self.split}-s{self.seed}-{self._index(index):05d}"
+        mix = "" if self.mix_name == "standard" else f"{self.mix_name}-"
+        return f"synthetic-{mix}{self.split}-s{self.seed}-{self._index(index):05d}"
 
     def sample(self, index: int, size: int | tuple[int, int] | None = None) -> Sample:
         """Scene ``index`` rendered at ``size`` (default: the dataset's size)."""
@@ -325,6 +414,7 @@ class ProceduralScenes(SampleSequence):
         meta = {
             "dataset": "synthetic",
             "split": self.split,
+            "mix": self.mix_name,
             "seed": self.seed,
             "index": i,
             "target_index": scene.target,
@@ -341,5 +431,5 @@ class ProceduralScenes(SampleSequence):
     def __repr__(self) -> str:
         return (
             f"ProceduralScenes(n={self.n}, seed={self.seed}, size={self.size}, "
-            f"split={self.split!r})"
+            f"split={self.split!r}, mix={self.mix_name!r})"
         )

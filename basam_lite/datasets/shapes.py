@@ -207,12 +207,16 @@ Shape = Ellipse | Rectangle | StarPolygon | Blob | Ring | Stroke
 
 
 def sample_shape(
-    rng: np.random.Generator, kind: str, area: float, center: tuple[float, float]
+    rng: np.random.Generator,
+    kind: str,
+    area: float,
+    center: tuple[float, float],
+    stroke_width: tuple[float, float] = (0.02, 0.04),
 ) -> Shape:
     """Draw a random shape of ``kind`` whose area is about ``area`` (fraction of the unit square).
 
-    Strokes ignore ``area`` beyond their length: they are thin by design (2-4 % of the image
-    wide) so their area stays small.
+    Strokes ignore ``area`` beyond their length: they are thin by design (``stroke_width``, a
+    range of fractions of the image side) so their area stays small.
     """
     cx, cy = center
     angle = float(rng.uniform(0.0, math.pi))
@@ -263,7 +267,7 @@ def sample_shape(
         return Ring(cx, cy, ry * aspect, ry, angle, inner, float(rng.uniform(0, _TWO_PI)), gap)
     if kind == "stroke":
         length = float(rng.uniform(0.35, 0.8))
-        width = float(rng.uniform(0.02, 0.04))
+        width = float(rng.uniform(*stroke_width))
         direction = float(rng.uniform(0.0, _TWO_PI))
         dx, dy = 0.5 * length * math.cos(direction), 0.5 * length * math.sin(direction)
         bend = float(rng.uniform(-0.5, 0.5)) * length

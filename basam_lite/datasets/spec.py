@@ -13,7 +13,10 @@ from .sample import Sample
 DEFAULT_SYNTHETIC_N = 24
 
 DATASET_SPECS = {
-    "synthetic": "synthetic[:N[:SPLIT]]  procedural scenes (default N=24, split test)",
+    "synthetic": (
+        "synthetic[:N[:SPLIT[:MIX]]]  procedural scenes (default N=24, split test, "
+        "mix standard; MIX=hard for the stress test)"
+    ),
     "folder": "folder:PATH  PATH/images + PATH/masks, or image/mask pairs in PATH itself",
     "dis5k": "dis5k:PATH[:SPLIT]  DIS5K folder, split DIS-TE1 (default) .. DIS-TE4, DIS-TE, DIS-VD",
     "duts": "duts:PATH  DUTS-TE folder (or its parent)",
@@ -46,7 +49,7 @@ def open_dataset(spec: str, *, seed: int = 0, size: int = 256) -> Sequence[Sampl
         raise ValueError(f"unknown dataset scheme {scheme!r} in {spec!r}; {_usage()}")
     if scheme == "synthetic":
         parts = rest.split(":") if rest else []
-        if len(parts) > 2:
+        if len(parts) > 3:
             raise ValueError(f"bad spec {spec!r}; expected {DATASET_SPECS['synthetic']}")
         try:
             n = int(parts[0]) if parts and parts[0] else DEFAULT_SYNTHETIC_N
@@ -54,8 +57,9 @@ def open_dataset(spec: str, *, seed: int = 0, size: int = 256) -> Sequence[Sampl
             raise ValueError(
                 f"bad spec {spec!r}: N must be an integer; expected {DATASET_SPECS['synthetic']}"
             ) from None
-        split = parts[1] if len(parts) == 2 else "test"
-        return ProceduralScenes(n=n, seed=seed, size=size, split=split)
+        split = parts[1] if len(parts) >= 2 and parts[1] else "test"
+        mix = parts[2] if len(parts) == 3 else "standard"
+        return ProceduralScenes(n=n, seed=seed, size=size, split=split, mix=mix)
     if not rest:
         raise ValueError(f"spec {spec!r} names no path; expected {DATASET_SPECS[scheme]}")
     if scheme == "folder":
