@@ -120,13 +120,14 @@ def test_scene_targets_pairs_each_object_with_its_own_prompt():
 
     cfg = tiny_config(batch_size=4, masks_per_image=3)
     ds = ProceduralScenes(10**6, seed=cfg.seed, size=cfg.size, split="train")
-    samples, prompts = batch_at(ds, 7, cfg)
-    again, _ = batch_at(ds, 7, cfg)
-    for b, (sample, image_prompts) in enumerate(zip(samples, prompts, strict=True)):
+    batch = batch_at(ds, 7, cfg)
+    again = batch_at(ds, 7, cfg)
+    assert batch.names == [ds.name(7 * cfg.batch_size + b) for b in range(cfg.batch_size)]
+    for b, (masks, image_prompts) in enumerate(zip(batch.masks, batch.prompts, strict=True)):
         index = 7 * cfg.batch_size + b
-        masks = sample.meta["masks"]
         # The scene's designated target comes first, exactly as the evaluation set shows it.
         assert (masks[0] == ds.sample(index).mask).all()
+        assert (batch.images[b] == ds.sample(index).image).all()
         assert 1 <= len(masks) == len(image_prompts) <= cfg.masks_per_image
         labels = render_layers(ds.scene(index), cfg.size)[1]
         for mask, prompt in zip(masks, image_prompts, strict=True):
@@ -138,8 +139,8 @@ def test_scene_targets_pairs_each_object_with_its_own_prompt():
                 assert mask[ys, xs].all()
         stacked = sum(m.astype(int) for m in masks)
         assert stacked.max() == 1  # objects' visible regions never overlap
-        repeat = again[b].meta["masks"]
-        assert all((m == r).all() for m, r in zip(masks, repeat, strict=True))
+        assert all((m == r).all() for m, r in zip(masks, again.masks[b], strict=True))
+    assert len(list(batch.pairs())) == sum(len(p) for p in batch.prompts)
 
 
 def test_evaluation_table_is_what_evaluate_averages():
@@ -156,3 +157,47 @@ def test_evaluation_table_is_what_evaluate_averages():
     by = breakdown(table)
     assert by.loc["shape", "scenes"].sum() == 3
     assert by.loc["difficulty", "scenes"].sum() >= 3  # a scene counts under each of its tags
+
+
+def test_paper_training_step_is_the_same_on_the_dense_path():
+    # Training runs the patched encoder on the dense path (faster at 16 x 16 tokens): its loss
+    # and gradients are those of the "auto" choice under autograd (folded).
+    from basam_lite.datasets import ProceduralScenes
+    from basam_lite.train import batch_at, batch_loss, initial_model
+
+    cfg = tiny_config(preset="paper", encoder_bf16=False, batch_size=2)
+    batch = batch_at(ProceduralScenes(10**6, split="train"), 0, cfg)
+    results = {}
+    for path in ("dense", "folded"):
+        sam = initial_model(cfg).train()
+        bl.apply_basam(sam, bl.BASAMConfig.paper().with_(path=path))
+        loss, _ = batch_loss(sam, batch, cfg)
+        loss.backward()
+        results[path] = (
+            float(loss.detach()),
+            sam.image_encoder.blocks[2].attn.qkv.weight.grad.clone(),
+        )
+    assert results["dense"][0] == pytest.approx(results["folded"][0], rel=1e-5)
+    torch.testing.assert_close(results["dense"][1], results["folded"][1], rtol=1e-3, atol=1e-6)
+
+
+def test_a_trained_paper_model_is_left_on_the_auto_path():
+    result = train(tiny_config(steps=1, preset="paper"), progress=False)
+    assert result.model.image_encoder.basam_config == bl.BASAMConfig.paper()
+    assert result.model.image_encoder.basam_config.path == "auto"
+
+
+@pytest.mark.parametrize("name", CHECKPOINTS)
+def test_card_box_iou_is_what_the_checkpoint_scores(name):
+    # The card's headline number, recomputed from the file (the card ran with 1 thread; other
+    # thread counts change float summation order, hence the tolerance).
+    path = tiny_checkpoint_path(name)
+    if not path.exists():
+        pytest.skip(f"{path} not trained yet")
+    card = path.with_suffix(".md").read_text()
+    scenes = int(re.search(r"at 256 px on (\d+) held-out scenes", card).group(1))
+    stated = float(re.search(r"\| box \| ([0-9.]+) \|", card).group(1))
+    sam = bl.build_sam(name)
+    if name == "tiny-basam":
+        bl.apply_basam(sam, bl.BASAMConfig.paper())
+    assert evaluate(sam, n=scenes, kinds=("box",))["iou_box"] == pytest.approx(stated, abs=2e-3)
