@@ -1,0 +1,68 @@
+"""The README's result tables are the committed outputs, not numbers typed by hand: each row
+must equal what the sweep table and the model cards say (to the three decimals shown)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from basam_lite.plots import summary_table
+from basam_lite.sweep import read_table
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+SWEEP = ROOT / "results" / "sweep.csv"
+CARDS = ROOT / "data" / "checkpoints"
+
+
+def section_rows(heading: str) -> list[list[str]]:
+    """Body rows (cells stripped) of the tables in the README section ``## heading...``."""
+    text = README.split(f"\n## {heading}")[1].split("\n## ")[0]
+    return [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith("| model")
+    ]
+
+
+def number(cell: str) -> float:
+    return float("nan") if cell == "-" else float(cell)
+
+
+@pytest.mark.skipif(not SWEEP.exists(), reason="results/sweep.csv is not committed here")
+def test_readme_sweep_table_is_the_committed_sweep() -> None:
+    summary = summary_table(read_table(SWEEP)).round(3)
+    rows = section_rows("Results of the main job")
+    model = None
+    for cells in rows:
+        model = cells[0].strip("`") or model
+        expected = summary.loc[(model, "box", cells[1].split()[0])].tolist()
+        shown = [number(c) for c in cells[2:]]
+        assert shown == pytest.approx(expected, abs=5e-4, nan_ok=True), (
+            f"README row {cells} disagrees with results/sweep.csv: {expected}"
+        )
+    assert len(rows) >= 6
+
+
+def card_scores(name: str) -> dict[str, float]:
+    card = (CARDS / f"{name}.md").read_text()
+    scores = {
+        kind: float(re.search(rf"^\| {label} \| ([0-9.]+) \|$", card, re.M).group(1))
+        for kind, label in [
+            ("box", "box"),
+            ("center", "centre point"),
+            ("point", "one random click"),
+        ]
+    }
+    scores["hard_box"] = float(re.search(r"Stress test.*?: box ([0-9.]+),", card).group(1))
+    return scores
+
+
+@pytest.mark.parametrize("name", ["tiny-vanilla", "tiny-basam"])
+def test_readme_checkpoint_table_is_the_model_cards(name: str) -> None:
+    (row,) = [r for r in section_rows("The bundled tiny SAMs") if r[0] == f"`{name}`"]
+    scores = card_scores(name)
+    shown = dict(zip(["box", "center", "point", "hard_box"], map(float, row[1:5]), strict=True))
+    assert shown == pytest.approx(scores, abs=5e-4)
