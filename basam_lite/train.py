@@ -22,7 +22,7 @@ import platform
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -699,6 +699,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "skips recomputing those steps (identical computation)",
     )
     p.add_argument("--card-note", default="", help="sentence added to the card's timing line")
+    p.add_argument(
+        "--time-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train nothing: time N interleaved training steps with the encoder in bf16 and in "
+        "fp32 (same model, same batch) and print the medians and their ratio",
+    )
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
 
 
@@ -743,10 +751,52 @@ def reproducing_argv() -> list[str]:
     return out
 
 
+def step_times(cfg: TrainConfig, repeats: int) -> dict[str, float]:
+    """Median seconds of one training step (loss, backward, optimiser step) of ``cfg``'s
+    model on its first batch, with the image encoder under bf16 autocast and in fp32, measured
+    in alternation so that both see the same machine load."""
+    steps = {}
+    with torch_threads(cfg.threads):
+        scenes = ProceduralScenes(_MAX_SCENES, seed=cfg.seed, split="train", mix=cfg.mix)
+        batch = batch_at(scenes, 0, cfg)
+        for bf16 in (True, False):
+            run_cfg = replace(cfg, encoder_bf16=bf16)
+            sam = initial_model(run_cfg).train()
+            sync_preset(sam, run_cfg, 0)
+            opt = torch.optim.AdamW(sam.parameters(), lr=1e-6)
+
+            def step(sam=sam, opt=opt, run_cfg=run_cfg) -> None:
+                loss, _ = batch_loss(sam, batch, run_cfg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            steps["bf16" if bf16 else "fp32"] = step
+        times: dict[str, list[float]] = {k: [] for k in steps}
+        for i in range(repeats + 1):
+            for k, step in steps.items():
+                t0 = time.perf_counter()
+                step()
+                if i:  # the first round warms up
+                    times[k].append(time.perf_counter() - t0)
+    medians = {f"{k}_s": float(np.median(v)) for k, v in times.items()}
+    return {**medians, "fp32_over_bf16": medians["fp32_s"] / medians["bf16_s"]}
+
+
 def run(args: argparse.Namespace) -> int:
     import shlex
 
     cfg = config_from_args(args)
+    if args.time_steps is not None:
+        if args.time_steps < 1:
+            raise ValueError(f"--time-steps must be >= 1, got {args.time_steps}")
+        times = step_times(cfg, args.time_steps)
+        print(
+            f"{cfg.name} training step (batch {cfg.batch_size}, {cfg.threads} thread(s), median "
+            f"of {args.time_steps}): bf16 encoder {times['bf16_s']:.3f} s, fp32 encoder "
+            f"{times['fp32_s']:.3f} s, fp32 / bf16 = {times['fp32_over_bf16']:.2f}"
+        )
+        return 0
     run_dir = Path(args.run_dir or f"runs/train-{cfg.name}")
     out = Path(args.out) if args.out else tiny_checkpoint_path(cfg.name)
     result = train(

@@ -75,12 +75,17 @@ def test_finetune_from_python(tmp_path):
     assert bl.is_patched(sam) and not sam.training
 
 
-@pytest.mark.parametrize("name", CHECKPOINTS)
-def test_checkpoint_matches_its_card(name):
+def checkpoint_and_card(name: str):
+    """The bundled checkpoint's path and its model card's text (skips where not trained)."""
     path = tiny_checkpoint_path(name)
     if not path.exists():
         pytest.skip(f"{path} not trained yet")
-    card = path.with_suffix(".md").read_text()
+    return path, path.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("name", CHECKPOINTS)
+def test_checkpoint_matches_its_card(name):
+    path, card = checkpoint_and_card(name)
     match = re.search(r"sha256: `([0-9a-f]{64})`", card)
     assert match, "the card states the file's sha256"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == match.group(1)
@@ -191,13 +196,24 @@ def test_a_trained_paper_model_is_left_on_the_auto_path():
 def test_card_box_iou_is_what_the_checkpoint_scores(name):
     # The card's headline number, recomputed from the file (the card ran with 1 thread; other
     # thread counts change float summation order, hence the tolerance).
-    path = tiny_checkpoint_path(name)
-    if not path.exists():
-        pytest.skip(f"{path} not trained yet")
-    card = path.with_suffix(".md").read_text()
+    _, card = checkpoint_and_card(name)
     scenes = int(re.search(r"at 256 px on (\d+) held-out scenes", card).group(1))
     stated = float(re.search(r"\| box \| ([0-9.]+) \|", card).group(1))
     sam = bl.build_sam(name)
     if name == "tiny-basam":
         bl.apply_basam(sam, bl.BASAMConfig.paper())
     assert evaluate(sam, n=scenes, kinds=("box",))["iou_box"] == pytest.approx(stated, abs=2e-3)
+
+
+def test_time_steps_measures_both_encoder_precisions(capsys):
+    from basam_lite.__main__ import main
+    from basam_lite.train import step_times
+
+    times = step_times(tiny_config(batch_size=1), repeats=1)
+    assert set(times) == {"bf16_s", "fp32_s", "fp32_over_bf16"}
+    assert times["bf16_s"] > 0 and times["fp32_s"] > 0
+    assert times["fp32_over_bf16"] == pytest.approx(times["fp32_s"] / times["bf16_s"])
+    assert main(["train", "--time-steps", "1", "--batch-size", "1", "--threads", "1"]) == 0
+    assert "fp32 / bf16 = " in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--time-steps must be >= 1"):
+        main(["train", "--time-steps", "0"])
