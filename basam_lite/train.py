@@ -70,7 +70,7 @@ class TrainConfig:
     threads: int = 2
     preset_from: int = 0  # step at which the preset is applied; before it: plain attention
     mix: str = "standard"  # scene mix of the training stream (SceneMix.named)
-    encoder_bf16: bool = True  # image encoder under bfloat16 autocast (CPU: ~2.5x faster)
+    encoder_bf16: bool = True  # encoder under bf16 autocast (train --time-steps: ~1.6x per step)
 
     def describe(self) -> dict[str, object]:
         return asdict(self)
