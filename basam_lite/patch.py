@@ -244,6 +244,22 @@ def apply_basam(model: nn.Module, config: BASAMConfig | None = None) -> nn.Modul
     return model
 
 
+def set_attention_path(model: nn.Module, path: AttentionPath) -> nn.Module:
+    """Switch a patched model's attention path (:mod:`basam_lite.attention`) in place, keeping
+    the rest of its patch, learned gains and coefficients included; returns the model."""
+    encoder = image_encoder_of(model)
+    if not is_patched(encoder):
+        raise ValueError(
+            "the model has no BA-SAM patch to switch; apply one with "
+            "apply_basam(model, config.with_(path=...))"
+        )
+    config = encoder.basam_config.with_(path=path)
+    for block in encoder.blocks:
+        block.attn.basam_state.config = config
+    encoder.basam_config = config
+    return model
+
+
 def remove_basam(model: nn.Module) -> nn.Module:
     """Undo :func:`apply_basam` exactly: original forwards, rel-pos tables and parameters."""
     encoder = image_encoder_of(model)

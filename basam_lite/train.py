@@ -34,9 +34,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .datasets import ProceduralScenes, Prompt, SceneMix, box_from_mask, prompt_for, random_points
-from .datasets.procedural import render_layers
+from .datasets.procedural import MIX_NAMES, render_layers
 from .models import TINY, build_sam, build_tiny_sam, tiny_checkpoint_path
-from .patch import BASAMConfig, apply_basam, is_patched
+from .patch import BASAMConfig, apply_basam, is_patched, set_attention_path
 
 VARIANTS = {"vanilla": "vanilla", "basam": "paper"}
 """``--variant`` -> the preset active during training (vanilla = no patch)."""
@@ -70,7 +70,7 @@ class TrainConfig:
     threads: int = 2
     preset_from: int = 0  # step at which the preset is applied; before it: plain attention
     mix: str = "standard"  # scene mix of the training stream (SceneMix.named)
-    encoder_bf16: bool = True  # encoder under bf16 autocast (train --time-steps: ~1.6x per step)
+    encoder_bf16: bool = True  # encoder under bf16 autocast (train --time-steps: 1.6x per step)
 
     def describe(self) -> dict[str, object]:
         return asdict(self)
@@ -115,14 +115,6 @@ def sync_preset(sam: Sam, cfg: TrainConfig, step: int) -> None:
         # The dense bias is tiny at 16 x 16 tokens, and with autograd it beat "auto"'s choice
         # (folded) by 1.35x on the tiny encoder's bf16 step (0.26 s against 0.35 s, 1 thread).
         apply_basam(sam, BASAMConfig.preset(cfg.preset).with_(path="dense"))
-
-
-def inference_preset(sam: Sam, cfg: TrainConfig) -> None:
-    """Put a trained model's patch back on the "auto" attention path (any resolution); kept
-    as trained when the preset has parameters of its own (re-applying would reset them)."""
-    own = any(".basam_" in name for name, _ in sam.named_parameters())
-    if is_patched(sam) and not own:
-        apply_basam(sam, BASAMConfig.preset(cfg.preset))
 
 
 def training_prompt(mask: np.ndarray, rng: np.random.Generator, jitter: float) -> Prompt:
@@ -182,7 +174,7 @@ class TrainBatch:
     images: list[np.ndarray]
     prompts: list[list[Prompt]]
     masks: list[list[np.ndarray]]
-    names: list[str]
+    names: list[str]  # the scenes' names, to find a batch's images again
 
     def pairs(self) -> Iterator[tuple[int, Prompt, np.ndarray]]:
         """(image index, prompt, its object's mask) for every prompt of the batch."""
@@ -257,6 +249,19 @@ def batch_at(ds: ProceduralScenes, step: int, cfg: TrainConfig) -> TrainBatch:
         masks=[masks for _, masks in scenes],
         names=[ds.name(i) for i in indices],
     )
+
+
+def optimiser_step(
+    sam: Sam, opt: torch.optim.Optimizer, batch: TrainBatch, cfg: TrainConfig
+) -> dict[str, float]:
+    """One training step on ``batch`` (loss, backward, gradient clip, ``opt`` step); returns
+    the loss parts of :func:`batch_loss`."""
+    loss, parts = batch_loss(sam, batch, cfg)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in sam.parameters() if p.requires_grad], cfg.grad_clip)
+    opt.step()
+    return parts
 
 
 def _save_atomic(obj: object, path: Path) -> None:
@@ -361,11 +366,7 @@ def _train(
     while step < cfg.steps and (stop_after is None or done_here < stop_after):
         t0 = time.perf_counter()
         sync_preset(sam, cfg, step)
-        loss, parts = batch_loss(sam, batch_at(ds, step, cfg), cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
+        parts = optimiser_step(sam, opt, batch_at(ds, step, cfg), cfg)
         sched.step()
         step += 1
         done_here += 1
@@ -380,7 +381,8 @@ def _train(
             save()
     bar.close()
     save()
-    inference_preset(sam, cfg)
+    if is_patched(sam):  # trained on the dense path; "auto" runs at any resolution
+        set_attention_path(sam, "auto")
     sam.eval()
     return TrainResult(sam, history, elapsed, step)
 
@@ -678,9 +680,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help=lr_help)
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--mix", choices=("standard", "hard"), default="standard", help="training scene mix"
-    )
+    p.add_argument("--mix", choices=MIX_NAMES, default="standard", help="training scene mix")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--run-dir", default=None, help="resume state folder (runs/train-NAME)")
     p.add_argument("--out", default=None, help="checkpoint path (data/checkpoints/NAME.pt)")
@@ -752,33 +752,25 @@ def reproducing_argv() -> list[str]:
 
 
 def step_times(cfg: TrainConfig, repeats: int) -> dict[str, float]:
-    """Median seconds of one training step (loss, backward, optimiser step) of ``cfg``'s
-    model on its first batch, with the image encoder under bf16 autocast and in fp32, measured
-    in alternation so that both see the same machine load."""
-    steps = {}
+    """Median seconds of one :func:`optimiser_step` of ``cfg``'s model on its first batch,
+    with the image encoder under bf16 autocast and in fp32, measured in alternation so that
+    both see the same machine load."""
+    runs = {}
     with torch_threads(cfg.threads):
         scenes = ProceduralScenes(_MAX_SCENES, seed=cfg.seed, split="train", mix=cfg.mix)
         batch = batch_at(scenes, 0, cfg)
-        for bf16 in (True, False):
+        for label, bf16 in (("bf16", True), ("fp32", False)):
             run_cfg = replace(cfg, encoder_bf16=bf16)
             sam = initial_model(run_cfg).train()
             sync_preset(sam, run_cfg, 0)
-            opt = torch.optim.AdamW(sam.parameters(), lr=1e-6)
-
-            def step(sam=sam, opt=opt, run_cfg=run_cfg) -> None:
-                loss, _ = batch_loss(sam, batch, run_cfg)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
-            steps["bf16" if bf16 else "fp32"] = step
-        times: dict[str, list[float]] = {k: [] for k in steps}
+            runs[label] = (sam, torch.optim.AdamW(sam.parameters(), lr=1e-6), run_cfg)
+        times: dict[str, list[float]] = {label: [] for label in runs}
         for i in range(repeats + 1):
-            for k, step in steps.items():
+            for label, (sam, opt, run_cfg) in runs.items():
                 t0 = time.perf_counter()
-                step()
+                optimiser_step(sam, opt, batch, run_cfg)
                 if i:  # the first round warms up
-                    times[k].append(time.perf_counter() - t0)
+                    times[label].append(time.perf_counter() - t0)
     medians = {f"{k}_s": float(np.median(v)) for k, v in times.items()}
     return {**medians, "fp32_over_bf16": medians["fp32_s"] / medians["bf16_s"]}
 

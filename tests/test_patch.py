@@ -95,6 +95,32 @@ def test_remove_restores_exactly(tiny_sam) -> None:
     assert all(torch.equal(after[k], before[k]) for k in before)
 
 
+def test_set_attention_path_keeps_the_patch_and_its_learned_values(tiny_sam) -> None:
+    from basam_lite.patch import set_attention_path
+
+    with pytest.raises(ValueError, match="no BA-SAM patch to switch"):
+        set_attention_path(tiny_sam, "dense")
+    randomise_rel_pos(tiny_sam)
+    config = BASAMConfig.paper().with_(learnable_gain=True, path="dense")
+    bl.apply_basam(tiny_sam, config)
+    gain = tiny_sam.image_encoder.blocks[2].attn.basam_gain
+    with torch.no_grad():
+        gain.fill_(0.6)  # a "learned" value that re-applying the preset would reset to 1
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        dense = tiny_sam.image_encoder(x)
+        set_attention_path(tiny_sam, "chunked")
+        chunked = tiny_sam.image_encoder(x)
+    assert tiny_sam.image_encoder.basam_config == config.with_(path="chunked")
+    assert all(b.attn.basam_state.config.path == "chunked" for b in tiny_sam.image_encoder.blocks)
+    assert tiny_sam.image_encoder.blocks[2].attn.basam_gain is gain and float(
+        gain
+    ) == pytest.approx(0.6)
+    torch.testing.assert_close(chunked, dense, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="attention path"):
+        set_attention_path(tiny_sam, "fastest")
+
+
 def test_zero_shot_presets_add_no_state(tiny_sam) -> None:
     keys = set(tiny_sam.state_dict())
     n_params = len(list(tiny_sam.parameters()))

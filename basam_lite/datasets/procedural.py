@@ -108,12 +108,19 @@ class SceneMix:
 
     @classmethod
     def named(cls, name: str) -> SceneMix:
-        """``"standard"`` or ``"hard"``."""
-        if name == "standard":
-            return cls()
-        if name == "hard":
-            return cls.hard()
-        raise ValueError(f"unknown scene mix {name!r}; expected 'standard' or 'hard'")
+        """A mix by name, one of :data:`MIX_NAMES`."""
+        if name not in MIX_NAMES:
+            expected = " or ".join(repr(k) for k in MIX_NAMES)
+            raise ValueError(f"unknown scene mix {name!r}; expected {expected}")
+        return cls.hard() if name == "hard" else cls()
+
+    @property
+    def name(self) -> str:
+        """Its name in :data:`MIX_NAMES`, or ``"custom"``."""
+        return next((k for k in MIX_NAMES if SceneMix.named(k) == self), "custom")
+
+
+MIX_NAMES = ("standard", "hard")
 
 
 @dataclass(frozen=True)
@@ -309,9 +316,8 @@ def sample_scene(rng: np.random.Generator, mix: SceneMix | None = None) -> Scene
                 )
             else:
                 center = _center_for(rng, d_area)
-            if (
-                rng.random() < mix.lookalike
-            ):  # same look as the target: the prompt must pick the instance
+            # Same look as the target: the prompt must pick the instance.
+            if rng.random() < mix.lookalike:
                 texture = _variant(rng, target.texture, 0.04)
                 lookalike = True
             else:
@@ -376,9 +382,7 @@ class ProceduralScenes(SampleSequence):
         self.size = _as_hw(size)
         self.split = split
         self.mix = SceneMix.named(mix) if isinstance(mix, str) else mix
-        self.mix_name = next(
-            (k for k in ("standard", "hard") if SceneMix.named(k) == self.mix), "custom"
-        )
+        self.mix_name = self.mix.name
         self._scenes: dict[int, Scene] = {}
 
     def __len__(self) -> int:

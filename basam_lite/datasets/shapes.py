@@ -211,7 +211,7 @@ def sample_shape(
     kind: str,
     area: float,
     center: tuple[float, float],
-    stroke_width: tuple[float, float] = (0.02, 0.04),
+    stroke_width: tuple[float, float],
 ) -> Shape:
     """Draw a random shape of ``kind`` whose area is about ``area`` (fraction of the unit square).
 
