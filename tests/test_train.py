@@ -54,7 +54,7 @@ def test_training_restores_the_callers_thread_count():
 def test_resume_refuses_another_config(tmp_path):
     train(tiny_config(), run_dir=tmp_path, progress=False, stop_after=1)
     with pytest.raises(ValueError, match="different config"):
-        train(tiny_config(lr=5e-4), run_dir=tmp_path, progress=False)
+        train(tiny_config(lr=TrainConfig.lr / 2), run_dir=tmp_path, progress=False)
 
 
 def test_half_checkpoint_loads_through_build_sam(tmp_path):
