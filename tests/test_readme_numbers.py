@@ -65,4 +65,6 @@ def test_readme_checkpoint_table_is_the_model_cards(name: str) -> None:
     (row,) = [r for r in section_rows("The bundled tiny SAMs") if r[0] == f"`{name}`"]
     scores = card_scores(name)
     shown = dict(zip(["box", "center", "point", "hard_box"], map(float, row[1:5]), strict=True))
-    assert shown == pytest.approx(scores, abs=5e-4)
+    # The card rounds to 4 decimals and the README to 3: 0.67652 is 0.6765 on the card and 0.677
+    # in the README, 5e-4 apart.
+    assert shown == pytest.approx(scores, abs=5.5e-4)
