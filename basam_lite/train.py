@@ -528,24 +528,11 @@ def breakdown_lines(table: pd.DataFrame | None) -> list[str]:
     return [*lines, ""]
 
 
-def mix_summary(name: str) -> str:
-    """One line on a scene mix, from its own numbers."""
-    m = SceneMix.named(name)
-    return (
-        f"{m.objects[0]}-{m.objects[1]} textured objects of seven shape kinds, thin strokes "
-        f"({m.stroke_width[0]:.0%}-{m.stroke_width[1]:.0%} of the image wide) and rings "
-        f"included; targets cover {m.target_area[0]:.0%}-{m.target_area[1]:.0%} of the image "
-        f"before occlusion and are {m.plain:.0%} plain, {m.low_contrast:.0%} low-contrast, "
-        f"{m.camouflage:.0%} camouflaged; {m.lookalike:.0%} of the distractors look like the "
-        f"target; occluders leave at least {m.min_visible:.0%} of the target visible"
-    )
-
-
 def stress_lines(stress: dict[str, float] | None, n_eval: int) -> list[str]:
     if not stress:
         return []
     return [
-        f"Stress test, {n_eval} held-out `SceneMix.hard()` scenes ({mix_summary('hard')}): "
+        f"Stress test, {n_eval} held-out `SceneMix.hard()` scenes ({SceneMix.hard().summary()}): "
         f"box {stress['iou_box']:.4f}, centre point {stress['iou_center']:.4f}, one random "
         f"click {stress['iou_point']:.4f}.",
         "",
@@ -612,7 +599,7 @@ def write_card(
         "",
         "## Training data",
         f"Procedural scenes (`ProceduralScenes(split='train', seed={cfg.seed}, "
-        f"mix={cfg.mix!r})`: {mix_summary(cfg.mix)}), rendered on the fly at "
+        f"mix={cfg.mix!r})`: {SceneMix.named(cfg.mix).summary()}), rendered on the fly at "
         f"{cfg.size} px, single scale: scene index = step x batch + b, never repeated. Up to "
         f"{cfg.masks_per_image} prompts per image, each with its own object's visible mask: the "
         "scene's target and other objects covering at least "

@@ -119,6 +119,18 @@ class SceneMix:
         """Its name in :data:`MIX_NAMES`, or ``"custom"``."""
         return next((k for k in MIX_NAMES if SceneMix.named(k) == self), "custom")
 
+    def summary(self) -> str:
+        """One line on this mix, from its own numbers (model cards quote it)."""
+        return (
+            f"{self.objects[0]}-{self.objects[1]} textured objects of seven shape kinds, thin "
+            f"strokes ({self.stroke_width[0]:.0%}-{self.stroke_width[1]:.0%} of the image wide) "
+            f"and rings included; targets cover {self.target_area[0]:.0%}-"
+            f"{self.target_area[1]:.0%} of the image before occlusion and are {self.plain:.0%} "
+            f"plain, {self.low_contrast:.0%} low-contrast, {self.camouflage:.0%} camouflaged; "
+            f"{self.lookalike:.0%} of the distractors look like the target; occluders leave at "
+            f"least {self.min_visible:.0%} of the target visible"
+        )
+
 
 MIX_NAMES = ("standard", "hard")
 
