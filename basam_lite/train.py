@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .datasets import ProceduralScenes, Prompt, SceneMix, box_from_mask, prompt_for, random_points
 from .datasets.procedural import MIX_NAMES, render_layers
-from .models import TINY, build_sam, build_tiny_sam, tiny_checkpoint_path
+from .models import TINY, TinySpec, build_sam, build_tiny_sam, tiny_checkpoint_path
 from .patch import BASAMConfig, apply_basam, is_patched, set_attention_path
 
 VARIANTS = {"vanilla": "vanilla", "basam": "paper"}
@@ -73,6 +73,7 @@ class TrainConfig:
     preset_from: int = 0  # step at which the preset is applied; before it: plain attention
     mix: str = "standard"  # scene mix of the training stream (SceneMix.named)
     encoder_bf16: bool = True  # encoder under bf16 autocast (train --time-steps: 1.6x per step)
+    spec: TinySpec = TINY  # architecture of a model trained from scratch (init=None)
 
     def describe(self) -> dict[str, object]:
         return asdict(self)
@@ -102,7 +103,7 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 def initial_model(cfg: TrainConfig) -> Sam:
     """Random tiny SAM (seeded) or the ``init`` model (unpatched: see :func:`sync_preset`)."""
     if cfg.init is None:
-        sam = build_tiny_sam(TINY, seed=cfg.seed)
+        sam = build_tiny_sam(cfg.spec, seed=cfg.seed)
     elif Path(cfg.init).suffix in (".pt", ".pth"):
         sam = build_sam("tiny", checkpoint=cfg.init)
     else:
@@ -567,6 +568,10 @@ def write_card(
             f"schedule and weights up to step {cfg.preset_from}), the way BA-SAM fine-tunes a "
             f"trained SAM, with the same total number of steps as the vanilla checkpoint"
         )
+    spec = cfg.spec
+    spec_name = "`basam_lite.models.TINY`" if spec == TINY else f"`{spec}`"
+    grid = spec.img_size // 16
+    n_params = sum(p.numel() for p in build_tiny_sam(spec).parameters())
     last = history[-50:]
     loss = float(np.mean([h["loss"] for h in last])) if last else float("nan")
     tiou = float(np.mean([h["train_iou"] for h in last])) if last else float("nan")
@@ -579,21 +584,22 @@ def write_card(
     lines = [
         f"# {cfg.name}",
         "",
-        f"A tiny SAM (`basam_lite.models.TINY`) trained from scratch at {cfg.size} px with "
-        f"{trained_with}.",
+        f"A tiny SAM ({spec_name}) trained from scratch at {cfg.size} px with {trained_with}.",
         "",
         "## Architecture",
-        f"`segment_anything` classes: ViT encoder {TINY.img_size} px, 16 px patches "
-        f"(16 x 16 tokens), embed dim {TINY.embed_dim}, {TINY.depth} blocks, {TINY.num_heads} "
-        f"heads, window {TINY.window_size}, global blocks {list(TINY.global_attn_indexes)}, "
-        f"neck {TINY.prompt_dim} channels; SAM prompt encoder; two-way mask decoder "
-        f"(depth {TINY.decoder_depth}). "
-        f"{sum(p.numel() for p in build_tiny_sam().parameters()) / 1e6:.2f} M parameters.",
+        f"`segment_anything` classes: ViT encoder {spec.img_size} px, 16 px patches "
+        f"({grid} x {grid} tokens), embed dim {spec.embed_dim}, {spec.depth} blocks, "
+        f"{spec.num_heads} heads, window {spec.window_size}, global blocks "
+        f"{list(spec.global_attn_indexes)}, neck {spec.prompt_dim} channels; SAM prompt encoder; "
+        f"two-way mask decoder (width {spec.prompt_dim}, depth {spec.decoder_depth}, "
+        f"{spec.decoder_heads} heads, MLP {spec.decoder_mlp_dim}; per-pixel mask features of "
+        f"{spec.prompt_dim // 8} channels at {4 * grid} x {4 * grid}). "
+        f"{n_params / 1e6:.2f} M parameters.",
         "",
         "## Storage",
         "A plain `state_dict` with every floating tensor stored in **float16** (fp32 would be "
-        "about 15 MB); `basam_lite.build_sam` casts it back to float32 on load. No BA-SAM keys "
-        "(the paper preset adds no parameter).",
+        f"about {n_params * 4 / 1e6:.0f} MB); `basam_lite.build_sam` casts it back to float32 on "
+        "load. No BA-SAM keys (the paper preset adds no parameter).",
         "",
         f"sha256: `{sha256}`",
         "",

@@ -135,7 +135,7 @@ def test_segment_matches_predictor(tiny_sam) -> None:
     masks, scores, _ = predictor.predict(
         point_coords=prompt.point_coords, point_labels=prompt.point_labels, multimask_output=False
     )
-    assert out["features"].shape == (1, 128, 16, 16)
+    assert out["features"].shape == (1, bl.TINY.prompt_dim, 16, 16)
     assert out["logits"].shape == sample.mask.shape
     assert np.array_equal(out["mask"], masks[0]) and out["score"] == pytest.approx(scores[0])
     assert not bl.is_patched(tiny_sam)
