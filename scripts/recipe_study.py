@@ -1,6 +1,7 @@
 """Short training runs that ask why the tiny SAMs stop short of 0.85 box IoU.
 
-Each study trains tiny-vanilla's setup (plain attention, seed 0, one torch thread) with a few
+Each study trains tiny-vanilla's setup (plain attention, seed 0, one torch thread unless
+``--threads`` says otherwise) with a few
 ``TrainConfig`` fields and/or ``TinySpec`` fields changed, for ``--steps`` steps, then scores box
 and centre-point IoU on the first 100 held-out standard scenes (``train.evaluate(n=100)``). Runs
 are deterministic: rerunning a study reproduces its numbers exactly. Two can run at once on two
@@ -19,15 +20,22 @@ import json
 import sys
 import time
 from pathlib import Path
-from unittest import mock
 
 import pandas as pd
+import torch
 
 import basam_lite.train as training
-from basam_lite.models import TINY, build_tiny_sam
+from basam_lite.models import TinySpec, build_tiny_sam
 
-# The recipe used before the current defaults (learning rate 1e-3, five prompts per scene down to
-# objects of 0.2% of the image).
+# The first tiny SAM (3.8 M parameters), the base every study's "spec" changes are applied to,
+# so that a study keeps its meaning when models.TINY moves on. Its mask decoder is 128 wide, so
+# its per-pixel mask features have 128 / 8 = 16 channels.
+FIRST_TINY = TinySpec(
+    embed_dim=192, num_heads=6, prompt_dim=128, decoder_mlp_dim=512, decoder_heads=4
+)
+
+# The recipe before the current TrainConfig defaults (learning rate 1e-3, five prompts per scene
+# down to objects of 0.2% of the image).
 OLD = {"lr": 1e-3, "masks_per_image": 5, "min_object_area": 0.002}
 
 STUDIES: dict[str, dict[str, dict[str, object]]] = {
@@ -35,8 +43,8 @@ STUDIES: dict[str, dict[str, dict[str, object]]] = {
     "old-recipe-lr-2e-3": {"train": {**OLD, "lr": 2e-3, "warmup": 200}},
     "fewer-larger-targets": {"train": {**OLD, "masks_per_image": 3, "min_object_area": 0.01}},
     "fewest-largest-targets": {"train": {**OLD, "masks_per_image": 2, "min_object_area": 0.02}},
-    "current": {"train": {}},
-    "current-lr-2.5e-4": {"train": {"lr": 2.5e-4}},
+    "recipe": {"train": {}},
+    "recipe-lr-2.5e-4": {"train": {"lr": 2.5e-4}},
     "old-recipe-wide-encoder": {
         "train": OLD,
         "spec": {"embed_dim": 256, "num_heads": 8, "depth": 8, "global_attn_indexes": (3, 7)},
@@ -45,27 +53,61 @@ STUDIES: dict[str, dict[str, dict[str, object]]] = {
         "train": OLD,
         "spec": {"prompt_dim": 256, "decoder_mlp_dim": 1024, "decoder_heads": 8},
     },
+    # Wider decoders that fit the 10 MB cap in float16.
+    "decoder-192": {"train": {}, "spec": {"prompt_dim": 192, "decoder_heads": 6}},
+    # 32-channel mask features, paid for by a narrower encoder (4.88 M parameters, 9.8 MB in fp16).
+    "decoder-256-encoder-160": {
+        "train": {},
+        "spec": {
+            "prompt_dim": 256,
+            "decoder_mlp_dim": 256,
+            "decoder_heads": 8,
+            "embed_dim": 160,
+            "num_heads": 5,
+        },
+    },
 }
 
 
-def run_study(name: str, steps: int) -> dict[str, object]:
+def study_config(name: str, steps: int, threads: int = 1) -> training.TrainConfig:
+    """The ``TrainConfig`` of study ``name``: with ``threads=2`` and the same ``steps`` it is
+    the config ``python -m basam_lite train --variant vanilla`` runs for that model spec."""
+    study = STUDIES[name]
+    spec = dataclasses.replace(FIRST_TINY, **study.get("spec", {}))
+    return training.TrainConfig(threads=threads, steps=steps, spec=spec, **study["train"])  # type: ignore[arg-type]
+
+
+def score(model: torch.nn.Module) -> dict[str, float]:
+    """Box and centre-point IoU on the first 100 held-out standard scenes (one thread), and the
+    box IoU of the two hardest target shapes, strokes and rings."""
+    with training.torch_threads(1):
+        table = training.evaluation_table(model, n=100, kinds=("box", "center"))
+    by_shape = table.groupby("shape")["iou_box"].mean()
+    return {
+        **training.mean_ious(table),
+        "box_strokes": float(by_shape["stroke"]),
+        "box_rings": float(by_shape["ring"]),
+    }
+
+
+def run_study(name: str, steps: int, threads: int = 1) -> dict[str, object]:
     """Train study ``name`` for ``steps`` steps and score it; returns one result row."""
     study = STUDIES[name]
-    spec = dataclasses.replace(TINY, **study.get("spec", {}))
-    cfg = training.TrainConfig(threads=1, steps=steps, **study["train"])  # type: ignore[arg-type]
-    with mock.patch.object(training, "TINY", spec):
-        result = training.train(cfg, progress=True)
-    with training.torch_threads(1):
-        scores = training.evaluate(result.model, n=100, kinds=("box", "center"))
-    params = sum(p.numel() for p in build_tiny_sam(spec).parameters())
+    cfg = study_config(name, steps, threads)
+    result = training.train(cfg, progress=True)
+    scores = score(result.model)
+    params = sum(p.numel() for p in build_tiny_sam(cfg.spec).parameters())
     return {
         "study": name,
         "steps": steps,
+        "threads": threads,
         "changes": json.dumps({**study["train"], **study.get("spec", {})}),
         "params_M": round(params / 1e6, 2),
         "s_per_step": round(result.seconds / max(1, result.step), 3),
         "box": round(scores["iou_box"], 3),
         "centre": round(scores["iou_center"], 3),
+        "box_strokes": round(scores["box_strokes"], 3),
+        "box_rings": round(scores["box_rings"], 3),
         "finished": time.strftime("%Y-%m-%d %H:%M"),
     }
 
@@ -74,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("study", nargs="?", choices=sorted(STUDIES))
     p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=1, help="torch threads while training")
     p.add_argument("--out", type=Path, default=Path("runs/recipe_study.jsonl"))
     p.add_argument("--list", action="store_true", help="print the studies and their changes")
     p.add_argument("--table", action="store_true", help="print the results collected in --out")
@@ -91,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.study is None:
         p.error("name a study (see --list), or pass --list or --table")
-    row = run_study(args.study, args.steps)
+    row = run_study(args.study, args.steps, args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:
         f.write(json.dumps(row) + "\n")

@@ -1,0 +1,43 @@
+"""scripts/recipe_study.py: its studies are well-formed configs of the real training."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+import basam_lite as bl
+from basam_lite.models import build_tiny_sam
+from basam_lite.train import TrainConfig, add_arguments, config_from_args
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import recipe_study
+
+
+def test_first_tiny_is_the_shipped_architecture():
+    assert recipe_study.FIRST_TINY == bl.TINY
+
+
+@pytest.mark.parametrize("name", sorted(recipe_study.STUDIES))
+def test_every_study_is_a_train_config_and_a_buildable_sam(name):
+    cfg = recipe_study.study_config(name, steps=10)
+    assert isinstance(cfg, TrainConfig) and cfg.steps == 10 and cfg.threads == 1
+    changes = recipe_study.STUDIES[name].get("spec", {})
+    assert all(getattr(cfg.spec, k) == v for k, v in changes.items())
+    build_tiny_sam(cfg.spec)  # segment_anything accepts the dimensions
+
+
+def test_a_two_thread_study_is_what_the_train_command_runs():
+    # With threads=2 and the CLI's step count a study is the `train --variant vanilla` config,
+    # so a study result can be checked against a training run's saved state.
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    cli = config_from_args(p.parse_args(["--variant", "vanilla"]))
+    assert recipe_study.study_config("recipe", cli.steps, threads=2) == cli
+
+
+def test_the_wider_decoder_study_fits_the_file_limit_in_fp16():
+    spec = recipe_study.study_config("decoder-256-encoder-160", 10).spec
+    n = sum(p.numel() for p in build_tiny_sam(spec).parameters())
+    assert n * 2 < 9.9e6  # + about 80 kB of state_dict keys, under the 10 MB limit
+    assert spec != bl.TINY
