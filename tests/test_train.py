@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 
@@ -51,10 +52,21 @@ def test_training_restores_the_callers_thread_count():
     assert torch.get_num_threads() == before
 
 
-def test_resume_refuses_another_config(tmp_path):
+@pytest.mark.parametrize(
+    "change",
+    [{"lr": TrainConfig.lr / 2}, {"spec": dataclasses.replace(bl.TINY, decoder_heads=8)}],
+    ids=["learning rate", "architecture"],
+)
+def test_resume_refuses_another_config(tmp_path, change):
     train(tiny_config(), run_dir=tmp_path, progress=False, stop_after=1)
     with pytest.raises(ValueError, match="different config"):
-        train(tiny_config(lr=TrainConfig.lr / 2), run_dir=tmp_path, progress=False)
+        train(tiny_config(**change), run_dir=tmp_path, progress=False)
+
+
+def test_spec_sets_the_architecture_of_a_model_trained_from_scratch():
+    spec = dataclasses.replace(bl.TINY, prompt_dim=64, decoder_heads=2)
+    model = train(tiny_config(steps=1, spec=spec), progress=False).model
+    assert model.mask_decoder.transformer_dim == 64
 
 
 def test_half_checkpoint_loads_through_build_sam(tmp_path):
