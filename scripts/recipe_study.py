@@ -53,6 +53,10 @@ STUDIES: dict[str, dict[str, dict[str, object]]] = {
         "train": OLD,
         "spec": {"prompt_dim": 256, "decoder_mlp_dim": 1024, "decoder_heads": 8},
     },
+    # Same scenes per second, spent differently: twice the updates on half the batch (compare
+    # --steps 2000 with recipe --steps 1000), or more prompts per encoder pass.
+    "batch-4": {"train": {"batch_size": 4}},
+    "six-prompts-per-scene": {"train": {"masks_per_image": 6}},
     # Wider decoders that fit the 10 MB cap in float16.
     "decoder-192": {"train": {}, "spec": {"prompt_dim": 192, "decoder_heads": 6}},
     # 32-channel mask features, paid for by a narrower encoder (4.88 M parameters, 9.8 MB in fp16).
