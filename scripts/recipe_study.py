@@ -57,6 +57,10 @@ STUDIES: dict[str, dict[str, dict[str, object]]] = {
     # --steps 2000 with recipe --steps 1000), or more prompts per encoder pass.
     "batch-4": {"train": {"batch_size": 4}},
     "six-prompts-per-scene": {"train": {"masks_per_image": 6}},
+    # Loss weights: object pixels weighted up to 4x in the BCE (thin targets have few of them),
+    # or a lighter IoU-head term.
+    "object-weighted-bce": {"train": {"pos_weight_max": 4.0}},
+    "iou-loss-0.1": {"train": {"iou_loss_weight": 0.1}},
     # Wider decoders that fit the 10 MB cap in float16.
     "decoder-192": {"train": {}, "spec": {"prompt_dim": 192, "decoder_heads": 6}},
     # 32-channel mask features, paid for by a narrower encoder (4.88 M parameters, 9.8 MB in fp16).
