@@ -55,20 +55,29 @@ class TinySpec:
     decoder_mlp_dim: int = 512
     decoder_heads: int = 4
 
+    patch_size = 16  # a class constant, not a field: SAM's patch size, as in every official model
+
+    @property
+    def grid(self) -> int:
+        """Tokens per side at ``img_size`` (16 at 256 px)."""
+        return self.img_size // self.patch_size
+
+    def parameter_count(self) -> int:
+        """Number of parameters of a model of this spec (builds one on the CPU)."""
+        return sum(p.numel() for p in build_tiny_sam(self).parameters())
+
 
 TINY = TinySpec()
 
 
 def build_tiny_sam(spec: TinySpec = TINY, seed: int = 0) -> Sam:
     """A randomly initialised (seeded) tiny SAM in eval mode."""
-    patch = 16
-    grid = spec.img_size // patch
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         sam = Sam(
             image_encoder=ImageEncoderViT(
                 img_size=spec.img_size,
-                patch_size=patch,
+                patch_size=spec.patch_size,
                 embed_dim=spec.embed_dim,
                 depth=spec.depth,
                 num_heads=spec.num_heads,
@@ -82,7 +91,7 @@ def build_tiny_sam(spec: TinySpec = TINY, seed: int = 0) -> Sam:
             ),
             prompt_encoder=PromptEncoder(
                 embed_dim=spec.prompt_dim,
-                image_embedding_size=(grid, grid),
+                image_embedding_size=(spec.grid, spec.grid),
                 input_image_size=(spec.img_size, spec.img_size),
                 mask_in_chans=16,
             ),

@@ -570,8 +570,8 @@ def write_card(
         )
     spec = cfg.spec
     spec_name = "`basam_lite.models.TINY`" if spec == TINY else f"`{spec}`"
-    grid = spec.img_size // 16
-    n_params = sum(p.numel() for p in build_tiny_sam(spec).parameters())
+    grid = spec.grid
+    n_params = spec.parameter_count()
     last = history[-50:]
     loss = float(np.mean([h["loss"] for h in last])) if last else float("nan")
     tiou = float(np.mean([h["train_iou"] for h in last])) if last else float("nan")
@@ -587,7 +587,7 @@ def write_card(
         f"A tiny SAM ({spec_name}) trained from scratch at {cfg.size} px with {trained_with}.",
         "",
         "## Architecture",
-        f"`segment_anything` classes: ViT encoder {spec.img_size} px, 16 px patches "
+        f"`segment_anything` classes: ViT encoder {spec.img_size} px, {spec.patch_size} px patches "
         f"({grid} x {grid} tokens), embed dim {spec.embed_dim}, {spec.depth} blocks, "
         f"{spec.num_heads} heads, window {spec.window_size}, global blocks "
         f"{list(spec.global_attn_indexes)}, neck {spec.prompt_dim} channels; SAM prompt encoder; "

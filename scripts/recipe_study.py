@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 import basam_lite.train as training
-from basam_lite.models import TinySpec, build_tiny_sam
+from basam_lite.models import TinySpec
 
 # The first tiny SAM (3.8 M parameters), the base every study's "spec" changes are applied to,
 # so that a study keeps its meaning when models.TINY moves on. Its mask decoder is 128 wide, so
@@ -104,13 +104,12 @@ def run_study(name: str, steps: int, threads: int = 1) -> dict[str, object]:
     cfg = study_config(name, steps, threads)
     result = training.train(cfg, progress=True)
     scores = score(result.model)
-    params = sum(p.numel() for p in build_tiny_sam(cfg.spec).parameters())
     return {
         "study": name,
         "steps": steps,
         "threads": threads,
         "changes": json.dumps({**study["train"], **study.get("spec", {})}),
-        "params_M": round(params / 1e6, 2),
+        "params_M": round(cfg.spec.parameter_count() / 1e6, 2),
         "s_per_step": round(result.seconds / max(1, result.step), 3),
         "box": round(scores["iou_box"], 3),
         "centre": round(scores["iou_center"], 3),
