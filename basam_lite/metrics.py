@@ -27,6 +27,10 @@ stretch each map to [0, 1] (MATLAB's ``mapminmax``); use it to compare with publ
 The two agree when the map already spans [0, 1] on the 8-bit grid.
 
 ``legacy_threshold_metrics`` reproduces the official BA-SAM code's protocol, for comparison only.
+
+``grid_mask_iou`` is not a model score: it is how well a mask can be drawn at all when it is
+known only cell by cell (a ViT's token grid), the ceiling of a decoder that gets every token
+right and nothing finer.
 """
 
 from __future__ import annotations
@@ -170,3 +174,46 @@ def legacy_threshold_metrics(
     scores = np.array([_binary_scores(x > t, g) for t in thresholds])
     iou, dice, mae = scores.mean(axis=0)
     return {"legacy_iou": float(iou), "legacy_dice": float(dice), "legacy_mae": float(mae)}
+
+
+def _bilinear_weights(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) matrix of 1-D bilinear upsampling with half-pixel centres (PyTorch's
+    ``align_corners=False``): output pixel x samples input coordinate (x + 1/2) n_in / n_out - 1/2,
+    clamped at the edges."""
+    src = np.maximum((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(int), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = src - i0
+    weights = np.zeros((n_out, n_in))
+    np.add.at(weights, (np.arange(n_out), i0), 1.0 - frac)
+    np.add.at(weights, (np.arange(n_out), i1), frac)
+    return weights
+
+
+def grid_mask_iou(mask: Any, cell: int) -> float:
+    r"""IoU of an (H, W) boolean ``mask`` with itself redrawn from a grid of ``cell`` px cells.
+
+    Each cell keeps only its coverage :math:`c` (the mask's share of its pixels); the map
+    :math:`c - 1/2` is upsampled bilinearly to (H, W), as SAM upsamples its low-res logits, and
+    thresholded at 0:
+
+    .. math:: \hat m = \operatorname{bilinear}\big(\operatorname{avgpool}_{cell}(m) - 1/2\big) > 0
+
+    With ``cell`` = the patch size this is the IoU a SAM would reach if its mask were right at
+    every token and knew nothing finer: 16 px cells lose most of a stroke one token wide. An
+    empty mask scores 1.0 (as in :func:`segmentation_metrics`).
+    """
+    m = _to_numpy(mask, "mask").astype(bool)
+    if isinstance(cell, bool) or not isinstance(cell, (int, np.integer)) or cell < 1:
+        raise ValueError(f"cell must be a positive integer number of pixels, got {cell!r}")
+    h, w = m.shape
+    if h % cell or w % cell:
+        raise ValueError(
+            f"cell {cell} px does not divide the mask's {h} x {w} px: crop or pad the mask to a "
+            f"multiple of {cell}, as SAM pads its input to whole patches"
+        )
+    coverage = m.reshape(h // cell, cell, w // cell, cell).mean(axis=(1, 3))
+    rows, cols = _bilinear_weights(h, h // cell), _bilinear_weights(w, w // cell)
+    drawn = rows @ (coverage - 0.5) @ cols.T > 0
+    union = int((drawn | m).sum())
+    return int((drawn & m).sum()) / union if union else 1.0

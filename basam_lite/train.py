@@ -35,8 +35,11 @@ from tqdm.auto import tqdm
 
 from .datasets import ProceduralScenes, Prompt, SceneMix, box_from_mask, prompt_for, random_points
 from .datasets.procedural import MIX_NAMES, render_layers
+from .decoding import decode_prompts, prompt_tokens
+from .metrics import grid_mask_iou
 from .models import TINY, TinySpec, build_sam, build_tiny_sam, tiny_checkpoint_path
 from .patch import BASAMConfig, apply_basam, is_patched, set_attention_path
+from .resolution import patch_size
 
 VARIANTS = {"vanilla": "vanilla", "basam": "paper"}
 """``--variant`` -> the preset active during training (vanilla = no patch)."""
@@ -73,6 +76,7 @@ class TrainConfig:
     preset_from: int = 0  # step at which the preset is applied; before it: plain attention
     mix: str = "standard"  # scene mix of the training stream (SceneMix.named)
     encoder_bf16: bool = True  # encoder under bf16 autocast (train --time-steps: 1.6x per step)
+    decoder_batched: bool = True  # one decoder pass for all of a step's prompts (--time-steps)
     spec: TinySpec = TINY  # architecture of a model trained from scratch (init=None)
 
     def describe(self) -> dict[str, object]:
@@ -80,8 +84,9 @@ class TrainConfig:
 
     @classmethod
     def completed(cls, saved: dict[str, object]) -> dict[str, object]:
-        """A saved config dict with fields added since it was written set to their defaults."""
-        return {**cls().describe(), **saved}
+        """A saved config dict with fields added since it was written set to their defaults
+        (``decoder_batched`` to False: runs saved before it existed decoded prompt by prompt)."""
+        return {**cls().describe(), "decoder_batched": False, **saved}
 
 
 @dataclass
@@ -147,14 +152,8 @@ def image_batch(images: list[np.ndarray]) -> Tensor:
 def decode(sam: Sam, embedding: Tensor, prompt: Prompt) -> tuple[Tensor, Tensor]:
     """One image's embedding ``[1, C, h, w]`` and prompt -> (low-res logits ``[1, 1, 4h, 4w]``,
     predicted IoU ``[1, 1]``), single-mask output, with gradients."""
-    points = None
-    if prompt.point_coords is not None:
-        points = (
-            torch.as_tensor(prompt.point_coords, dtype=torch.float32)[None],
-            torch.as_tensor(prompt.point_labels, dtype=torch.int64)[None],
-        )
-    boxes = None if prompt.box is None else torch.as_tensor(prompt.box, dtype=torch.float32)[None]
-    sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=None)
+    sparse = prompt_tokens(sam, prompt)
+    dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(embedding)
     return sam.mask_decoder(
         image_embeddings=embedding,
         image_pe=sam.prompt_encoder.get_dense_pe(),
@@ -192,12 +191,14 @@ def batch_loss(sam: Sam, batch: TrainBatch, cfg: TrainConfig) -> tuple[Tensor, d
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.encoder_bf16):
         embeddings = sam.image_encoder(sam.preprocess(image_batch(batch.images)))
     embeddings = embeddings.float()  # the decoder is faster, and exact, in float32
-    outs, targets = [], []
-    for i, prompt, mask in batch.pairs():
-        outs.append(decode(sam, embeddings[i : i + 1], prompt))
-        targets.append(mask)
-    low = torch.cat([o[0] for o in outs])  # [N, 1, 4h, 4w], N prompts in the batch
-    iou_pred = torch.cat([o[1] for o in outs])[:, 0]
+    image_index, prompts, targets = zip(*batch.pairs(), strict=True)
+    if cfg.decoder_batched:
+        low, iou_pred = decode_prompts(sam, embeddings, image_index, prompts)
+    else:
+        pairs = zip(image_index, prompts, strict=True)
+        outs = [decode(sam, embeddings[i : i + 1], p) for i, p in pairs]
+        low, iou_pred = torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+    iou_pred = iou_pred[:, 0]  # low: [N, 1, 4h, 4w] logits of the batch's N prompts
     logits = F.interpolate(low, size=targets[0].shape, mode="bilinear", align_corners=False)
     target = torch.from_numpy(np.stack(targets)).float()[:, None]
     # Plain BCE (pos_weight_max=1) first collapses to "all background" for ~200 steps, then dice
@@ -428,14 +429,17 @@ def evaluation_table(
     mix: str = "standard",
 ) -> pd.DataFrame:
     """IoU (probability > 0.5) of every held-out scene and prompt kind at ``size``: one row per
-    scene with its shape kind, difficulty tags, object count and visible area, and one
-    ``iou_<kind>`` column per prompt kind (those of :func:`basam_lite.datasets.prompt_for`:
+    scene with its shape kind, difficulty tags, object count, visible area and
+    ``token_grid_iou`` (:func:`~basam_lite.metrics.grid_mask_iou` of its mask at the model's
+    patch size: the ceiling of a mask right at every token), and one ``iou_<kind>`` column per
+    prompt kind (those of :func:`basam_lite.datasets.prompt_for`:
     "point" = one random click seeded by the scene name, "center" = the innermost object
     pixel). Group it by ``shape`` or a tag to see where a model fails; ``mix="hard"`` scores
     the stress-test scenes (:class:`~basam_lite.datasets.SceneMix`)."""
     was_training = sam.training
     sam.eval()
     ds = ProceduralScenes(n, seed=seed, size=size, split=split, mix=mix)
+    cell = patch_size(sam.image_encoder)
     rows = []
     for start in range(0, n, 16):
         samples = ds[start : min(n, start + 16)]
@@ -448,6 +452,8 @@ def evaluation_table(
                 "tags": ",".join(s.meta["tags"]) or "plain",
                 "n_objects": s.meta["n_objects"],
                 "area_fraction": s.meta["area_fraction"],
+                # not a model score: the target redrawn from its coverage of each token
+                "token_grid_iou": grid_mask_iou(s.mask, cell),
             }
             for kind in kinds:
                 low, _ = decode(sam, emb[i : i + 1], prompt_for(s, kind, seed))
@@ -505,9 +511,9 @@ def machine() -> str:
 
 
 def breakdown(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean box / centre-point IoU and scene count per target shape and per difficulty tag (a
-    scene with several tags counts under each)."""
-    iou = [c for c in ("iou_box", "iou_center") if c in table]
+    """Mean box / centre-point IoU, mean ``token_grid_iou`` and scene count per target shape
+    and per difficulty tag (a scene with several tags counts under each)."""
+    iou = [c for c in ("iou_box", "iou_center", "token_grid_iou") if c in table]
     tags = table.assign(tag=table["tags"].str.split(",")).explode("tag")
     parts = {
         "shape": table.groupby("shape")[iou].mean().assign(scenes=table.groupby("shape").size()),
@@ -520,12 +526,24 @@ def breakdown_lines(table: pd.DataFrame | None) -> list[str]:
     if table is None or table.empty:
         return []
     lines = ["Where it fails (same scenes, by target shape and by difficulty tag):", ""]
-    lines += ["| by | group | scenes | box IoU | centre-point IoU |", "|---|---|---|---|---|"]
+    grid = "token_grid_iou" in table
+    head = "| by | group | scenes | box IoU | centre-point IoU |"
+    lines += [head + (" mask at token resolution |" if grid else ""), "|---|---|---|---|---|"]
+    lines[-1] += "---|" if grid else ""
     for (by, group), row in breakdown(table).iterrows():
         lines.append(
             f"| {by} | {group} | {int(row['scenes'])} | {row['iou_box']:.3f} | "
-            f"{row['iou_center']:.3f} |"
+            f"{row['iou_center']:.3f} |" + (f" {row['token_grid_iou']:.3f} |" if grid else "")
         )
+    if grid:
+        lines += [
+            "",
+            '"Mask at token resolution" is no model\'s score: it is the IoU of each target '
+            "redrawn from its coverage of every token cell, upsampled bilinearly like SAM's "
+            f"low-res masks (`basam_lite.metrics.grid_mask_iou`), mean "
+            f"{table['token_grid_iou'].mean():.3f} over these scenes: what a model right at "
+            "every token and blind below it would score.",
+        ]
     return [*lines, ""]
 
 
@@ -618,7 +636,13 @@ def write_card(
         f"cosine decay to {cfg.min_lr_ratio:g} x lr, batch {cfg.batch_size}, {cfg.steps} steps, "
         f"gradient clip {cfg.grad_clip:g}; loss = {bce_text} + dice on the logits upsampled to "
         f"{cfg.size} px + {cfg.iou_loss_weight:g} x MSE of the IoU head; all parts trained"
-        + (", the image encoder under bfloat16 autocast. " if cfg.encoder_bf16 else ". ")
+        + (", the image encoder under bfloat16 autocast" if cfg.encoder_bf16 else "")
+        + (
+            ", the mask decoder run once for all of a step's prompts"
+            if cfg.decoder_batched
+            else ", the mask decoder run prompt by prompt"
+        )
+        + ". "
         + f"Seed {cfg.seed}, {cfg.threads} torch thread(s).",
         "",
         "## Reproduce",
@@ -694,14 +718,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="state file of a vanilla run of the same config at step <= --preset-from: "
         "skips recomputing those steps (identical computation)",
     )
+    p.add_argument(
+        "--per-prompt-decoder",
+        action="store_true",
+        help="run the mask decoder once per prompt, as before batching (same result up to "
+        "float rounding, 1.2x slower): reproduces checkpoints trained that way bit for bit",
+    )
     p.add_argument("--card-note", default="", help="sentence added to the card's timing line")
     p.add_argument(
         "--time-steps",
         type=int,
         default=None,
         metavar="N",
-        help="train nothing: time N interleaved training steps with the encoder in bf16 and in "
-        "fp32 (same model, same batch) and print the medians and their ratio",
+        help="train nothing: time N interleaved training steps of the recipe, of the recipe "
+        "with the encoder in fp32 and with the decoder run per prompt (same batch), and print "
+        "the medians and their ratios",
     )
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
 
@@ -723,6 +754,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         mix=args.mix,
         threads=args.threads,
         preset_from=args.preset_from,
+        decoder_batched=not args.per_prompt_decoder,
     )
 
 
@@ -748,15 +780,20 @@ def reproducing_argv() -> list[str]:
 
 
 def step_times(cfg: TrainConfig, repeats: int) -> dict[str, float]:
-    """Median seconds of one :func:`optimiser_step` of ``cfg``'s model on its first batch,
-    with the image encoder under bf16 autocast and in fp32, measured in alternation so that
-    both see the same machine load."""
+    """Median seconds of one :func:`optimiser_step` on ``cfg``'s first batch for ``cfg``
+    itself ("recipe"), with the image encoder in fp32 instead of bf16 autocast, and with the
+    mask decoder run prompt by prompt instead of batched; measured in alternation so that all
+    three see the same machine load. Also the ratios of the two variants to the recipe."""
+    variants = {
+        "recipe": cfg,
+        "fp32_encoder": replace(cfg, encoder_bf16=False),
+        "per_prompt_decoder": replace(cfg, decoder_batched=False),
+    }
     runs = {}
     with torch_threads(cfg.threads):
         scenes = ProceduralScenes(_MAX_SCENES, seed=cfg.seed, split="train", mix=cfg.mix)
         batch = batch_at(scenes, 0, cfg)
-        for label, bf16 in (("bf16", True), ("fp32", False)):
-            run_cfg = replace(cfg, encoder_bf16=bf16)
+        for label, run_cfg in variants.items():
             sam = initial_model(run_cfg).train()
             sync_preset(sam, run_cfg, 0)
             runs[label] = (sam, torch.optim.AdamW(sam.parameters(), lr=1e-6), run_cfg)
@@ -768,7 +805,9 @@ def step_times(cfg: TrainConfig, repeats: int) -> dict[str, float]:
                 if i:  # the first round warms up
                     times[label].append(time.perf_counter() - t0)
     medians = {f"{k}_s": float(np.median(v)) for k, v in times.items()}
-    return {**medians, "fp32_over_bf16": medians["fp32_s"] / medians["bf16_s"]}
+    ratios = {f"{k}_over_recipe": medians[f"{k}_s"] / medians["recipe_s"] for k in variants}
+    del ratios["recipe_over_recipe"]
+    return {**medians, **ratios}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -781,8 +820,10 @@ def run(args: argparse.Namespace) -> int:
         times = step_times(cfg, args.time_steps)
         print(
             f"{cfg.name} training step (batch {cfg.batch_size}, {cfg.threads} thread(s), median "
-            f"of {args.time_steps}): bf16 encoder {times['bf16_s']:.3f} s, fp32 encoder "
-            f"{times['fp32_s']:.3f} s, fp32 / bf16 = {times['fp32_over_bf16']:.2f}"
+            f"of {args.time_steps}, side by side): recipe {times['recipe_s']:.3f} s; fp32 "
+            f"encoder {times['fp32_encoder_s']:.3f} s ({times['fp32_encoder_over_recipe']:.2f}"
+            f"x); prompt-by-prompt decoder {times['per_prompt_decoder_s']:.3f} s "
+            f"({times['per_prompt_decoder_over_recipe']:.2f}x)"
         )
         return 0
     run_dir = Path(args.run_dir or f"runs/train-{cfg.name}")

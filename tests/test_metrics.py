@@ -230,3 +230,56 @@ def test_legacy_checks_inputs():
         legacy_threshold_metrics(np.zeros((3, 3)), np.zeros((2, 2), dtype=bool))
     with pytest.raises(ValueError, match="NaN"):
         legacy_threshold_metrics(np.full((2, 2), np.nan), np.zeros((2, 2), dtype=bool))
+
+
+# --- grid_mask_iou: how well a mask survives being known only per token -------------------
+
+
+def test_grid_mask_iou_keeps_cell_aligned_blocks_and_loses_sub_cell_stripes():
+    from basam_lite.metrics import grid_mask_iou
+
+    band = np.zeros((32, 32), bool)
+    band[:16] = True  # one row of 16 px cells: its edge falls where the map crosses 0
+    assert grid_mask_iou(band, 16) == 1.0
+    corner = np.zeros((32, 32), bool)
+    corner[:16, 16:] = True  # a single cell: bilinear upsampling rounds its inner corner
+    assert 0.85 < grid_mask_iou(corner, 16) < 1.0
+    stripe = np.zeros((32, 32), bool)
+    stripe[4:6, :] = True  # 2 px inside one cell row: coverage 1/8 everywhere, nothing drawn
+    assert grid_mask_iou(stripe, 16) == 0.0
+    assert grid_mask_iou(stripe, 2) == 1.0  # cells that fit the stripe keep it
+    assert grid_mask_iou(np.zeros((32, 32), bool), 16) == 1.0  # empty: nothing lost
+
+
+def test_grid_mask_iou_equals_torch_bilinear_upsampling_of_the_coverage():
+    import torch
+    import torch.nn.functional as F
+
+    from basam_lite.metrics import grid_mask_iou
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:64, :48]
+    for _ in range(5):
+        cy, cx, r = rng.uniform(10, 40), rng.uniform(10, 38), rng.uniform(3, 14)
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        t = torch.from_numpy(mask).float()[None, None]
+        up = F.interpolate(F.avg_pool2d(t, 8) - 0.5, size=(64, 48), mode="bilinear")[0, 0] > 0
+        g = torch.from_numpy(mask)
+        expected = int((up & g).sum()) / int((up | g).sum())
+        assert grid_mask_iou(mask, 8) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("mask", "cell", "message"),
+    [
+        (np.zeros((30, 32), bool), 16, "does not divide the mask's 30 x 32 px"),
+        (np.zeros((32, 32), bool), 0, "positive integer"),
+        (np.zeros((32, 32), bool), 2.0, "positive integer"),
+        (np.zeros((2, 32, 32), bool), 16, "2-D"),
+    ],
+)
+def test_grid_mask_iou_refuses_bad_input(mask, cell, message):
+    from basam_lite.metrics import grid_mask_iou
+
+    with pytest.raises(ValueError, match=message):
+        grid_mask_iou(mask, cell)

@@ -54,13 +54,24 @@ def test_training_restores_the_callers_thread_count():
 
 @pytest.mark.parametrize(
     "change",
-    [{"lr": TrainConfig.lr / 2}, {"spec": dataclasses.replace(bl.TINY, decoder_heads=8)}],
-    ids=["learning rate", "architecture"],
+    [
+        {"lr": TrainConfig.lr / 2},
+        {"spec": dataclasses.replace(bl.TINY, decoder_heads=8)},
+        {"decoder_batched": False},
+    ],
+    ids=["learning rate", "architecture", "decoder path"],
 )
 def test_resume_refuses_another_config(tmp_path, change):
     train(tiny_config(), run_dir=tmp_path, progress=False, stop_after=1)
     with pytest.raises(ValueError, match="different config"):
         train(tiny_config(**change), run_dir=tmp_path, progress=False)
+
+
+def test_a_run_saved_before_batched_decoding_reads_as_prompt_by_prompt():
+    saved = TrainConfig().describe()
+    del saved["decoder_batched"]  # the shipped checkpoints' run states have no such field
+    assert TrainConfig.completed(saved)["decoder_batched"] is False
+    assert TrainConfig.completed(TrainConfig().describe())["decoder_batched"] is True
 
 
 def test_spec_sets_the_architecture_of_a_model_trained_from_scratch():
@@ -161,6 +172,8 @@ def test_scene_targets_pairs_each_object_with_its_own_prompt():
 
 
 def test_evaluation_table_is_what_evaluate_averages():
+    from basam_lite.datasets import ProceduralScenes
+    from basam_lite.metrics import grid_mask_iou
     from basam_lite.train import breakdown, evaluation_table
 
     sam = bl.build_sam("tiny")
@@ -171,6 +184,9 @@ def test_evaluation_table_is_what_evaluate_averages():
     assert means == pytest.approx(
         {"iou_box": table["iou_box"].mean(), "iou_center": table["iou_center"].mean()}
     )
+    scenes = ProceduralScenes(3, seed=0, size=256, split="test")
+    grid = [grid_mask_iou(scenes[i].mask, 16) for i in range(3)]  # 16 px patches
+    assert table["token_grid_iou"].tolist() == grid
     by = breakdown(table)
     assert by.loc["shape", "scenes"].sum() == 3
     assert by.loc["difficulty", "scenes"].sum() >= 3  # a scene counts under each of its tags
@@ -217,15 +233,19 @@ def test_card_box_iou_is_what_the_checkpoint_scores(name):
     assert evaluate(sam, n=scenes, kinds=("box",))["iou_box"] == pytest.approx(stated, abs=2e-3)
 
 
-def test_time_steps_measures_both_encoder_precisions(capsys):
+def test_time_steps_times_the_recipe_against_each_speed_up_undone(capsys):
     from basam_lite.__main__ import main
     from basam_lite.train import step_times
 
     times = step_times(tiny_config(batch_size=1), repeats=1)
-    assert set(times) == {"bf16_s", "fp32_s", "fp32_over_bf16"}
-    assert times["bf16_s"] > 0 and times["fp32_s"] > 0
-    assert times["fp32_over_bf16"] == pytest.approx(times["fp32_s"] / times["bf16_s"])
+    variants = ("recipe", "fp32_encoder", "per_prompt_decoder")
+    ratios = ("fp32_encoder_over_recipe", "per_prompt_decoder_over_recipe")
+    assert set(times) == {f"{v}_s" for v in variants} | set(ratios)
+    assert all(times[f"{v}_s"] > 0 for v in variants)
+    for variant, ratio in zip(variants[1:], ratios, strict=True):
+        assert times[ratio] == pytest.approx(times[f"{variant}_s"] / times["recipe_s"])
     assert main(["train", "--time-steps", "1", "--batch-size", "1", "--threads", "1"]) == 0
-    assert "fp32 / bf16 = " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fp32 encoder" in out and "prompt-by-prompt decoder" in out
     with pytest.raises(ValueError, match="--time-steps must be >= 1"):
         main(["train", "--time-steps", "0"])
