@@ -74,15 +74,29 @@ STUDIES: dict[str, dict[str, dict[str, object]]] = {
             "num_heads": 5,
         },
     },
+    # A token grid twice as fine (8 px patches: 32 x 32 tokens at 256 px, windows of the same
+    # quarter side), to ask whether the 16 px grid is what holds thin strokes and rings back.
+    # Diagnostic only: it makes every encoder pass about four times dearer, and the sweep's
+    # 1024 px inputs 16 384 tokens long.
+    "patch-8": {"train": {}, "patch_size": 8, "spec": {"window_size": 8}},
 }
+
+
+def study_spec(name: str) -> TinySpec:
+    """The ``TinySpec`` of study ``name``: ``FIRST_TINY`` with the study's changes."""
+    study = STUDIES[name]
+    base = FIRST_TINY
+    if "patch_size" in study:  # a class constant of TinySpec, so a subclass changes it
+        finer = type("PatchSpec", (TinySpec,), {"patch_size": study["patch_size"]})
+        base = finer(**dataclasses.asdict(FIRST_TINY))
+    return dataclasses.replace(base, **study.get("spec", {}))
 
 
 def study_config(name: str, steps: int, threads: int = 1) -> training.TrainConfig:
     """The ``TrainConfig`` of study ``name``: with ``threads=2`` and the same ``steps`` it is
     the config ``python -m basam_lite train --variant vanilla`` runs for that model spec."""
-    study = STUDIES[name]
-    spec = dataclasses.replace(FIRST_TINY, **study.get("spec", {}))
-    return training.TrainConfig(threads=threads, steps=steps, spec=spec, **study["train"])  # type: ignore[arg-type]
+    spec = study_spec(name)
+    return training.TrainConfig(threads=threads, steps=steps, spec=spec, **STUDIES[name]["train"])  # type: ignore[arg-type]
 
 
 def score(model: torch.nn.Module) -> dict[str, float]:
@@ -98,6 +112,10 @@ def score(model: torch.nn.Module) -> dict[str, float]:
     }
 
 
+def pick(d: dict[str, object], *keys: str) -> dict[str, object]:
+    return {k: d[k] for k in keys if k in d}
+
+
 def run_study(name: str, steps: int, threads: int = 1) -> dict[str, object]:
     """Train study ``name`` for ``steps`` steps and score it; returns one result row."""
     study = STUDIES[name]
@@ -108,7 +126,9 @@ def run_study(name: str, steps: int, threads: int = 1) -> dict[str, object]:
         "study": name,
         "steps": steps,
         "threads": threads,
-        "changes": json.dumps({**study["train"], **study.get("spec", {})}),
+        "changes": json.dumps(
+            {**study["train"], **study.get("spec", {}), **pick(study, "patch_size")}
+        ),
         "params_M": round(cfg.spec.parameter_count() / 1e6, 2),
         "s_per_step": round(result.seconds / max(1, result.step), 3),
         "box": round(scores["iou_box"], 3),

@@ -41,3 +41,11 @@ def test_the_wider_decoder_study_fits_the_file_limit_in_fp16():
     # fp16 weights plus about 80 kB of state_dict keys stay under the 10 MB file limit
     assert spec.parameter_count() * 2 < 9.9e6
     assert spec != bl.TINY
+
+
+def test_the_finer_grid_study_builds_8_px_patches_and_32_x_32_tokens():
+    spec = recipe_study.study_config("patch-8", 10).spec
+    assert spec.patch_size == 8 and spec.grid == 32 and bl.TINY.patch_size == 16
+    sam = build_tiny_sam(spec)
+    assert sam.image_encoder.patch_embed.proj.kernel_size == (8, 8)
+    assert sam.prompt_encoder.image_embedding_size == (32, 32)
