@@ -419,6 +419,13 @@ def finetune(
 
 
 @torch.no_grad()
+def padded_to(mask: np.ndarray, multiple: int) -> np.ndarray:
+    """An (H, W) mask padded with background at the bottom and right to whole ``multiple``s,
+    as SAM pads its input to whole patches."""
+    h, w = mask.shape
+    return np.pad(mask, ((0, -h % multiple), (0, -w % multiple)))
+
+
 def evaluation_table(
     sam: Sam,
     n: int = 100,
@@ -453,7 +460,7 @@ def evaluation_table(
                 "n_objects": s.meta["n_objects"],
                 "area_fraction": s.meta["area_fraction"],
                 # not a model score: the target redrawn from its coverage of each token
-                "token_grid_iou": grid_mask_iou(s.mask, cell),
+                "token_grid_iou": grid_mask_iou(padded_to(s.mask, cell), cell),
             }
             for kind in kinds:
                 low, _ = decode(sam, emb[i : i + 1], prompt_for(s, kind, seed))

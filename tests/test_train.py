@@ -249,3 +249,15 @@ def test_time_steps_times_the_recipe_against_each_speed_up_undone(capsys):
     assert "fp32 encoder" in out and "prompt-by-prompt decoder" in out
     with pytest.raises(ValueError, match="--time-steps must be >= 1"):
         main(["train", "--time-steps", "0"])
+
+
+def test_evaluation_at_a_size_off_the_patch_grid_pads_the_token_grid_mask():
+    from basam_lite.datasets import ProceduralScenes
+    from basam_lite.metrics import grid_mask_iou
+    from basam_lite.train import evaluation_table, padded_to
+
+    table = evaluation_table(bl.build_sam("tiny"), n=1, kinds=("box",), size=200)
+    mask = ProceduralScenes(1, size=200)[0].mask
+    padded = padded_to(mask, 16)
+    assert padded.shape == (208, 208) and padded[:200, :200].sum() == mask.sum()
+    assert table["token_grid_iou"].iloc[0] == grid_mask_iou(padded, 16)
