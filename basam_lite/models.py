@@ -45,6 +45,7 @@ class TinySpec:
     """
 
     img_size: int = 256
+    patch_size: int = 16  # SAM's, as in every official model; 8 only in scripts/recipe_study.py
     embed_dim: int = 192
     depth: int = 6
     num_heads: int = 6
@@ -54,8 +55,6 @@ class TinySpec:
     decoder_depth: int = 2
     decoder_mlp_dim: int = 512
     decoder_heads: int = 4
-
-    patch_size = 16  # a class constant, not a field: SAM's patch size, as in every official model
 
     @property
     def grid(self) -> int:

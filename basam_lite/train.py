@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .datasets import ProceduralScenes, Prompt, SceneMix, box_from_mask, prompt_for, random_points
 from .datasets.procedural import MIX_NAMES, render_layers
-from .decoding import decode_prompts, prompt_tokens
+from .decoding import decode_each, decode_one, decode_prompts
 from .metrics import grid_mask_iou
 from .models import TINY, TinySpec, build_sam, build_tiny_sam, tiny_checkpoint_path
 from .patch import BASAMConfig, apply_basam, is_patched, set_attention_path
@@ -84,9 +84,15 @@ class TrainConfig:
 
     @classmethod
     def completed(cls, saved: dict[str, object]) -> dict[str, object]:
-        """A saved config dict with fields added since it was written set to their defaults
-        (``decoder_batched`` to False: runs saved before it existed decoded prompt by prompt)."""
-        return {**cls().describe(), "decoder_batched": False, **saved}
+        """A saved config dict, ``spec`` included, with the fields added since it was written
+        set to what runs of that time did (:data:`BEFORE_FIELD_EXISTED`) or to their defaults."""
+        spec = {**asdict(TinySpec()), **saved.get("spec", {})}  # type: ignore[dict-item]
+        return {**cls().describe(), **BEFORE_FIELD_EXISTED, **saved, "spec": spec}
+
+
+BEFORE_FIELD_EXISTED: dict[str, object] = {"decoder_batched": False}
+"""TrainConfig fields whose default differs from what runs saved before the field existed did
+(they decoded prompt by prompt), so that resuming such a run is refused, not silently changed."""
 
 
 @dataclass
@@ -149,20 +155,6 @@ def image_batch(images: list[np.ndarray]) -> Tensor:
     return x.permute(0, 3, 1, 2).float()
 
 
-def decode(sam: Sam, embedding: Tensor, prompt: Prompt) -> tuple[Tensor, Tensor]:
-    """One image's embedding ``[1, C, h, w]`` and prompt -> (low-res logits ``[1, 1, 4h, 4w]``,
-    predicted IoU ``[1, 1]``), single-mask output, with gradients."""
-    sparse = prompt_tokens(sam, prompt)
-    dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(embedding)
-    return sam.mask_decoder(
-        image_embeddings=embedding,
-        image_pe=sam.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=False,
-    )
-
-
 def dice_loss(logits: Tensor, target: Tensor) -> Tensor:
     p = logits.sigmoid().flatten(1)
     t = target.flatten(1)
@@ -192,13 +184,9 @@ def batch_loss(sam: Sam, batch: TrainBatch, cfg: TrainConfig) -> tuple[Tensor, d
         embeddings = sam.image_encoder(sam.preprocess(image_batch(batch.images)))
     embeddings = embeddings.float()  # the decoder is faster, and exact, in float32
     image_index, prompts, targets = zip(*batch.pairs(), strict=True)
-    if cfg.decoder_batched:
-        low, iou_pred = decode_prompts(sam, embeddings, image_index, prompts)
-    else:
-        pairs = zip(image_index, prompts, strict=True)
-        outs = [decode(sam, embeddings[i : i + 1], p) for i, p in pairs]
-        low, iou_pred = torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
-    iou_pred = iou_pred[:, 0]  # low: [N, 1, 4h, 4w] logits of the batch's N prompts
+    decode = decode_prompts if cfg.decoder_batched else decode_each
+    low, iou_pred = decode(sam, embeddings, image_index, prompts)  # [N, 1, 4h, 4w], [N, 1]
+    iou_pred = iou_pred[:, 0]
     logits = F.interpolate(low, size=targets[0].shape, mode="bilinear", align_corners=False)
     target = torch.from_numpy(np.stack(targets)).float()[:, None]
     # Plain BCE (pos_weight_max=1) first collapses to "all background" for ~200 steps, then dice
@@ -418,7 +406,6 @@ def finetune(
     return train(cfg, run_dir=None, progress=progress).model
 
 
-@torch.no_grad()
 def padded_to(mask: np.ndarray, multiple: int) -> np.ndarray:
     """An (H, W) mask padded with background at the bottom and right to whole ``multiple``s,
     as SAM pads its input to whole patches."""
@@ -426,6 +413,7 @@ def padded_to(mask: np.ndarray, multiple: int) -> np.ndarray:
     return np.pad(mask, ((0, -h % multiple), (0, -w % multiple)))
 
 
+@torch.no_grad()
 def evaluation_table(
     sam: Sam,
     n: int = 100,
@@ -463,7 +451,7 @@ def evaluation_table(
                 "token_grid_iou": grid_mask_iou(padded_to(s.mask, cell), cell),
             }
             for kind in kinds:
-                low, _ = decode(sam, emb[i : i + 1], prompt_for(s, kind, seed))
+                low, _ = decode_one(sam, emb[i : i + 1], prompt_for(s, kind, seed))
                 up = F.interpolate(low, size=s.hw, mode="bilinear", align_corners=False)[0, 0]
                 pred = up > 0
                 union = int((pred | gt).sum())
@@ -534,14 +522,16 @@ def breakdown_lines(table: pd.DataFrame | None) -> list[str]:
         return []
     lines = ["Where it fails (same scenes, by target shape and by difficulty tag):", ""]
     grid = "token_grid_iou" in table
-    head = "| by | group | scenes | box IoU | centre-point IoU |"
-    lines += [head + (" mask at token resolution |" if grid else ""), "|---|---|---|---|---|"]
-    lines[-1] += "---|" if grid else ""
+    columns = {"iou_box": "box IoU", "iou_center": "centre-point IoU"}
+    if grid:
+        columns["token_grid_iou"] = "mask at token resolution"
+    lines += [
+        "| by | group | scenes | " + " | ".join(columns.values()) + " |",
+        "|---|---|---|" + "---|" * len(columns),
+    ]
     for (by, group), row in breakdown(table).iterrows():
-        lines.append(
-            f"| {by} | {group} | {int(row['scenes'])} | {row['iou_box']:.3f} | "
-            f"{row['iou_center']:.3f} |" + (f" {row['token_grid_iou']:.3f} |" if grid else "")
-        )
+        values = " | ".join(f"{row[c]:.3f}" for c in columns)
+        lines.append(f"| {by} | {group} | {int(row['scenes'])} | {values} |")
     if grid:
         lines += [
             "",
@@ -812,8 +802,11 @@ def step_times(cfg: TrainConfig, repeats: int) -> dict[str, float]:
                 if i:  # the first round warms up
                     times[label].append(time.perf_counter() - t0)
     medians = {f"{k}_s": float(np.median(v)) for k, v in times.items()}
-    ratios = {f"{k}_over_recipe": medians[f"{k}_s"] / medians["recipe_s"] for k in variants}
-    del ratios["recipe_over_recipe"]
+    ratios = {
+        f"{k}_over_recipe": medians[f"{k}_s"] / medians["recipe_s"]
+        for k in variants
+        if k != "recipe"
+    }
     return {**medians, **ratios}
 
 

@@ -1,4 +1,5 @@
-"""Batched mask decoding against SAM's own decoder, called once per prompt."""
+"""Batched mask decoding against SAM's own decoder, called once per prompt (``decode_one`` is
+SAM's prompt encoder and mask decoder called as ``SamPredictor`` calls them)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from basam_lite.datasets import Prompt
-from basam_lite.decoding import decode_prompts
+from basam_lite.decoding import decode_each, decode_one, decode_prompts
 
 # One prompt of every token count the training recipe makes: a box (2 corner tokens), one click
 # (plus SAM's padding point), three clicks (plus padding), a box and a click (3 tokens).
@@ -22,25 +23,6 @@ PROMPTS = [
 IMAGE_INDEX = [2, 0, 1, 0, 1, 2]
 
 
-def sam_decoder_once(sam, embedding: torch.Tensor, prompt: Prompt):
-    """SAM's prompt encoder and mask decoder on one prompt, exactly as SamPredictor calls them."""
-    points = None
-    if prompt.point_coords is not None:
-        points = (
-            torch.as_tensor(prompt.point_coords, dtype=torch.float32)[None],
-            torch.as_tensor(prompt.point_labels)[None],
-        )
-    box = None if prompt.box is None else torch.as_tensor(prompt.box, dtype=torch.float32)[None]
-    sparse, dense = sam.prompt_encoder(points=points, boxes=box, masks=None)
-    return sam.mask_decoder(
-        image_embeddings=embedding,
-        image_pe=sam.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=False,
-    )
-
-
 def embeddings_of(sam, n: int = 3) -> torch.Tensor:
     c, (h, w) = sam.prompt_encoder.embed_dim, sam.prompt_encoder.image_embedding_size
     return torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(1))
@@ -52,7 +34,7 @@ def test_batched_decoding_equals_sams_decoder_prompt_by_prompt(tiny_sam):
     h, w = emb.shape[-2:]
     assert low.shape == (len(PROMPTS), 1, 4 * h, 4 * w) and iou.shape == (len(PROMPTS), 1)
     for n, (i, prompt) in enumerate(zip(IMAGE_INDEX, PROMPTS, strict=True)):
-        ref_low, ref_iou = sam_decoder_once(tiny_sam, emb[i : i + 1], prompt)
+        ref_low, ref_iou = decode_one(tiny_sam, emb[i : i + 1], prompt)
         torch.testing.assert_close(low[n : n + 1], ref_low, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(iou[n : n + 1], ref_iou, rtol=1e-4, atol=1e-5)
 
@@ -66,9 +48,7 @@ def test_batched_decoding_has_the_same_gradients(tiny_sam):
         return torch.autograd.grad(loss, params, allow_unused=True)
 
     batched = grads(*decode_prompts(tiny_sam, emb, IMAGE_INDEX, PROMPTS))
-    pairs = zip(IMAGE_INDEX, PROMPTS, strict=True)
-    outs = [sam_decoder_once(tiny_sam, emb[i : i + 1], p) for i, p in pairs]
-    reference = grads(torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs]))
+    reference = grads(*decode_each(tiny_sam, emb, IMAGE_INDEX, PROMPTS))
     scale = max(float(g.abs().max()) for g in reference if g is not None)
     for got, want in zip(batched, reference, strict=True):
         assert (got is None) == (want is None)  # same parameters reached, multimask heads too
@@ -78,11 +58,12 @@ def test_batched_decoding_has_the_same_gradients(tiny_sam):
             torch.testing.assert_close(got, want, rtol=0, atol=1e-4 * scale)
 
 
-def test_bad_decoding_input_is_refused(tiny_sam):
+@pytest.mark.parametrize("decode", [decode_prompts, decode_each])
+def test_bad_decoding_input_is_refused(tiny_sam, decode):
     emb = embeddings_of(tiny_sam)
     with pytest.raises(ValueError, match="3 prompts but 2 image indices"):
-        decode_prompts(tiny_sam, emb, [0, 1], PROMPTS[:3])
+        decode(tiny_sam, emb, [0, 1], PROMPTS[:3])
     with pytest.raises(ValueError, match="no prompts"):
-        decode_prompts(tiny_sam, emb, [], [])
+        decode(tiny_sam, emb, [], [])
     with pytest.raises(ValueError, match="image index 3 is out of range for 3 embeddings"):
-        decode_prompts(tiny_sam, emb, [0, 3], PROMPTS[:2])
+        decode(tiny_sam, emb, [0, 3], PROMPTS[:2])

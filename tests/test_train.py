@@ -71,6 +71,8 @@ def test_a_run_saved_before_batched_decoding_reads_as_prompt_by_prompt():
     saved = TrainConfig().describe()
     del saved["decoder_batched"]  # the shipped checkpoints' run states have no such field
     assert TrainConfig.completed(saved)["decoder_batched"] is False
+    del saved["spec"]["patch_size"]  # nor patch_size in their spec: it was always 16 then
+    assert TrainConfig.completed(saved)["spec"] == dataclasses.asdict(bl.TINY)
     assert TrainConfig.completed(TrainConfig().describe())["decoder_batched"] is True
 
 
