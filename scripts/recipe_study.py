@@ -87,11 +87,19 @@ def study_spec(name: str) -> TinySpec:
     return dataclasses.replace(FIRST_TINY, **STUDIES[name].get("spec", {}))
 
 
-def study_config(name: str, steps: int, threads: int = 1) -> training.TrainConfig:
+def study_config(
+    name: str, steps: int, threads: int = 1, decoder_batched: bool = True
+) -> training.TrainConfig:
     """The ``TrainConfig`` of study ``name``: with ``threads=2`` and the same ``steps`` it is
-    the config ``python -m basam_lite train --variant vanilla`` runs for that model spec."""
-    spec = study_spec(name)
-    return training.TrainConfig(threads=threads, steps=steps, spec=spec, **STUDIES[name]["train"])  # type: ignore[arg-type]
+    the config ``python -m basam_lite train --variant vanilla`` runs for that model spec
+    (``decoder_batched=False``: with ``--per-prompt-decoder``)."""
+    return training.TrainConfig(
+        threads=threads,
+        steps=steps,
+        spec=study_spec(name),
+        decoder_batched=decoder_batched,
+        **STUDIES[name]["train"],  # type: ignore[arg-type]
+    )
 
 
 def score(model: torch.nn.Module) -> dict[str, float]:
@@ -107,16 +115,19 @@ def score(model: torch.nn.Module) -> dict[str, float]:
     }
 
 
-def run_study(name: str, steps: int, threads: int = 1) -> dict[str, object]:
+def run_study(
+    name: str, steps: int, threads: int = 1, decoder_batched: bool = True
+) -> dict[str, object]:
     """Train study ``name`` for ``steps`` steps and score it; returns one result row."""
     study = STUDIES[name]
-    cfg = study_config(name, steps, threads)
+    cfg = study_config(name, steps, threads, decoder_batched)
     result = training.train(cfg, progress=True)
     scores = score(result.model)
     return {
         "study": name,
         "steps": steps,
         "threads": threads,
+        "decoder": "batched" if decoder_batched else "per-prompt",
         "changes": json.dumps({**study["train"], **study.get("spec", {})}),
         "params_M": round(cfg.spec.parameter_count() / 1e6, 2),
         "s_per_step": round(result.seconds / max(1, result.step), 3),
@@ -133,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("study", nargs="?", choices=sorted(STUDIES))
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1, help="torch threads while training")
+    p.add_argument(
+        "--per-prompt-decoder",
+        action="store_true",
+        help="decode prompt by prompt, as every study before patch-8 was run (reproduces their "
+        "numbers exactly; batched decoding agrees up to float rounding's drift)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/recipe_study.jsonl"))
     p.add_argument("--list", action="store_true", help="print the studies and their changes")
     p.add_argument("--table", action="store_true", help="print the results collected in --out")
@@ -150,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.study is None:
         p.error("name a study (see --list), or pass --list or --table")
-    row = run_study(args.study, args.steps, args.threads)
+    row = run_study(args.study, args.steps, args.threads, not args.per_prompt_decoder)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:
         f.write(json.dumps(row) + "\n")

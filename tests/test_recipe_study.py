@@ -34,6 +34,9 @@ def test_a_two_thread_study_is_what_the_train_command_runs():
     add_arguments(p)
     cli = config_from_args(p.parse_args(["--variant", "vanilla"]))
     assert recipe_study.study_config("recipe", cli.steps, threads=2) == cli
+    per_prompt = config_from_args(p.parse_args(["--variant", "vanilla", "--per-prompt-decoder"]))
+    study = recipe_study.study_config("recipe", cli.steps, threads=2, decoder_batched=False)
+    assert study == per_prompt and not study.decoder_batched
 
 
 def test_the_wider_decoder_study_fits_the_file_limit_in_fp16():
