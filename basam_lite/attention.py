@@ -112,7 +112,7 @@ _CACHED_DISTANCE_TOKENS = 4096
 
 @dataclass
 class AttentionBias:
-    """Everything added to the scaled logits of one attention call.
+    r"""Everything added to the scaled logits of one attention call.
 
     Attributes:
         grid_hw: the (rows, cols) token grid; N = rows * cols queries and keys.
@@ -120,6 +120,10 @@ class AttentionBias:
         rel_w: ``[B, H, N, cols]`` SAM's width rel-pos term (coefficient applied), or None.
         slopes: ``[H]`` per-head mask slopes times the gain, or None for no mask.
         metric: the distance used by the mask.
+        distance_scale: the unit of the mask's distances, in patches: the mask is
+            :math:`-m_h\, s\, \mathrm{dist}(p_i, p_j)` with :math:`s` this number. 1 measures
+            distances in patches of the current grid (the paper's mask);
+            :func:`basam_lite.masks.base_unit_scale` measures them in patches of the base grid.
     """
 
     grid_hw: tuple[int, int]
@@ -127,6 +131,7 @@ class AttentionBias:
     rel_w: Tensor | None = None
     slopes: Tensor | None = None
     metric: Metric = "euclidean"
+    distance_scale: float = 1.0
 
     @property
     def is_empty(self) -> bool:
@@ -199,9 +204,11 @@ def _grid_distances(grid_hw: tuple[int, int], metric: str, device: torch.device)
 
 
 def _neg_slopes(bias: AttentionBias, dtype: torch.dtype, ndim: int) -> Tensor:
-    """``-slopes`` shaped ``[1, H, 1, ...]`` with ``ndim`` dims in all."""
+    """``-slopes * distance_scale`` shaped ``[1, H, 1, ...]`` with ``ndim`` dims in all (every
+    path multiplies its patch distances by this, so the distance unit is applied here only)."""
     assert bias.slopes is not None
-    return -bias.slopes.to(dtype).reshape(1, -1, *([1] * (ndim - 2)))
+    neg = -bias.slopes.to(dtype).reshape(1, -1, *([1] * (ndim - 2)))
+    return neg if bias.distance_scale == 1.0 else neg * bias.distance_scale
 
 
 def _aligned_rows(rows: Rows, grid_hw: tuple[int, int]) -> tuple[int, int] | None:
@@ -231,7 +238,9 @@ def mask_rows(bias: AttentionBias, rows: Rows, dtype: torch.dtype) -> Tensor:
 
 
 def _mask_only(bias: AttentionBias) -> AttentionBias:
-    return AttentionBias(bias.grid_hw, slopes=bias.slopes, metric=bias.metric)
+    return AttentionBias(
+        bias.grid_hw, slopes=bias.slopes, metric=bias.metric, distance_scale=bias.distance_scale
+    )
 
 
 def _grid_row_bias(bias: AttentionBias, first: int, last: int, dtype: torch.dtype) -> Tensor:
@@ -569,7 +578,9 @@ def _folded(
         return F.scaled_dot_product_attention(q2, k2, v2, scale=1.0)[..., :d]
     # The part that does not fold: mask rows per chunk of grid rows, keys in reversed grid-row
     # order so that each chunk's mask is one strided view of the small distance table.
-    mask_bias = AttentionBias(bias.grid_hw, slopes=rest, metric=bias.metric)
+    mask_bias = AttentionBias(
+        bias.grid_hw, slopes=rest, metric=bias.metric, distance_scale=bias.distance_scale
+    )
     k2, v2 = _flip_key_rows(k2, bias.grid_hw), _flip_key_rows(v2, bias.grid_hw)
     step = chunk_grid_rows(1, h, mask_bias, q.element_size())
     # Under autograd SDPA saves each chunk's mask for its backward: no buffer reuse then.

@@ -8,6 +8,13 @@ with :math:`p_i = (\text{row}, \text{col})` of token :math:`i`, :math:`m_h` Pres
 for head :math:`h` and :math:`g` a gain. The mask is zero on the diagonal, non-positive, symmetric,
 translation-invariant and monotone in distance, so each token prefers its neighbours and the
 far-away interactions never seen at the training length weigh less.
+
+Distances are in patches of the current grid (``units="patch"``, the paper's mask), so at twice
+the input side the same slope reaches half as far across the image. ``units="base"`` (this
+project's own variant, not the paper's) measures them in patches of the *base* grid, the grid the
+model was trained at: every distance is multiplied by :func:`base_unit_scale` (base grid /
+current grid), the position-interpolation analogue for the mask, so the mask covers the same
+share of the image at every zoom.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from .scaling import check_choice
 
 Metric = Literal["euclidean", "manhattan", "chebyshev", "flat"]
 METRICS: tuple[str, ...] = get_args(Metric)
+MaskUnits = Literal["patch", "base"]
+MASK_UNITS: tuple[str, ...] = get_args(MaskUnits)
 
 
 def alibi_slopes(num_heads: int) -> Tensor:
@@ -95,14 +104,32 @@ def resolve_slopes(num_heads: int, slopes: Sequence[float] | Tensor | None) -> T
     return s
 
 
+def base_unit_scale(grid_hw: Sequence[int], base_grid_hw: Sequence[int]) -> float:
+    r"""The multiplier that turns distances in current-grid patches into base-grid patches.
+
+    For a grid scaled by the same factor along both axes it is exactly
+    :math:`s = \mathrm{base\_rows} / \mathrm{rows} = \mathrm{base\_cols} / \mathrm{cols}`
+    (0.5 at twice the base side, 2 at half of it, 1 at the base grid). For a grid stretched
+    differently along its two axes it is the geometric mean
+    :math:`\sqrt{\mathrm{base\_rows}\,\mathrm{base\_cols} / (\mathrm{rows}\,\mathrm{cols})}`,
+    so the mask's reach covers the same share of the image's area.
+    """
+    rows, cols = _check_grid(grid_hw)
+    base_rows, base_cols = _check_grid(base_grid_hw)
+    if base_rows * cols == base_cols * rows:
+        return base_rows / rows
+    return math.sqrt(base_rows * base_cols / (rows * cols))
+
+
 def bias_mode_mask(
     grid_hw: Sequence[int],
     num_heads: int,
     metric: Metric = "euclidean",
     slopes: Sequence[float] | Tensor | None = None,
     gain: float = 1.0,
+    distance_scale: float = 1.0,
 ) -> Tensor:
-    r"""The additive mask :math:`M[0, h, i, j] = -g\, m_h\, \mathrm{dist}(p_i, p_j)`.
+    r"""The additive mask :math:`M[0, h, i, j] = -g\, m_h\, s\, \mathrm{dist}(p_i, p_j)`.
 
     Args:
         grid_hw: token grid (rows, cols); tokens are numbered in row-major order.
@@ -111,6 +138,9 @@ def bias_mode_mask(
             flattened index, the naive 1-D contrast that ignores image rows).
         slopes: per-head slopes :math:`m_h`; default ``alibi_slopes(num_heads)``.
         gain: :math:`g`, a global multiplier (0 disables the mask).
+        distance_scale: :math:`s`, the distance unit in patches: 1 for the paper's mask (current
+            grid patches), ``base_unit_scale(grid_hw, base_grid)`` for distances in base-grid
+            patches.
 
     Returns:
         ``Tensor[1, num_heads, N, N]`` (float32), N = rows * cols.
@@ -118,6 +148,10 @@ def bias_mode_mask(
     check_choice(metric, METRICS, "distance metric")
     if not math.isfinite(gain) or gain < 0:
         raise ValueError(f"gain must be finite and >= 0, got {gain!r}")
+    if not math.isfinite(distance_scale) or distance_scale <= 0:
+        raise ValueError(f"distance_scale must be finite and > 0, got {distance_scale!r}")
     m = resolve_slopes(num_heads, slopes)
     dist = grid_distances(_check_grid(grid_hw), metric)
+    if distance_scale != 1.0:
+        dist = dist * distance_scale
     return (-gain * m[:, None, None] * dist[None]).unsqueeze(0)

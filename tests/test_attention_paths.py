@@ -260,3 +260,23 @@ def test_bench_quick_smoke(tmp_path):
     for case in ("sam_block", "basam_paper", "basam_vanilla", "floor"):
         assert case in text
     assert "(a)/(b)" in proc.stdout
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("rel_pos", [True, False])
+def test_distance_scale_multiplies_the_mask_on_every_path(path, metric, rel_pos, chunk_bytes):
+    """The base-unit mask: distances times s, on every path, against the explicit softmax."""
+    grid, s = (6, 5), 0.375
+    q, k, v, tables, slopes = make_case(grid, rel_pos=rel_pos)
+    scale = 0.9 / math.sqrt(q.shape[-1])
+    # -m_h * (s * dist) written as the explicit mask with slopes m_h * s.
+    want, probs = explicit_attention(q, k, v, scale, grid, tables, slopes * s, metric)
+    bias = library_bias(q, grid, tables, slopes, metric)
+    bias.distance_scale = s
+    torch.testing.assert_close(attend(q, k, v, scale, bias, path=path), want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(A.attention_probs(q, k, scale, bias), probs, atol=1e-5, rtol=1e-4)
+    index = torch.tensor([0, 7, 29])
+    torch.testing.assert_close(
+        A.attention_probs(q, k, scale, bias, index), probs[:, :, index], atol=1e-5, rtol=1e-4
+    )

@@ -116,3 +116,39 @@ def test_bad_input(kwargs: dict, message: str) -> None:
 def test_bad_head_count(heads) -> None:
     with pytest.raises(ValueError, match="num_heads must be a positive integer"):
         alibi_slopes(heads)
+
+
+def test_base_unit_scale_is_base_grid_over_current_grid() -> None:
+    from basam_lite.masks import base_unit_scale
+
+    assert base_unit_scale((16, 16), (16, 16)) == 1.0
+    assert base_unit_scale((32, 32), (16, 16)) == 0.5
+    assert base_unit_scale((8, 8), (16, 16)) == 2.0
+    assert base_unit_scale((24, 12), (16, 8)) == 16 / 24  # the same factor along both axes
+    assert base_unit_scale((32, 16), (16, 16)) == pytest.approx(math.sqrt(256 / 512))
+    with pytest.raises(ValueError, match="grid_hw"):
+        base_unit_scale((0, 4), (16, 16))
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "manhattan", "chebyshev", "flat"])
+def test_base_unit_mask_scales_distances_exactly(metric: str) -> None:
+    from basam_lite.masks import base_unit_scale
+
+    heads, base = 4, (4, 4)
+    slopes = alibi_slopes(heads)
+    # At the base grid the base-unit mask is the paper's mask, bit for bit.
+    s = base_unit_scale(base, base)
+    assert torch.equal(bias_mode_mask(base, heads, metric, distance_scale=s),
+                       bias_mode_mask(base, heads, metric))  # fmt: skip
+    for grid in ((8, 8), (2, 2), (6, 3)):
+        s = base_unit_scale(grid, base)
+        mask = bias_mode_mask(grid, heads, metric=metric, distance_scale=s)
+        rows, cols = grid
+        positions = [(r, c) for r in range(rows) for c in range(cols)]
+        for h in range(heads):
+            for i, pi in enumerate(positions):
+                for j, pj in enumerate(positions):
+                    want = -slopes[h].item() * s * reference_distance(pi, pj, metric, cols)
+                    assert mask[0, h, i, j].item() == pytest.approx(want, rel=1e-6, abs=1e-7)
+    with pytest.raises(ValueError, match="distance_scale"):
+        bias_mode_mask(base, heads, distance_scale=0.0)
