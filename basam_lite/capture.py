@@ -20,6 +20,7 @@ padding tokens take part as keys). Their maps are per window:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -140,12 +141,10 @@ class _BlockHook:
             for wi, ti in zip(win_index.tolist(), in_win.tolist(), strict=True):
                 sel = torch.arange(batch, device=q.device) * n_win + wi
                 index = torch.tensor([ti], device=q.device)
-                sub_bias = AttentionBias(
-                    bias.grid_hw,
-                    None if bias.rel_h is None else bias.rel_h[sel],
-                    None if bias.rel_w is None else bias.rel_w[sel],
-                    bias.slopes,
-                    bias.metric,
+                sub_bias = dataclasses.replace(
+                    bias,
+                    rel_h=None if bias.rel_h is None else bias.rel_h[sel],
+                    rel_w=None if bias.rel_w is None else bias.rel_w[sel],
                 )
                 rows.append(
                     attention_probs(q[sel].detach(), k[sel].detach(), scale, sub_bias, index)
