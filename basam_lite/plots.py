@@ -97,3 +97,81 @@ def plot_sweep(
     grid.savefig(path, dpi=110)
     plt.close(grid.figure)
     return path
+
+
+def ceiling_table(df: pd.DataFrame) -> pd.Series:
+    """Mean token-grid ceiling (``grid_iou``) per (axis, resolution), over the distinct images
+    (it depends on the ground truth only, not on the model, variant or prompt)."""
+    per_image = df.drop_duplicates(["axis", "resolution", "image"])
+    return per_image.groupby(["axis", "resolution"])["grid_iou"].mean()
+
+
+def plot_axes(
+    zoom: pd.DataFrame,
+    extent: pd.DataFrame,
+    path: str | Path,
+    metric: str = "iou",
+    variants: tuple[str, ...] | None = None,
+) -> Path:
+    """Zoom and extent side by side: mean ``metric`` against the input side, one line per
+    variant, one row of panels per (model, prompt), the token-grid ceiling (the IoU of a mask
+    right at every token) as a dashed black line and each model's base size dotted. On the
+    extent axis the metric is the target's region, so the ceiling is flat. Saved to ``path``."""
+    import matplotlib.pyplot as plt
+
+    both = pd.concat([_ok(zoom), _ok(extent)], ignore_index=True)
+    present = list(dict.fromkeys(both["variant"]))
+    order = list(variants) if variants is not None else list(VARIANT_ORDER)
+    order = [v for v in order if v in present] + [v for v in present if v not in order]
+    panels = list(both.groupby(["model", "prompt"], sort=False).groups)
+    fig, axes = plt.subplots(
+        len(panels), 2, figsize=(10, 3.1 * len(panels)), sharey=True, squeeze=False
+    )
+    colors = plt.get_cmap("tab10")
+    for row, (model, prompt) in enumerate(panels):
+        for col, (axis, table) in enumerate((("zoom", zoom), ("extent", extent))):
+            ax = axes[row, col]
+            ok = _ok(table)
+            ok = ok[(ok["model"] == model) & (ok["prompt"] == prompt)]
+            if ok.empty:
+                ax.set_visible(False)
+                continue
+            means = ok.groupby(["variant", "resolution"])[metric].mean()
+            for k, variant in enumerate(order):
+                if variant in means.index.get_level_values(0):
+                    line = means.loc[variant]
+                    ax.plot(line.index, line.values, marker="o", ms=3, color=colors(k % 10),
+                            label=variant)  # fmt: skip
+            if metric == "iou" and "grid_iou" in ok:
+                ceiling = ok.drop_duplicates(["resolution", "image"]).groupby("resolution")
+                c = ceiling["grid_iou"].mean()
+                ax.plot(c.index, c.values, "k--", lw=1, label="token-grid ceiling")
+            if model in BASE_SIZES:
+                ax.axvline(BASE_SIZES[model], color="0.6", linestyle=":", linewidth=1)
+            sizes = sorted(ok["resolution"].unique())
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sizes)
+            ax.set_xticklabels([str(s) for s in sizes])
+            ax.minorticks_off()
+            ax.grid(alpha=0.3)
+            n = ok["image"].nunique()
+            what = "scene drawn at S px" if axis == "zoom" else "base-size target in an S px canvas"
+            ax.set_title(f"{axis}: {what}\n{model}, {prompt} prompt, {n} images", fontsize=9)
+            ax.set_xlabel("input side S (px)")
+            if col == 0:
+                ax.set_ylabel(f"mean {METRIC_LABELS.get(metric, metric)}")
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), fontsize=8,
+               bbox_to_anchor=(0.5, 1.0))  # fmt: skip
+    fig.suptitle("Detail or length: zoom (more pixels) against extent (more canvas)", y=1.03)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

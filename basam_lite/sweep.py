@@ -38,8 +38,18 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from tqdm.auto import tqdm
 
-from .datasets import ProceduralScenes, Sample, open_dataset, prompt_for
-from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS, legacy_threshold_metrics, segmentation_metrics
+from .axes import (
+    AXES,
+    AXIS_COLUMNS,
+    AxisSampler,
+    TargetDoesNotFit,
+    axis_columns,
+    check_axis,
+    nan_scores,
+    scored,
+)
+from .datasets import Sample, open_dataset, prompt_for
+from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS
 from .models import OFFICIAL_NAMES, build_sam
 from .patch import BASAMConfig, apply_basam, remove_basam
 from .predictor import BASAMPredictor, FitResize
@@ -58,12 +68,17 @@ COLUMNS = (
     "reason",
     *METRIC_COLUMNS,
     *LEGACY_COLUMNS,
+    *AXIS_COLUMNS,
     "seconds",
     "encode_seconds",
 )
 
 DEFAULT_RESOLUTIONS = (128, 192, 256, 384, 512, 768, 1024)
 DEFAULT_DATASET = "synthetic:24"
+EXTENT_RESOLUTIONS = (128, 256, 512, 768)
+"""The main job's canvas sides on the extent axis (0.5x to 3x the tiny models' 256 px)."""
+EXTENT_LIMIT = 12
+"""The main job's images on the extent axis (the first 12 of the zoom axis's 24)."""
 
 
 @dataclass
@@ -80,8 +95,10 @@ class SweepConfig:
     seed: int = 0
     limit: int | None = None
     shard: tuple[int, int] = (0, 1)
+    axis: str = "zoom"  # zoom: more pixels per scene; extent: more canvas (basam_lite.axes)
 
     def __post_init__(self) -> None:
+        check_axis(self.axis)
         for v in self.variants:
             if v not in VARIANTS:
                 raise ValueError(f"unknown variant {v!r}: choose from {', '.join(VARIANTS)}")
@@ -111,20 +128,6 @@ def load_models(cfg: SweepConfig) -> dict[str, Sam]:
         ckpt = cfg.checkpoint if name in OFFICIAL_NAMES else None
         models[name] = build_sam(name, ckpt).to(cfg.device).eval()
     return models
-
-
-def sample_at(ds: Sequence[Sample], index: int, size: int) -> Sample:
-    """Image ``index`` for a run at ``size``: procedural scenes are rendered at ``size`` (the
-    same scene, exact mask); file images stay native (the predictor resizes them)."""
-    if isinstance(ds, ProceduralScenes):
-        return ds.sample(index, size=(size, size))
-    return ds[index]
-
-
-def _scored(logits: torch.Tensor, gt: np.ndarray) -> dict[str, float]:
-    """Metrics of (H, W) logits at the ground truth's resolution."""
-    prob = torch.sigmoid(logits).clamp(0, 1).double().numpy()
-    return {**segmentation_metrics(prob, gt), **legacy_threshold_metrics(logits.numpy(), gt)}
 
 
 @torch.no_grad()
@@ -166,7 +169,7 @@ def run_variant(
                 "prompt": name,
                 "status": "ok",
                 "reason": "",
-                **_scored(logits, sample.mask),
+                **scored(logits, sample),
                 "seconds": encode + decode,
                 "encode_seconds": encode,
             }
@@ -175,7 +178,7 @@ def run_variant(
 
 
 def skipped_rows(prompts: Sequence[str], reason: str) -> list[dict[str, object]]:
-    nan = dict.fromkeys((*METRIC_COLUMNS, *LEGACY_COLUMNS), float("nan"))
+    nan = nan_scores()
     return [
         {
             "prompt": p,
@@ -336,6 +339,7 @@ def run_sweep(
     meta = metadata(cfg)
     meta_path(out).write_text(json.dumps({**meta, "complete": False}, indent=2, default=str))
     models = models if models is not None else load_models(cfg)
+    sampler = AxisSampler(ds, cfg.axis, seed=cfg.seed)
     sizes, names, variants, prompts = cfg.resolutions, cfg.models, cfg.variants, cfg.prompts
     per_image = len(sizes) * len(names) * len(variants) * len(prompts)
     sink = partial_path(out)
@@ -343,36 +347,47 @@ def run_sweep(
     bar = tqdm(total=len(indices) * per_image, disable=not progress, desc="sweep", unit="row")
     for i in indices:
         # Procedural scenes are named without rendering, so a resumed run skips them for free.
-        name = ds.name(i) if isinstance(ds, ProceduralScenes) else None
+        name = sampler.name(i)
         for r, size in enumerate(sizes):
-            sample = None
+            samples: dict[int, Sample | TargetDoesNotFit] = {}  # by the model's base side
             for m, model_name in enumerate(names):
+                sam = models[model_name]
+                base = base_size(sam.image_encoder)[0]
+                patch = sam.image_encoder.patch_embed.proj.stride[0]
                 for v, variant in enumerate(variants):
                     first = (((i * len(sizes) + r) * len(names) + m) * len(variants) + v) * len(
                         prompts
                     )
                     if name is None:
-                        sample = sample_at(ds, i, size)
-                        name = sample.name
+                        name = sampler.view(base).name(i) if cfg.axis == "extent" else ds[i].name
                     keys = [(model_name, name, str(size), variant, p) for p in prompts]
                     if all(key in done_keys for key in keys):
                         bar.update(len(prompts))
                         continue
-                    if sample is None:
-                        sample = sample_at(ds, i, size)
-                    try:
-                        rows = run_variant(
-                            models[model_name], sample, variant, size, prompts, cfg.seed
-                        )
-                    except ValueError as e:
-                        if variant != "official":
-                            raise
-                        rows = skipped_rows(prompts, str(e).splitlines()[0])
+                    if base not in samples:
+                        try:
+                            samples[base] = sampler.sample(i, size, base)
+                        except TargetDoesNotFit as e:
+                            samples[base] = e
+                    sample = samples[base]
+                    if isinstance(sample, TargetDoesNotFit):
+                        rows = skipped_rows(prompts, str(sample).splitlines()[0])
+                        extra = {"axis": cfg.axis, "tokens": (size // patch) ** 2,
+                                 "extent": size / base}  # fmt: skip
+                    else:
+                        try:
+                            rows = run_variant(sam, sample, variant, size, prompts, cfg.seed)
+                        except ValueError as e:
+                            if variant != "official":
+                                raise
+                            rows = skipped_rows(prompts, str(e).splitlines()[0])
+                        extra = axis_columns(sample, cfg.axis, size, base, patch)
                     for p, row in enumerate(rows):
                         row.update(
+                            **extra,
                             row=first + p,
                             model=model_name,
-                            image=sample.name,
+                            image=name,
                             resolution=size,
                             variant=variant,
                             dataset=cfg.dataset,
@@ -442,11 +457,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--metric", default="iou", help="metric of the printed summary and the plot")
+    p.add_argument(
+        "--axis",
+        default="both",
+        choices=(*AXES, "both"),
+        help="zoom: the scene drawn with more pixels (today's sweep); extent: the image at the "
+        "model's base size inside a larger canvas (basam_lite.axes); both (the main job): zoom "
+        "into --out, extent into OUT_extent.csv with --extent-resolutions and --extent-limit, "
+        "and one figure with the two axes side by side",
+    )
+    p.add_argument(
+        "--extent-resolutions",
+        nargs="+",
+        type=int,
+        default=list(EXTENT_RESOLUTIONS),
+        help="with --axis both: the extent axis's canvas sides (px)",
+    )
+    p.add_argument(
+        "--extent-limit",
+        type=int,
+        default=EXTENT_LIMIT,
+        help="with --axis both: the first N images on the extent axis",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from .plots import plot_sweep, summary_table
 
+    if getattr(args, "axis", "zoom") == "both" and not args.merge:
+        from .study import main_job
+
+        return main_job(args)
     out = Path(args.out)
     if args.merge:
         df = merge_shards(args.merge, out)
@@ -464,6 +505,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             limit=args.limit,
             shard=args.shard,
+            axis=getattr(args, "axis", "zoom"),
         )
         t0 = time.perf_counter()
         df = run_sweep(cfg, out)
