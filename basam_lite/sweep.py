@@ -1,9 +1,9 @@
 """Zero-shot resolution sweep: model x variant x input resolution x dataset x prompt.
 
-With no arguments, ``python -m basam_lite sweep`` is the main job: both tiny checkpoints, every
-variant, resolutions 128-512, 8 procedural test scenes, box and centre-point prompts, written to
-``results/sweep.csv`` (+ ``.meta.json`` and a plot ``results/sweep.png``), with the mean IoU per
-variant x resolution printed at the end.
+With no arguments, ``python -m basam_lite sweep`` is the main job: the defaults of
+:class:`SweepConfig` (both tiny checkpoints, every variant, the sizes and procedural test scenes
+``--help`` lists), written to ``results/sweep.csv`` (+ ``.meta.json`` and a plot
+``results/sweep.png``), with the mean IoU per variant x resolution printed at the end.
 
 Variants: ``vanilla`` (position-embedding interpolation only), ``scale``, ``bias``, ``paper``,
 ``official`` (BASAMConfig presets at input size S; ``official`` refuses sizes below the base
@@ -14,10 +14,17 @@ Prompts come from the ground-truth mask at its own resolution and are scaled int
 frame: ``box`` (tight box), ``point`` (the centre point: innermost object pixel) or ``click``
 (one random object pixel seeded by (seed, image name): the official protocol's click).
 
-The table is written as it goes, one flush per (image, resolution, model, variant); a rerun with
-the same arguments skips the rows already there. ``--shard K/N`` keeps images with index % N == K;
-``--merge A.csv B.csv --out all.csv`` merges shards into the table the unsharded run writes (rows
-ordered by ``row``, the position in the unsharded run).
+The table is written as it goes, one flush per (image, resolution, model, variant). Every table
+carries its run identity (:mod:`basam_lite.run_identity`: weights' hashes, the dataset's
+fingerprint, seed, prompts, variant definitions, versions) in its ``.meta.json`` (and Parquet
+metadata). A rerun into the same ``--out`` resumes only when the identity matches; more sizes,
+variants, models or images extend the table; anything else is refused before a byte is
+written (``--out`` elsewhere, or ``--overwrite``). A file that is not a sweep table is never
+written over. ``--shard K/N`` (or ``auto``, from SLURM or torchrun) keeps images with
+index % N == K; ``--merge A.csv B.csv --out all.csv`` merges the shards of one identity into the
+table the unsharded run writes (rows ordered by ``row``, the position in the unsharded run).
+A bad image stops the run (``--on-error stop``, rows so far kept) or is recorded with
+``status="error"`` and its reason (``--on-error skip``).
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +46,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from tqdm.auto import tqdm
 
+from .attention import CHUNK_BIAS_BYTES, DENSE_MAX_TOKENS
 from .axes import (
     AXES,
     AXIS_COLUMNS,
@@ -48,12 +57,24 @@ from .axes import (
     nan_scores,
     scored,
 )
-from .datasets import Sample, open_dataset, prompt_for
+from .datasets import ProceduralScenes, Sample, open_dataset, prompt_for
+from .errors import UserError
 from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS
-from .models import OFFICIAL_NAMES, build_sam
+from .models import MODEL_NAMES, OFFICIAL_NAMES, TINY, TINY_NAMES, build_sam, tiny_checkpoint_path
+from .outputs import output_lock, write_text_atomic, write_with
 from .patch import BASAMConfig, apply_basam, remove_basam
 from .predictor import BASAMPredictor, FitResize
 from .resolution import base_size, set_input_size
+from .run_identity import (
+    Identity,
+    config_identity,
+    differences,
+    file_sha256,
+    files_fingerprint,
+    json_hash,
+    plain,
+    union,
+)
 
 VARIANTS = ("vanilla", "scale", "bias", "paper", "official", "resize")
 PROMPTS = {"box": "box", "point": "center", "click": "point"}
@@ -81,9 +102,35 @@ EXTENT_LIMIT = 12
 """The main job's images on the extent axis (the first 12 of the zoom axis's 24)."""
 
 
+ON_ERROR = ("stop", "skip")
+"""What a bad image does: stop the run (rows so far kept) or a row with status "error"."""
+
+_OFFICIAL_HEADS = {"vit_b": (12, 768), "vit_l": (16, 1024), "vit_h": (16, 1280)}
+"""Attention heads and embedding width of the official image encoders (memory estimates)."""
+
+
+def patch_of(model: str) -> int:
+    """Patch size of a model by name (16 for every official SAM and the tiny spec)."""
+    return TINY.patch_size if model in TINY_NAMES else 16
+
+
+def _nearest_multiples(size: int, patch: int) -> str:
+    lo = max(patch, size // patch * patch)
+    hi = max(patch, (size // patch + 1) * patch)
+    return f"{lo} or {hi}" if lo != hi else str(lo)
+
+
 @dataclass
 class SweepConfig:
-    """Everything that defines a sweep's rows (and its resume keys)."""
+    """Everything that defines a sweep's rows. Every field but the grid (``GRID``) and the
+    shard enters the run identity (:func:`identity`), so a field added here is checked on
+    resume and merge without further code.
+
+    Raises:
+        UserError: an unknown model, variant or prompt, a size that is not a positive multiple
+            of the patch size, a negative seed, ``limit`` < 1, a bad shard, or a checkpoint
+            given without an official model to load it into.
+    """
 
     models: tuple[str, ...] = ("tiny-vanilla", "tiny-basam")
     checkpoint: str | None = None
@@ -99,15 +146,249 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         check_axis(self.axis)
-        for v in self.variants:
-            if v not in VARIANTS:
-                raise ValueError(f"unknown variant {v!r}: choose from {', '.join(VARIANTS)}")
-        for p in self.prompts:
-            if p not in PROMPTS:
-                raise ValueError(f"unknown prompt {p!r}: choose from {', '.join(PROMPTS)}")
+        for what, values, allowed in (
+            ("model", self.models, MODEL_NAMES),
+            ("variant", self.variants, VARIANTS),
+            ("prompt", self.prompts, tuple(PROMPTS)),
+        ):
+            if not values:
+                raise UserError(f"no {what} given: choose from {', '.join(allowed)}")
+            for v in values:
+                if v not in allowed:
+                    raise UserError(f"unknown {what} {v!r}: choose from {', '.join(allowed)}")
+            if len(set(values)) != len(values):
+                raise UserError(f"a {what} is named twice in {list(values)}: name each once")
+        if not self.resolutions:
+            raise UserError("no resolution given: pass --resolutions, e.g. 256 512")
+        if len(set(self.resolutions)) != len(self.resolutions):
+            raise UserError(f"a resolution is named twice in {list(self.resolutions)}")
+        for model in self.models:
+            patch = patch_of(model)
+            for s in self.resolutions:
+                if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+                    raise UserError(f"resolution {s!r} is not an integer number of pixels")
+                if s < patch or s % patch:
+                    raise UserError(
+                        f"resolution {s} is not a positive multiple of {model}'s patch size "
+                        f"{patch}: use {_nearest_multiples(int(s), patch)}"
+                    )
+        if self.seed < 0:
+            raise UserError(f"seed must be >= 0, got {self.seed}")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(
+                f"limit {self.limit} selects no image: give --limit 1 or more (or leave it out "
+                "for every image)"
+            )
         k, n = self.shard
         if not 0 <= k < n:
-            raise ValueError(f"shard {k}/{n}: need 0 <= K < N")
+            raise UserError(f"shard {k}/{n}: need 0 <= K < N")
+        official = [m for m in self.models if m in OFFICIAL_NAMES]
+        if self.checkpoint is not None and not official:
+            raise UserError(
+                f"--checkpoint {self.checkpoint} was given but no model loads one "
+                f"({', '.join(self.models)} bring their own weights): add --model vit_b, "
+                "vit_l or vit_h, or leave --checkpoint out"
+            )
+        if self.checkpoint is not None and len(official) > 1:
+            raise UserError(
+                f"one --checkpoint cannot serve {', '.join(official)}: run one official model "
+                "per sweep"
+            )
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise UserError(f"unknown device {self.device!r}: use cpu, cuda or cuda:N") from None
+
+
+GRID = ("models", "variants", "resolutions", "limit")
+"""Config fields a rerun may extend (more sizes, variants, models or images): a resume."""
+SCOPE = ("shard",)
+"""Config fields that say which part of a run a table holds (compared, never extended)."""
+
+
+def _identity_device(device: str) -> str:
+    return torch.device(device).type  # cuda:3 computes what cuda:0 does
+
+
+def _identity_checkpoint(checkpoint: str | None) -> str | None:
+    return None if checkpoint is None else Path(checkpoint).name  # its sha256 is in "weights"
+
+
+def model_weights(name: str, checkpoint: str | None) -> dict[str, object]:
+    """What a model's weights are: its checkpoint file's name and sha256, or how it is
+    initialised when it loads none."""
+    path = (
+        checkpoint
+        if name in OFFICIAL_NAMES
+        else None
+        if name == "tiny"
+        else tiny_checkpoint_path(name)
+    )
+    if path is None:
+        init = "build_tiny_sam(seed=0)" if name == "tiny" else "segment_anything's unseeded init"
+        return {"file": None, "sha256": None, "init": init}
+    return {"file": Path(path).name, "sha256": file_sha256(Path(path).expanduser())}
+
+
+def variant_definition(variant: str) -> dict[str, object]:
+    """What a variant runs: the input size it sets and the BASAMConfig it applies."""
+    if variant == "resize":
+        return {"input_size": "base (image resized to S, then to the base size)", "basam": None}
+    basam = None if variant == "vanilla" else plain(BASAMConfig.preset(variant))
+    return {"input_size": "S", "basam": basam}
+
+
+def dataset_fingerprint(ds: Sequence[Sample]) -> dict[str, object]:
+    """The dataset's content: every file's path (relative to its root), size and sha256, or
+    for procedural scenes a hash of every scene's parameters."""
+    if isinstance(ds, ProceduralScenes):
+        return {
+            "kind": "procedural",
+            "scenes": len(ds),
+            "scene_sha256": json_hash([plain(ds.scene(i)) for i in range(len(ds))]),
+        }
+    files: list[Path] = []
+    roots: list[Path] = []
+    stack = [ds]
+    while stack:
+        part = stack.pop(0)
+        if hasattr(part, "parts"):
+            stack = list(part.parts) + stack
+        elif hasattr(part, "pairs"):
+            roots.append(Path(part.root))
+            files += [f for pair in part.pairs for f in pair]
+        elif hasattr(part, "coco"):  # COCO: the annotations and the images they name
+            roots.append(Path(part.images_dir))
+            names = sorted(
+                {part.coco.imgs[a["image_id"]]["file_name"] for a in part.coco.anns.values()}
+            )
+            files += [Path(part.images_dir) / n for n in names]
+            return {
+                "kind": type(ds).__name__,
+                "annotations_sha256": json_hash(part.coco.dataset),
+                "instances": len(ds),
+                **files_fingerprint(Path(part.images_dir), files),
+            }
+        else:
+            return {"kind": type(ds).__name__, "repr": repr(ds), "samples": len(ds)}
+    root = Path(os.path.commonpath([str(r.resolve()) for r in roots])) if roots else Path(".")
+    return {"kind": type(ds).__name__, "samples": len(ds), **files_fingerprint(root, files)}
+
+
+def number_versions() -> dict[str, str]:
+    """Versions of the packages that change the numbers of a sweep."""
+    env = environment()
+    return {
+        k: env[k]
+        for k in ("torch", "numpy", "segment_anything", "pysodmetrics", "basam_lite")
+        if k in env
+    }
+
+
+def identity(cfg: SweepConfig, ds: Sequence[Sample]) -> Identity:
+    """The run identity of ``cfg`` on the opened dataset ``ds`` (see :mod:`run_identity`)."""
+    ident = config_identity(
+        cfg,
+        GRID,
+        SCOPE,
+        normalise={"device": _identity_device, "checkpoint": _identity_checkpoint},
+    )
+    ident["weights"] = {m: model_weights(m, cfg.checkpoint) for m in cfg.models}
+    ident["data"] = dataset_fingerprint(ds)
+    ident["definitions"] = {v: variant_definition(v) for v in cfg.variants}
+    ident["prompt_kinds"] = {p: PROMPTS[p] for p in cfg.prompts}
+    ident["versions"] = number_versions()
+    return ident
+
+
+KEYED = ("weights", "definitions")
+"""Identity sections keyed by a grid value: a new key is an extension, not a difference."""
+
+
+def extended(cfg: SweepConfig, grid: dict[str, object]) -> SweepConfig:
+    """``cfg`` with its grid widened to hold a table's earlier grid too."""
+    limits = [cfg.limit, grid.get("limit")]
+    return replace(
+        cfg,
+        models=tuple(union(cfg.models, grid.get("models", []))),
+        variants=tuple(union(cfg.variants, grid.get("variants", []))),
+        resolutions=tuple(union(cfg.resolutions, grid.get("resolutions", []), sort=True)),
+        limit=None if None in limits else max(int(x) for x in limits),  # type: ignore[arg-type]
+    )
+
+
+def attention_bytes(model: str, size: int, biased: bool) -> int:
+    """Peak bytes of one global-attention block at ``size`` px (batch 1, fp32): with a bias
+    (BA-SAM variants) the dense path holds heads x N^2 scores and bias, the chunked path
+    (``"auto"`` beyond ``DENSE_MAX_TOKENS``) two chunks of rows; plus the block's activations."""
+    heads, dim = (TINY.num_heads, TINY.embed_dim) if model in TINY_NAMES else _OFFICIAL_HEADS[model]
+    n = (size // patch_of(model)) ** 2
+    activations = 16 * n * dim * 4
+    if not biased:
+        return activations
+    if n <= DENSE_MAX_TOKENS:
+        return 2 * heads * n * n * 4 + activations
+    row = heads * int(n**0.5) * n * 4
+    return 2 * max(CHUNK_BIAS_BYTES, row) + activations
+
+
+def available_bytes(device: str) -> int:
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_runnable(cfg: SweepConfig) -> None:
+    """What can be checked before a model loads: the device exists, the checkpoint file does,
+    and the largest size's attention fits the memory available now (an estimate, refused up
+    front rather than after hours)."""
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"--device {cfg.device}: this torch ({torch.__version__}) sees no CUDA device; "
+            "use --device cpu or a machine with a GPU"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"--device {cfg.device}: only {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {cfg.device}: the sweep runs on cpu or cuda")
+    if cfg.checkpoint is not None:
+        p = Path(cfg.checkpoint).expanduser()
+        if not p.is_file():
+            raise UserError(
+                f"--checkpoint {p} is not a file: download the official SAM weights on a machine "
+                "with internet access and pass their local path"
+            )
+    for name in cfg.models:
+        if (
+            name not in OFFICIAL_NAMES
+            and name != "tiny"
+            and not tiny_checkpoint_path(name).is_file()
+        ):
+            raise UserError(
+                f"{tiny_checkpoint_path(name)} is missing: train it with `python -m basam_lite "
+                f"train` or use --model tiny"
+            )
+    biased = any(v not in ("vanilla", "resize") for v in cfg.variants)
+    free = available_bytes(cfg.device)
+    for name in cfg.models:
+        for size in cfg.resolutions:
+            need = attention_bytes(name, size, biased)
+            if need > free:
+                fits = [
+                    s
+                    for s in range(patch_of(name), size, patch_of(name))
+                    if attention_bytes(name, s, biased) <= free
+                ]
+                hint = f"sizes up to {fits[-1]} fit" if fits else "no size fits"
+                raise UserError(
+                    f"resolution {size}: {name}'s attention needs about {need / 2**30:.1f} GiB "
+                    f"({(size // patch_of(name)) ** 2} tokens) but {free / 2**30:.1f} GiB is "
+                    f"available on {cfg.device}: {hint}; drop the size or use a bigger machine"
+                )
 
 
 def configure(sam: Sam, variant: str, size: int) -> None:
@@ -122,12 +403,23 @@ def configure(sam: Sam, variant: str, size: int) -> None:
         apply_basam(sam, BASAMConfig.preset(variant))
 
 
+class LazyModels(dict):
+    """Models built on first use (a resumed run that has nothing left loads none)."""
+
+    def __init__(self, cfg: SweepConfig, built: dict[str, Sam] | None = None) -> None:
+        super().__init__(built or {})
+        self.cfg = cfg
+
+    def __missing__(self, name: str) -> Sam:
+        ckpt = self.cfg.checkpoint if name in OFFICIAL_NAMES else None
+        self[name] = build_sam(name, ckpt).to(self.cfg.device).eval()
+        return self[name]
+
+
 def load_models(cfg: SweepConfig) -> dict[str, Sam]:
-    models = {}
-    for name in cfg.models:
-        ckpt = cfg.checkpoint if name in OFFICIAL_NAMES else None
-        models[name] = build_sam(name, ckpt).to(cfg.device).eval()
-    return models
+    """Every model of ``cfg``, built now."""
+    models = LazyModels(cfg)
+    return {name: models[name] for name in cfg.models}
 
 
 @torch.no_grad()
@@ -194,6 +486,16 @@ def skipped_rows(prompts: Sequence[str], reason: str) -> list[dict[str, object]]
 
 # ---------------------------------------------------------------- table files
 
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+NUMERIC_COLUMNS = (
+    *METRIC_COLUMNS,
+    *LEGACY_COLUMNS,
+    *(c for c in AXIS_COLUMNS if c != "axis"),
+    "seconds",
+    "encode_seconds",
+)
+"""Columns ``--metric`` may name."""
+
 
 def is_parquet(path: Path) -> bool:
     return path.suffix.lower() in (".parquet", ".pq")
@@ -208,10 +510,15 @@ def meta_path(out: Path) -> Path:
     return out.with_name(out.name + ".meta.json")
 
 
+def plot_path(out: Path) -> Path:
+    """The plot beside a table (``.png``; never the table itself, whose suffix is a table's)."""
+    return out.with_suffix(".png")
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """A results table (CSV or Parquet), with ``reason`` as strings."""
     path = Path(path)
-    text = {c: str for c in ("model", "image", "variant", "prompt", "dataset", "status")}
+    text = {c: str for c in ("model", "image", "variant", "prompt", "dataset", "status", "axis")}
     df = (
         pd.read_parquet(path)
         if is_parquet(path)
@@ -220,6 +527,85 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if "reason" in df:
         df["reason"] = df["reason"].astype(object).where(df["reason"].notna(), "").astype(str)
     return df
+
+
+def check_table_path(out: Path) -> None:
+    """Refuse an ``--out`` that cannot be a sweep table: a folder or another extension."""
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder: give a file such as {out / 'sweep.csv'}")
+    if out.suffix.lower() not in TABLE_SUFFIXES:
+        ext = out.suffix or "a name without extension"
+        raise UserError(
+            f"--out {out}: a sweep table is a .csv or .parquet file, not {ext}: give e.g. "
+            f"{out.with_suffix('.csv')}"
+        )
+
+
+def _table_columns(path: Path) -> list[str]:
+    """The column names a table file holds, or a UserError if it is no table."""
+    try:
+        if is_parquet(path):
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        with open(path, newline="") as f:
+            header = f.readline()
+    except Exception as e:
+        raise UserError(
+            f"{path} exists and is not a readable table ({type(e).__name__}); it was left "
+            "unchanged: choose another --out"
+        ) from None
+    return header.rstrip("\r\n").split(",") if header else []
+
+
+def read_meta(out: Path) -> dict[str, object] | None:
+    """The metadata a table was written with (``.meta.json``, else the Parquet metadata)."""
+    mp = meta_path(out)
+    if mp.is_file():
+        try:
+            return json.loads(mp.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{mp} is not JSON: remove it, or choose another --out") from None
+    if is_parquet(out) and out.is_file():
+        import pyarrow.parquet as pq
+
+        raw = (pq.read_schema(out).metadata or {}).get(b"basam_lite")
+        return json.loads(raw) if raw else None
+    return None
+
+
+def _refuse(out: Path, problem: str) -> UserError:
+    return UserError(
+        f"--out {out} {problem}; nothing was written: write elsewhere with --out, or replace "
+        "it with --overwrite"
+    )
+
+
+def prior_identity(out: Path) -> Identity | None:
+    """The identity of the sweep table at ``out`` (None when there is none yet); refuses a
+    file that is not a sweep table of this layout, or one written without an identity."""
+    check_table_path(out)
+    tables = [p for p in dict.fromkeys((out, partial_path(out))) if p.exists()]
+    for p in tables:
+        if p.is_dir():
+            raise UserError(f"{p} is a folder: give another --out")
+        columns = _table_columns(p)
+        if columns and columns != list(COLUMNS):
+            known = {"row", "model", "image", "variant"} <= set(columns)
+            layout = "an older sweep column layout" if known else "other columns"
+            raise _refuse(out, f"holds a table with {layout} ({', '.join(columns[:6])}, ...)")
+    meta = read_meta(out)
+    if not tables:
+        return None  # a metadata file without rows: nothing to keep
+    if meta is None:
+        raise _refuse(out, "exists but has no sweep metadata beside it (so not this sweep's table)")
+    if "identity" not in meta:
+        raise _refuse(
+            out,
+            "was written before tables recorded their run identity (weights, data, versions), "
+            "so its rows cannot be checked against this run",
+        )
+    return meta["identity"]  # type: ignore[return-value]
 
 
 def repair_partial(path: Path) -> None:
@@ -265,19 +651,26 @@ def environment() -> dict[str, str]:
     return versions
 
 
-def metadata(cfg: SweepConfig) -> dict[str, object]:
+def metadata(cfg: SweepConfig, ident: Identity | None = None) -> dict[str, object]:
     cfg_dict = asdict(cfg)
     cfg_dict["shard"] = f"{cfg.shard[0]}/{cfg.shard[1]}"
-    return {
+    meta: dict[str, object] = {
         "config": cfg_dict,
         "seed": cfg.seed,
         "versions": environment(),
         "machine": f"{platform.machine()} {platform.system()}, device {cfg.device}",
     }
+    if ident is not None:
+        meta["identity"] = ident
+    return meta
+
+
+def write_meta(out: Path, meta: dict[str, object]) -> None:
+    write_text_atomic(meta_path(out), json.dumps(meta, indent=2, default=str))
 
 
 def write_final(out: Path, df: pd.DataFrame, meta: dict[str, object]) -> None:
-    """Write the complete table (sorted by ``row``) and its metadata sidecar."""
+    """Write the complete table (sorted by ``row``) and its metadata sidecar, each atomically."""
     df = df.sort_values("row", kind="stable").reset_index(drop=True)
     if is_parquet(out):
         import pyarrow as pa
@@ -285,33 +678,169 @@ def write_final(out: Path, df: pd.DataFrame, meta: dict[str, object]) -> None:
 
         table = pa.Table.from_pandas(df, preserve_index=False)
         table = table.replace_schema_metadata(
-            {**(table.schema.metadata or {}), b"basam_lite": json.dumps(meta).encode()}
+            {**(table.schema.metadata or {}), b"basam_lite": json.dumps(meta, default=str).encode()}
         )
-        pq.write_table(table, out)
+        write_with(out, lambda tmp: pq.write_table(table, tmp))
+        write_meta(out, meta)
         partial_path(out).unlink(missing_ok=True)
     else:
-        df.to_csv(out, index=False)
-    meta_path(out).write_text(json.dumps(meta, indent=2, default=str))
+        write_with(out, lambda tmp: df.to_csv(tmp, index=False))
+        write_meta(out, meta)
 
 
-def merge_shards(paths: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
-    """Merge shard tables into the unsharded table (ordered by ``row``, duplicates dropped)."""
+def remove_table(out: Path) -> None:
+    """``--overwrite``: delete the table, its Parquet sidecar and its metadata."""
+    for p in (out, partial_path(out), meta_path(out)):
+        p.unlink(missing_ok=True)
+
+
+def _shard_of(meta: dict[str, object], path: Path) -> tuple[int, int]:
+    shard = meta["identity"]["scope"]["shard"]  # type: ignore[index]
+    if not isinstance(shard, list) or len(shard) != 2:
+        raise UserError(f"{path} is a merged table ({shard}), not one shard: merge the shards")
+    return int(shard[0]), int(shard[1])
+
+
+def merge_shards(
+    paths: Sequence[str | Path],
+    out: str | Path,
+    *,
+    allow_partial: bool = False,
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """Merge the shard tables of one run into the unsharded table (ordered by ``row``).
+
+    Every shard must carry the same identity (grid included) and be complete, and shards
+    0..N-1 must each be given once; otherwise a UserError names the missing, duplicated,
+    incomplete or unrelated shards. ``allow_partial`` writes the union of what is there,
+    marked ``"complete": false`` with the missing and incomplete shards in its metadata.
+    """
     out = Path(out)
-    frames = [read_table(p) for p in paths]
-    df = pd.concat(frames, ignore_index=True).drop_duplicates(subset=list(KEY), keep="first")
-    metas = [
-        json.loads(meta_path(Path(p)).read_text()) for p in paths if meta_path(Path(p)).exists()
-    ]
-    meta: dict[str, object] = dict(metas[0]) if metas else {}
-    if meta:
-        meta["config"] = {**meta["config"], "shard": "merged"}  # type: ignore[dict-item]
-    meta["merged_from"] = [str(p) for p in paths]
+    check_table_path(out)
+    paths = [Path(p) for p in paths]
+    if any(p.resolve() == out.resolve() for p in paths):
+        raise UserError(f"--out {out} is one of the shards being merged: write the union elsewhere")
+    metas = []
+    for p in paths:
+        if not p.is_file():
+            raise UserError(f"shard {p} does not exist: check the paths given to --merge")
+        ident = prior_identity(p)
+        if ident is None:
+            raise UserError(f"{p} is not a sweep table")
+        metas.append(read_meta(p))
+    first = metas[0]["identity"]  # type: ignore[index]
+    for p, meta in zip(paths[1:], metas[1:], strict=True):
+        diff = [
+            d
+            for d in differences(first, meta["identity"], compare_grid=True)  # type: ignore[arg-type]
+            if not d.startswith("scope.")
+        ]
+        if diff:
+            raise UserError(
+                f"{p} is not a shard of the same run as {paths[0]}: {'; '.join(diff[:4])}"
+                f"{' ...' if len(diff) > 4 else ''}; merge only shards of one sweep"
+            )
+    shards = [_shard_of(m, p) for m, p in zip(metas, paths, strict=True)]
+    counts = {n for _, n in shards}
+    if len(counts) > 1:
+        raise UserError(f"shards of different counts N ({sorted(counts)}): merge one sharding")
+    (n,) = counts
+    seen: dict[int, Path] = {}
+    for (k, _), p in zip(shards, paths, strict=True):
+        if k in seen:
+            raise UserError(f"shard {k}/{n} given twice ({seen[k]} and {p}): give each once")
+        seen[k] = p
+    missing = [f"{k}/{n}" for k in range(n) if k not in seen]
+    incomplete = [str(p) for p, m in zip(paths, metas, strict=True) if not m.get("complete")]
+    if (missing or incomplete) and not allow_partial:
+        parts = ([f"missing shard(s) {', '.join(missing)}"] if missing else []) + (
+            [f"incomplete shard(s) {', '.join(incomplete)}"] if incomplete else []
+        )
+        raise UserError(
+            f"cannot merge a complete table: {'; '.join(parts)}: finish them (rerun the same "
+            "command to resume), or pass --allow-partial to write a union marked partial"
+        )
+    df = pd.concat([read_table(p) for p in paths], ignore_index=True)
+    df = df.drop_duplicates(subset=list(KEY), keep="first")
+    complete = not (missing or incomplete)
+    ident = json.loads(json.dumps(first))
+    ident["scope"] = {"shard": [0, 1]} if complete else {"shard": "partial union"}
+    meta = {k: v for k, v in metas[0].items() if k not in ("rows", "complete", "partial")}
+    meta["config"] = {**meta["config"], "shard": "merged"}  # type: ignore[dict-item]
+    meta.update(
+        identity=ident, complete=complete, rows=len(df), merged_from=[str(p) for p in paths]
+    )
+    if not complete:
+        meta["partial"] = {"missing_shards": missing, "incomplete_shards": incomplete}
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_final(out, df, meta)
+    with output_lock(out):
+        if overwrite:
+            remove_table(out)
+        else:
+            prior = prior_identity(out)
+            if prior is not None and differences(prior, ident, compare_grid=True):
+                raise _refuse(out, "holds another run's table")
+        write_final(out, df, meta)
     return df.sort_values("row", kind="stable").reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- the sweep
+
+
+def _open(cfg: SweepConfig) -> Sequence[Sample]:
+    try:
+        return open_dataset(cfg.dataset, seed=cfg.seed)
+    except (ValueError, OSError) as e:  # the spec or the files: the user's to fix
+        raise UserError(str(e)) from e
+
+
+def _image_label(ds: Sequence[Sample], index: int) -> str:
+    """The file(s) behind image ``index`` (for messages), or its position."""
+    part, i = ds, index
+    while hasattr(part, "parts"):
+        for p in part.parts:
+            if i < len(p):
+                part = p
+                break
+            i -= len(p)
+    if hasattr(part, "pairs"):
+        image, mask = part.pairs[i]
+        return f"{image} (mask {mask})"
+    return f"image {index} of the dataset"
+
+
+def _image_name(ds: Sequence[Sample], index: int) -> str:
+    part, i = ds, index
+    while hasattr(part, "parts"):
+        for p in part.parts:
+            if i < len(p):
+                part = p
+                break
+            i -= len(p)
+    if hasattr(part, "names"):
+        return part.names[i]
+    return f"image-{index:05d}"
+
+
+def _renumber(df: pd.DataFrame, cfg: SweepConfig, names: dict[str, int]) -> pd.DataFrame:
+    """``row`` = position in the unsharded run of ``cfg``'s grid (after a grid extension the
+    earlier rows move to their place in the wider grid)."""
+    pos = [
+        {v: i for i, v in enumerate(values)}
+        for values in (cfg.resolutions, cfg.models, cfg.variants, cfg.prompts)
+    ]
+    r = df["resolution"].astype(int).map(pos[0])
+    m, v, p = (df[c].map(d) for c, d in zip(("model", "variant", "prompt"), pos[1:], strict=True))
+    i = df["image"].map(names)
+    rows = (((i * len(pos[0]) + r) * len(pos[1]) + m) * len(pos[2]) + v) * len(pos[3]) + p
+    if rows.isna().any():  # not reachable: the identity fixes the images and the grid holds all
+        raise RuntimeError(f"rows outside the grid: {df[rows.isna()][list(KEY)].head()}")
+    return df.assign(row=rows.astype(int))
+
+
+def error_rows(prompts: Sequence[str], reason: str) -> list[dict[str, object]]:
+    """Rows of an image that could not be read or prompted (``--on-error skip``)."""
+    return [{**row, "status": "error"} for row in skipped_rows(prompts, reason)]
 
 
 def run_sweep(
@@ -320,68 +849,138 @@ def run_sweep(
     progress: bool = True,
     stop_after: int | None = None,
     models: dict[str, Sam] | None = None,
+    *,
+    on_error: str = "stop",
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Run (or resume) the sweep into ``out`` and return the table (so far).
 
     ``stop_after`` stops once that many new rows are written (to test resuming); ``models``
-    lets a caller pass already built models by name. Rows: one per image x resolution x
-    model x variant x prompt, ``row`` being its position in the unsharded run.
+    lets a caller pass already built models by name (they must be what
+    ``build_sam(name, checkpoint)`` builds: the identity records the files). Rows: one per
+    image x resolution x model x variant x prompt, ``row`` being its position in the unsharded
+    run. ``on_error``: ``"stop"`` raises a UserError naming the image and its problem (rows
+    already written stay), ``"skip"`` records its rows with ``status="error"`` and the reason.
+    ``overwrite`` replaces a table of another identity instead of refusing.
+
+    Raises:
+        UserError: nothing to run, an ``out`` that is not this sweep's table, a table of another
+            identity (each difference named), a second writer, or a bad image under "stop".
     """
+    if on_error not in ON_ERROR:
+        raise UserError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     out = Path(out)
+    check_table_path(out)
+    check_runnable(cfg)
+    ds = _open(cfg)
+    ident = identity(cfg, ds)
+    if not overwrite:
+        prior = prior_identity(out)
+        if prior is not None:
+            diff = differences(prior, ident, keyed=KEYED)
+            if diff:
+                raise _refuse(
+                    out,
+                    f"holds a table of another run ({'; '.join(diff[:4])}"
+                    f"{' ...' if len(diff) > 4 else ''})",
+                )
     out.parent.mkdir(parents=True, exist_ok=True)
-    ds = open_dataset(cfg.dataset, seed=cfg.seed)
+    with output_lock(out):
+        if overwrite:
+            remove_table(out)
+        prior = prior_identity(out)  # again under the lock: another writer may have finished
+        if prior is not None:
+            diff = differences(prior, ident, keyed=KEYED)
+            if diff:
+                raise _refuse(out, f"holds a table of another run ({'; '.join(diff[:4])})")
+            cfg = extended(cfg, prior["grid"])
+            ident = identity(cfg, ds)
+        return _run_locked(cfg, ds, ident, out, progress, stop_after, models, on_error)
+
+
+def _run_locked(
+    cfg: SweepConfig,
+    ds: Sequence[Sample],
+    ident: Identity,
+    out: Path,
+    progress: bool,
+    stop_after: int | None,
+    models: dict[str, Sam] | None,
+    on_error: str,
+) -> pd.DataFrame:
     n = len(ds) if cfg.limit is None else min(cfg.limit, len(ds))
     k, n_shards = cfg.shard
     indices = [i for i in range(n) if i % n_shards == k]
-    repair_partial(partial_path(out))
+    if not indices:
+        raise UserError(
+            f"nothing to run: {cfg.dataset} holds {len(ds)} image(s)"
+            + (f", --limit {cfg.limit}" if cfg.limit is not None else "")
+            + (f", and shard {k}/{n_shards} selects none of them" if n_shards > 1 else "")
+            + ": give a dataset with images (or fewer shards)"
+        )
+    sink = partial_path(out)
+    repair_partial(sink)
     done = existing_rows(out)
     done_keys = set(map(tuple, done[list(KEY)].astype(str).to_numpy())) if len(done) else set()
-    meta = metadata(cfg)
-    meta_path(out).write_text(json.dumps({**meta, "complete": False}, indent=2, default=str))
-    models = models if models is not None else load_models(cfg)
+    meta = {**metadata(cfg, ident), "on_error": on_error}
+    write_meta(out, {**meta, "complete": False})
+    models = LazyModels(cfg, models)
     sampler = AxisSampler(ds, cfg.axis, seed=cfg.seed)
     sizes, names, variants, prompts = cfg.resolutions, cfg.models, cfg.variants, cfg.prompts
     per_image = len(sizes) * len(names) * len(variants) * len(prompts)
-    sink = partial_path(out)
     written = 0
+    image_index: dict[str, int] = {}
     bar = tqdm(total=len(indices) * per_image, disable=not progress, desc="sweep", unit="row")
     for i in indices:
         # Procedural scenes are named without rendering, so a resumed run skips them for free.
-        name = sampler.name(i)
+        name = ds.name(i) if isinstance(ds, ProceduralScenes) else _image_name(ds, i)
         for r, size in enumerate(sizes):
-            samples: dict[int, Sample | TargetDoesNotFit] = {}  # by the model's base side
+            loaded: dict[int | None, tuple[Sample | None, str | None]] = {}  # by base side
             for m, model_name in enumerate(names):
-                sam = models[model_name]
-                base = base_size(sam.image_encoder)[0]
-                patch = sam.image_encoder.patch_embed.proj.stride[0]
+                patch, side = patch_of(model_name), base_side(model_name)
                 for v, variant in enumerate(variants):
                     first = (((i * len(sizes) + r) * len(names) + m) * len(variants) + v) * len(
                         prompts
                     )
-                    if name is None:
-                        name = sampler.view(base).name(i) if cfg.axis == "extent" else ds[i].name
+                    base = side if cfg.axis == "extent" else None
+                    if not loaded and not isinstance(ds, ProceduralScenes):
+                        sample, problem = _load(sampler, i, size, base, prompts, cfg.seed)
+                        loaded[base] = sample, problem
+                        name = sample.name if sample is not None else name
+                    image_index[name] = i
                     keys = [(model_name, name, str(size), variant, p) for p in prompts]
                     if all(key in done_keys for key in keys):
                         bar.update(len(prompts))
                         continue
-                    if base not in samples:
-                        try:
-                            samples[base] = sampler.sample(i, size, base)
-                        except TargetDoesNotFit as e:
-                            samples[base] = e
-                    sample = samples[base]
-                    if isinstance(sample, TargetDoesNotFit):
-                        rows = skipped_rows(prompts, str(sample).splitlines()[0])
-                        extra = {"axis": cfg.axis, "tokens": (size // patch) ** 2,
-                                 "extent": size / base}  # fmt: skip
+                    if base not in loaded:
+                        loaded[base] = _load(sampler, i, size, base, prompts, cfg.seed)
+                    sample, problem = loaded[base]
+                    sam = models[model_name]
+                    extra: dict[str, object] = {
+                        "axis": cfg.axis,
+                        "tokens": (size // patch) ** 2,
+                        "extent": size / side,
+                    }
+                    if isinstance(problem, TargetDoesNotFit):
+                        rows = skipped_rows(prompts, str(problem).splitlines()[0])
+                    elif problem is not None:
+                        if on_error == "stop":
+                            kept = len(done) + written
+                            raise UserError(
+                                f"{_image_label(ds, i)}: {problem}; stopped ({kept} row(s) kept "
+                                f"in {sink}): fix or remove the file, or rerun with "
+                                "--on-error skip to record it and go on"
+                            )
+                        rows = error_rows(prompts, problem)
                     else:
+                        assert sample is not None
+                        extra = axis_columns(sample, cfg.axis, size, side, patch)
                         try:
                             rows = run_variant(sam, sample, variant, size, prompts, cfg.seed)
                         except ValueError as e:
                             if variant != "official":
                                 raise
                             rows = skipped_rows(prompts, str(e).splitlines()[0])
-                        extra = axis_columns(sample, cfg.axis, size, base, patch)
                     for p, row in enumerate(rows):
                         row.update(
                             **extra,
@@ -402,61 +1001,181 @@ def run_sweep(
                         bar.close()
                         return existing_rows(out)
     bar.close()
-    for sam in models.values():  # leave the models as they were built
+    for sam in dict.values(models):  # leave the models as they were built
         remove_basam(sam)
         set_input_size(sam, base_size(sam.image_encoder))
     df = existing_rows(out)
-    df = df.drop_duplicates(subset=list(KEY), keep="first")
-    write_final(out, df, {**meta, "complete": True, "rows": len(df)})
+    df = _renumber(df.drop_duplicates(subset=list(KEY), keep="first"), cfg, image_index)
+    errors = int((df["status"] == "error").sum())
+    write_final(out, df, {**meta, "complete": True, "rows": len(df), "error_rows": errors})
     return df.sort_values("row", kind="stable").reset_index(drop=True)
+
+
+def _load(
+    sampler: AxisSampler,
+    index: int,
+    size: int,
+    base: int | None,
+    prompts: Sequence[str],
+    seed: int,
+) -> tuple[Sample | None, str | TargetDoesNotFit | None]:
+    """Image ``index`` for a run at ``size`` on the sampler's axis (``base``: the model's base
+    side, for the extent axis) and a check that every prompt can be made from its mask:
+    (sample, None); (None, the problem) for an unreadable file or an unusable mask; (None, the
+    exception) for a window below the base size that cannot hold the target (a skipped row)."""
+    try:
+        sample = sampler.sample(index, size, base or size)
+        for p in prompts:
+            prompt_for(sample, PROMPTS[p], seed)
+    except TargetDoesNotFit as e:
+        return None, e
+    except (ValueError, OSError) as e:
+        return None, (str(e).splitlines() or [type(e).__name__])[0]
+    return sample, None
+
+
+def base_side(model: str) -> int:
+    """The base input side of a model by name, without building it (256 for the tiny models,
+    1024 for the official ones)."""
+    return TINY.img_size if model in TINY_NAMES else 1024
 
 
 # ---------------------------------------------------------------- command line
 
 
-def _shard(text: str) -> tuple[int, int]:
+def _shard(text: str) -> tuple[int, int] | str:
+    if text == "auto":
+        return "auto"
     try:
         k, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--shard wants K/N (e.g. 0/4), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--shard wants K/N (e.g. 0/4) or auto, got {text!r}"
+        ) from None
     if not 0 <= k < n:
         raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= K < N")
     return k, n
 
 
+def shard_from_env(env: dict[str, str] | None = None) -> tuple[int, int]:
+    """``--shard auto``: (K, N) from a SLURM job array (``SLURM_ARRAY_TASK_ID``, ``_COUNT``,
+    ``_MIN`` and ``_STEP``: ``--array=0-7`` or ``1-8`` alike) or from torchrun (``RANK``,
+    ``WORLD_SIZE``)."""
+    env = dict(os.environ if env is None else env)
+    try:
+        if "SLURM_ARRAY_TASK_ID" in env:
+            task = int(env["SLURM_ARRAY_TASK_ID"])
+            n = int(env["SLURM_ARRAY_TASK_COUNT"])
+            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+            step = int(env.get("SLURM_ARRAY_TASK_STEP", "1") or 1)
+            k, rem = divmod(task - first, step)
+            source = f"SLURM_ARRAY_TASK_ID={task} (array from {first}, step {step}, {n} tasks)"
+        elif "RANK" in env and "WORLD_SIZE" in env:
+            k, n, rem = int(env["RANK"]), int(env["WORLD_SIZE"]), 0
+            source = f"RANK={k}, WORLD_SIZE={n} (torchrun)"
+        else:
+            raise UserError(
+                "--shard auto found no scheduler: set by a SLURM job array "
+                "(SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT) or torchrun (RANK, WORLD_SIZE); "
+                "elsewhere give --shard K/N"
+            )
+    except (KeyError, ValueError) as e:
+        raise UserError(
+            f"--shard auto: scheduler variables unreadable ({e}): give --shard K/N"
+        ) from None
+    if rem or not 0 <= k < n:
+        raise UserError(
+            f"--shard auto: {source} is not one of {n} evenly spaced tasks: use a contiguous "
+            "array such as --array=0-7, or give --shard K/N"
+        )
+    return k, n
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = SweepConfig()
+    listed = " ".join
     p.add_argument(
         "--model",
         nargs="+",
         default=list(d.models),
-        help="tiny-vanilla, tiny-basam, tiny, vit_b, vit_l, vit_h (several allowed)",
+        help=f"{', '.join(MODEL_NAMES)} (several allowed; default: {listed(d.models)})",
     )
-    p.add_argument("--checkpoint", default=None, help="weights of the official model (.pth)")
-    p.add_argument("--variants", nargs="+", default=list(d.variants), choices=VARIANTS)
-    p.add_argument("--resolutions", nargs="+", type=int, default=list(d.resolutions))
+    p.add_argument(
+        "--checkpoint", default=None, help="weights of the official model (.pth); none for tiny"
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(d.variants),
+        choices=VARIANTS,
+        help=f"default: {listed(d.variants)}",
+    )
+    p.add_argument(
+        "--resolutions",
+        nargs="+",
+        type=int,
+        default=list(d.resolutions),
+        help=f"input sizes in px, multiples of 16 (default: {listed(map(str, d.resolutions))})",
+    )
     p.add_argument(
         "--dataset",
         default=d.dataset,
-        help="synthetic[:N] | folder:PATH | dis5k:PATH | duts:PATH | isic2016:PATH | "
-        "cod10k:PATH | coco:ANNOTATIONS.json:IMAGES",
+        help="synthetic[:N] | folder:PATH | dis5k:PATH[:SPLIT] | duts:PATH | isic2016:PATH | "
+        f"cod10k:PATH | coco:ANNOTATIONS.json:IMAGES (default: {d.dataset})",
     )
     p.add_argument(
         "--prompt",
         nargs="+",
         default=list(d.prompts),
         choices=tuple(PROMPTS),
-        help="box, point (centre point) or click (random seeded click)",
+        help=f"box, point (centre point) or click (random seeded click; default: "
+        f"{listed(d.prompts)})",
     )
-    p.add_argument("--out", default="results/sweep.csv", help=".csv or .parquet")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None, help="first N images only")
-    p.add_argument("--shard", type=_shard, default=(0, 1), help="K/N: images with index %% N == K")
+    p.add_argument(
+        "--out",
+        default="results/sweep.csv",
+        help=".csv or .parquet (default: results/sweep.csv); {k} and {n} become the shard",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a table of another run")
+    p.add_argument("--device", default=d.device, help=f"cpu, cuda or cuda:N (default: {d.device})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"default: {d.seed}")
+    p.add_argument("--limit", type=_positive, default=None, help="first N images only")
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        default=d.shard,
+        help="K/N: images with index %% N == K; auto: from SLURM array or torchrun variables",
+    )
+    p.add_argument(
+        "--on-error",
+        choices=ON_ERROR,
+        default="stop",
+        help="a bad image: stop (default; rows so far kept) or skip (a row with status error)",
+    )
     p.add_argument("--merge", nargs="+", default=None, help="merge these shard tables into --out")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="with --merge: write the union of missing or incomplete shards, marked partial",
+    )
+    p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
     p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--metric", default="iou", help="metric of the printed summary and the plot")
+    p.add_argument(
+        "--metric",
+        default="iou",
+        help=f"metric of the printed summary and the plot: {', '.join(NUMERIC_COLUMNS)} "
+        "(default: iou)",
+    )
     p.add_argument(
         "--axis",
         default="both",
@@ -488,12 +1207,21 @@ def run(args: argparse.Namespace) -> int:
         from .study import main_job
 
         return main_job(args)
-    out = Path(args.out)
+    if args.metric not in NUMERIC_COLUMNS:
+        raise UserError(
+            f"--metric {args.metric!r} is not a column of the sweep table: choose from "
+            f"{', '.join(NUMERIC_COLUMNS)}"
+        )
+    shard = shard_from_env() if args.shard == "auto" else args.shard
+    try:
+        out = Path(args.out.format(k=shard[0], n=shard[1]))
+    except (KeyError, IndexError, ValueError):
+        raise UserError(f"--out {args.out}: only {{k}} and {{n}} may be used in braces") from None
     if args.merge:
-        df = merge_shards(args.merge, out)
+        df = merge_shards(
+            args.merge, out, allow_partial=args.allow_partial, overwrite=args.overwrite
+        )
     else:
-        if args.threads:
-            torch.set_num_threads(args.threads)
         cfg = SweepConfig(
             models=tuple(args.model),
             checkpoint=args.checkpoint,
@@ -504,17 +1232,23 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             seed=args.seed,
             limit=args.limit,
-            shard=args.shard,
+            shard=shard,
             axis=getattr(args, "axis", "zoom"),
         )
+        if args.threads:
+            torch.set_num_threads(args.threads)
         t0 = time.perf_counter()
-        df = run_sweep(cfg, out)
+        df = run_sweep(cfg, out, on_error=args.on_error, overwrite=args.overwrite)
         print(f"{len(df)} rows in {out} ({time.perf_counter() - t0:.0f} s this run)")
+        errors = df[df["status"] == "error"].drop_duplicates("image")
+        for _, row in errors.iterrows():
+            print(f"skipped (error): {row['image']}: {row['reason']}")
     with pd.option_context("display.width", 160, "display.max_columns", 30):
         print(f"mean {args.metric} per variant x resolution:")
         print(summary_table(df, metric=args.metric).round(3).to_string())
-    if not args.no_plot:
-        png = out.with_suffix(".png")
-        plot_sweep(df, png, metric=args.metric)
+    if not args.no_plot and (df["status"] == "ok").any():
+        png = plot_path(out)
+        with output_lock(png):
+            plot_sweep(df, png, metric=args.metric)
         print(f"plot: {png}")
     return 0

@@ -1,0 +1,72 @@
+"""Writing result files safely: atomic replacement and one writer per output.
+
+- :func:`atomic_write`: a file is written to a temporary name in its folder, flushed and
+  renamed over the target (``os.replace``), so a reader or a killed run sees the old file or
+  the new one, never a half-written one.
+- :func:`output_lock`: an exclusive lock (``filelock``) on ``OUT.lock`` while a run writes
+  ``OUT``; a second writer is refused at once with a :class:`~basam_lite.errors.UserError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from .errors import UserError
+
+
+def lock_path(out: Path) -> Path:
+    return out.with_name(out.name + ".lock")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix unless given); when the block ends
+    without an exception it replaces ``path``, otherwise it is deleted."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix, dir=path.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_with(path: str | os.PathLike, writer: Callable[[Path], object]) -> None:
+    """``writer(tmp)`` writes the file; ``path`` is then replaced by it atomically."""
+    with atomic_write(path) as tmp:
+        writer(tmp)
+
+
+@contextlib.contextmanager
+def output_lock(out: str | os.PathLike) -> Iterator[None]:
+    """Hold ``OUT.lock`` while writing ``OUT``; refuse if another process holds it."""
+    out = Path(out)
+    lock = FileLock(str(lock_path(out)), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(
+            f"another run is writing {out} (it holds {lock_path(out)}): wait for it to finish, "
+            f"or write elsewhere with --out"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
