@@ -121,6 +121,8 @@ def test_cli_runs_and_plots(tmp_path):
         "128",
         "--dataset",
         "synthetic:1",
+        "--axis",
+        "zoom",
         "--out",
         str(out),
     ]

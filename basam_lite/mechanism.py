@@ -1,0 +1,178 @@
+r"""The mechanism along both axes: attention entropy and distance in the global blocks against
+the number of keys, per variant, on the same images and the same query points.
+
+For each image, axis (``zoom`` or ``extent``, :mod:`basam_lite.axes`) and input side S, a few
+query tokens are drawn once per image (seeded) among the tokens the target object covers at the
+base size; on the extent axis they are those same tokens moved with the target tile, on the zoom
+axis the tokens holding the same image points at S. :func:`basam_lite.capture_attention`
+recomputes their attention rows in every global block, and each row gives
+
+- the entropy :math:`H = -\sum_j p_j \ln p_j` in nats and :math:`H / \ln n` (``n`` keys);
+- the mean attention distance :math:`\sum_j p_j \lVert p_i - p_j \rVert` in tokens and in
+  input pixels.
+
+The scale's derivation promises that lambda keeps the entropy of a row flat as ``n`` grows
+(:mod:`basam_lite.scaling`): on the extent axis, where the image content near the query does
+not change, that is the claim to check.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from segment_anything.modeling import Sam
+
+from .analysis import entropy, mean_attention_distance
+from .axes import AxisSampler, TargetDoesNotFit
+from .capture import capture_attention
+from .datasets import Sample
+from .datasets.extent import ExtentSample
+from .errors import UserError
+from .patch import BASAMConfig, apply_basam, remove_basam
+from .predictor import BASAMPredictor
+from .resolution import base_size, input_size, patch_size, set_input_size
+
+MECHANISM_VARIANTS = ("vanilla", "scale", "bias", "paper")
+"""The variants whose attention the mechanism study compares (presets of those names)."""
+
+
+def object_tokens(mask: np.ndarray, patch: int) -> np.ndarray:
+    """(row, col) of the tokens whose ``patch`` x ``patch`` cell holds an object pixel:
+    ``[T, 2]`` int, row-major (``mask`` (H, W) bool with H, W multiples of ``patch``)."""
+    h, w = mask.shape
+    if h % patch or w % patch:
+        raise UserError(f"mask of {h} x {w} px is not on the {patch} px patch grid")
+    cells = mask.reshape(h // patch, patch, w // patch, patch).any(axis=(1, 3))
+    return np.argwhere(cells)
+
+
+def query_tokens(sample: Sample, base_tokens: np.ndarray, axis: str, size: int, base: int,
+                 patch: int) -> list[tuple[int, int]]:  # fmt: skip
+    """The chosen base-size tokens (``[Q, 2]`` on the base grid of the target tile) as tokens
+    of ``sample``'s grid at input side ``size``: shifted with the target on the extent axis,
+    the token holding each token's centre on the zoom axis."""
+    if axis == "extent":
+        assert isinstance(sample, ExtentSample)
+        t0, l0, _, _ = sample.tile_region
+        top, left, _, _ = sample.region
+        dr, dc = (top - t0) // patch, (left - l0) // patch
+        return [(int(r + dr), int(c + dc)) for r, c in base_tokens]
+    factor = size / base
+    return [(int((r + 0.5) * factor), int((c + 0.5) * factor)) for r, c in base_tokens]
+
+
+@torch.no_grad()
+def attention_along_axes(
+    sam: Sam,
+    dataset: Sequence[Sample],
+    sizes: dict[str, Sequence[int]],
+    variants: dict[str, BASAMConfig | None] | None = None,
+    images: int = 4,
+    queries: int = 8,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Entropy and mean attention distance per (image, axis, size, variant, global block).
+
+    Args:
+        sam: the model (left at its input size and patch as it was).
+        dataset: images (procedural scenes or any ``Sequence[Sample]``).
+        sizes: input sides per axis, e.g. ``{"zoom": (128, 256, 512), "extent": (256, 512)}``.
+        variants: name -> config (None: plain attention); default the presets of
+            :data:`MECHANISM_VARIANTS`.
+        images: the first ``images`` images of ``dataset``.
+        queries: query tokens per image (fewer when the object covers fewer tokens).
+        seed: draws the query tokens (with each image's name).
+
+    Returns one row per (image, axis, size, variant, block) with ``keys`` (tokens), ``extent``
+    (S / base), ``entropy``, ``normalised_entropy``, ``distance_tokens`` and ``distance_px``,
+    each the mean over heads and queries. A window that cannot hold the target is left out.
+    """
+    if variants is None:
+        variants = {
+            v: None if v == "vanilla" else BASAMConfig.preset(v) for v in MECHANISM_VARIANTS
+        }
+    for axis in sizes:
+        if axis not in ("zoom", "extent"):
+            raise UserError(f"unknown axis {axis!r} in sizes: use 'zoom' and/or 'extent'")
+    enc = sam.image_encoder
+    patch = patch_size(enc)
+    base = base_size(enc)[0]
+    blocks = [i for i, b in enumerate(enc.blocks) if b.window_size == 0]
+    previous_size = input_size(sam)
+    previous = getattr(enc, "basam_config", None)
+    samplers = {axis: AxisSampler(dataset, axis, seed=seed, patch=patch) for axis in sizes}
+    rows = []
+    try:
+        for i in range(min(images, len(dataset))):
+            tile = samplers.get("extent", AxisSampler(dataset, "extent", seed=seed)).view(base)
+            target = tile.tile(i)
+            tokens = object_tokens(target.mask, patch)
+            rng = np.random.default_rng([seed, zlib.crc32(target.name.encode())])
+            pick = tokens[np.sort(rng.choice(len(tokens), min(queries, len(tokens)), False))]
+            for axis, axis_sizes in sizes.items():
+                for size in axis_sizes:
+                    try:
+                        sample = samplers[axis].sample(i, size, base)
+                    except TargetDoesNotFit:
+                        continue
+                    if axis == "zoom" and sample.hw != (size, size):
+                        sample = _square(sample, size)
+                    qs = query_tokens(sample, pick, axis, size, base, patch)
+                    grid = (size // patch, size // patch)
+                    qpos = torch.tensor(qs)
+                    set_input_size(sam, size)
+                    for name, config in variants.items():
+                        remove_basam(sam)
+                        if config is not None:
+                            apply_basam(sam, config)
+                        with capture_attention(sam, blocks=blocks, queries=qs) as cap:
+                            BASAMPredictor(sam).set_image(sample.image)
+                        for b in blocks:
+                            probs = cap.maps[b]  # [1, heads, Q, N]
+                            ent = entropy(probs)[0]
+                            dist = mean_attention_distance(probs, grid, qpos, patch=1)[0]
+                            n = grid[0] * grid[1]
+                            rows.append(
+                                {
+                                    "image": sample.name,
+                                    "axis": axis,
+                                    "resolution": size,
+                                    "keys": n,
+                                    "extent": size / base,
+                                    "variant": name,
+                                    "block": b,
+                                    "entropy": ent.mean().item(),
+                                    "normalised_entropy": (ent / np.log(n)).mean().item(),
+                                    "distance_tokens": dist.mean().item(),
+                                    "distance_px": dist.mean().item() * patch,
+                                }
+                            )
+    finally:
+        remove_basam(sam)
+        set_input_size(sam, previous_size)
+        if previous is not None:
+            apply_basam(sam, previous)
+    return pd.DataFrame(rows)
+
+
+def _square(sample: Sample, size: int) -> Sample:
+    """A file image resized to ``size x size`` (the zoom axis's queries need a square frame)."""
+    from .datasets.extent import resize_to_tile
+
+    return resize_to_tile(sample, size)
+
+
+def mechanism_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean entropy, normalised entropy and distance per (axis, variant, block) and size:
+    rows (axis, variant, block, statistic), one column per input side."""
+    stats = ["entropy", "normalised_entropy", "distance_px"]
+    long = df.melt(
+        id_vars=["axis", "variant", "block", "resolution"], value_vars=stats, var_name="statistic"
+    )
+    return long.pivot_table(
+        index=["axis", "variant", "block", "statistic"], columns="resolution", values="value"
+    )
