@@ -19,7 +19,7 @@ from segment_anything.modeling.image_encoder import Attention
 from torch import Tensor, nn
 
 from .attention import ATTENTION_PATHS, AttentionBias, AttentionPath, attend, decomposed_rel_pos
-from .masks import METRICS, Metric, resolve_slopes
+from .masks import MASK_UNITS, METRICS, MaskUnits, Metric, base_unit_scale, resolve_slopes
 from .resolution import base_grid, install_dynamic_encoder, uninstall_dynamic_encoder
 from .scaling import SCALE_MODES, ScaleMode, attention_scale, check_choice
 
@@ -51,6 +51,11 @@ class BASAMConfig:
         drop_rel_pos: zero SAM's rel-pos tables, as the official code does when it loads SAM
             weights (restored by :func:`remove_basam`).
         path: attention path (see :mod:`basam_lite.attention`); ``"auto"`` picks by size.
+        mask_units: the unit of the ``alibi2d`` mask's distances in the global blocks:
+            ``"patch"`` (patches of the current grid, the paper's mask) or ``"base"`` (patches
+            of the base grid, :func:`basam_lite.masks.base_unit_scale`; this project's own
+            variant). Windowed blocks see a fixed window at every size: their mask stays in
+            patches.
     """
 
     scale: ScaleMode = "none"
@@ -65,6 +70,7 @@ class BASAMConfig:
     use_abs_pos: bool = True
     drop_rel_pos: bool = False
     path: AttentionPath = "auto"
+    mask_units: MaskUnits = "patch"
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
@@ -73,6 +79,12 @@ class BASAMConfig:
         check_choice(self.metric, METRICS, "distance metric")
         check_choice(self.blocks, BLOCK_CHOICES, "blocks choice")
         check_choice(self.path, ATTENTION_PATHS, "attention path")
+        check_choice(self.mask_units, MASK_UNITS, "mask distance unit")
+        if self.mask_units != "patch" and self.bias != "alibi2d":
+            raise ValueError(
+                f"mask_units={self.mask_units!r} sets the unit of the alibi2d mask's distances: "
+                "use it with bias='alibi2d'"
+            )
         if not math.isfinite(self.gain) or self.gain < 0:
             raise ValueError(f"gain must be finite and >= 0, got {self.gain!r}")
         if self.train_keys is not None and (
@@ -103,6 +115,13 @@ class BASAMConfig:
         return cls(scale="log_ratio", bias="alibi2d", name="paper")
 
     @classmethod
+    def paper_base(cls) -> BASAMConfig:
+        """This project's variant, not the paper's: ``paper`` with the mask's distances in
+        patches of the base grid (``mask_units="base"``), so it covers the same share of the
+        image at every input size (the position-interpolation analogue for the mask)."""
+        return cls(scale="log_ratio", bias="alibi2d", mask_units="base", name="paper_base")
+
+    @classmethod
     def official(cls) -> BASAMConfig:
         """The official code's behaviour: integer scale (global blocks), learnable coefficient
         times rel-pos in every block, no absolute position embedding, rel-pos tables zeroed."""
@@ -117,12 +136,13 @@ class BASAMConfig:
 
     @classmethod
     def preset(cls, name: str) -> BASAMConfig:
-        """A preset by name: vanilla, scale, bias, paper or official."""
+        """A preset by name: vanilla, scale, bias, paper, paper_base or official."""
         presets = {
             "vanilla": cls.vanilla,
             "scale": cls.scale_only,
             "bias": cls.bias_only,
             "paper": cls.paper,
+            "paper_base": cls.paper_base,
             "official": cls.official,
         }
         check_choice(name, tuple(presets), "BA-SAM preset")
@@ -145,6 +165,7 @@ class BlockState:
     active: bool  # does this block get BA-SAM (scale and bias)?
     train_keys: int
     slopes: Tensor | None
+    base_grid: tuple[int, int] = (0, 0)  # the encoder's base token grid (mask_units="base")
     capture_hook: object = None  # set by capture_attention
 
     def scale_for(self, num_keys: int) -> float:
@@ -173,6 +194,8 @@ def basam_attention_forward(self: Attention, x: Tensor) -> Tensor:
         gain = getattr(self, "basam_gain", None)
         slopes = state.slopes.to(q.device)
         bias.slopes = slopes * (gain if gain is not None else state.config.gain)
+        if state.config.mask_units == "base" and state.is_global:
+            bias.distance_scale = base_unit_scale((rows, cols), state.base_grid)
     if state.capture_hook is not None:
         state.capture_hook(self, q, k, scale, bias)  # type: ignore[operator]
     out = attend(q, k, v, scale, bias, path=state.config.path)
@@ -222,7 +245,9 @@ def apply_basam(model: nn.Module, config: BASAMConfig | None = None) -> nn.Modul
         slopes = None
         if config.bias == "alibi2d":
             slopes = resolve_slopes(attn.num_heads, config.slopes)
-        attn.basam_state = BlockState(config, is_global, active, train_keys, slopes)
+        attn.basam_state = BlockState(
+            config, is_global, active, train_keys, slopes, base_grid=tuple(grid)
+        )
         if active and config.learnable_gain:
             attn.basam_gain = nn.Parameter(torch.tensor(float(config.gain), device=param.device))
         if active and config.bias == "official_relpos" and attn.use_rel_pos:

@@ -8,6 +8,9 @@ model in a variant's state and back.
 - ``vanilla``: the stock SAM at size S (position embedding interpolated, nothing patched).
 - ``scale``, ``bias``, ``paper``, ``official``: the :class:`BASAMConfig` presets of those names
   at size S (``official`` refuses sizes below the base size).
+- ``paper_base`` (this project's own, not the paper's): ``paper`` with the mask's distances in
+  base-grid patches (``BASAMConfig.paper_base``), so the mask covers the same share of the image
+  at every size.
 - ``resize``: the stock SAM at its base size; the caller resizes the image (the information
   available at S, brought to the size the model was built for: what a user would do).
 """
@@ -75,6 +78,14 @@ VARIANTS: tuple[Variant, ...] = (
         "paper (scale + bias)",
         BASAMConfig.preset("paper"),
         note="the paper's reading: lambda and the 2-D ALiBi mask in the global blocks",
+    ),
+    Variant(
+        "paper_base",
+        "paper, base-grid mask (this project's)",
+        BASAMConfig.preset("paper_base"),
+        own=True,
+        note="this project's variant: paper with the mask's distances in base-grid patches, so "
+        "it covers the same share of the image at every size",
     ),
     Variant(
         "official",

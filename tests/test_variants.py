@@ -18,14 +18,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_registry_names_order_and_presets() -> None:
-    assert vr.variant_names() == ("vanilla", "scale", "bias", "paper", "official", "resize")
+    assert vr.variant_names() == (
+        "vanilla", "scale", "bias", "paper", "paper_base", "official", "resize"
+    )  # fmt: skip
     for v in vr.VARIANTS:
         assert vr.get_variant(v.name) is v
         if v.config is not None:
             assert v.config == bl.BASAMConfig.preset(v.name)
             assert v.config.name == v.name
     assert vr.get_variant("resize").transform == "resize_to_base"
-    assert [v.name for v in vr.VARIANTS if v.own] == ["resize"]
+    assert [v.name for v in vr.VARIANTS if v.own] == ["paper_base", "resize"]
 
 
 def test_unknown_variant_names_the_known_ones() -> None:
