@@ -19,6 +19,7 @@ from .errors import UserError
 COMMANDS = {
     "demo": ("basam_lite.demo", "segment one scene with a patched tiny SAM at three sizes"),
     "sweep": ("basam_lite.sweep", "zero-shot resolution sweep: model x variant x size x data"),
+    "study": ("basam_lite.study", "detail or length: both axes on many images, paired statistics"),
     "train": ("basam_lite.train", "train or fine-tune a tiny SAM on procedural scenes"),
     "bench": ("basam_lite.bench", "attention speed and memory, side by side"),
 }

@@ -63,3 +63,91 @@ def tables(out: str | Path) -> pd.DataFrame:
 
     parts = [read_table(p) for p in (Path(out), extent_path(out)) if Path(p).exists()]
     return pd.concat(parts, ignore_index=True)
+
+
+# ---------------------------------------------------------------- the full study
+
+STUDY_IMAGES = 200
+"""Images of the full study (see ``--images``; sized from a pilot's per-image SD, README)."""
+STUDY_ZOOM = (128, 256, 512, 1024)
+STUDY_EXTENT = (128, 256, 512, 768)
+STUDY_OUT = "results/study/sweep.csv"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", type=int, default=STUDY_IMAGES, help="procedural test scenes")
+    p.add_argument("--zoom-resolutions", nargs="+", type=int, default=list(STUDY_ZOOM))
+    p.add_argument("--extent-resolutions", nargs="+", type=int, default=list(STUDY_EXTENT))
+    p.add_argument("--model", nargs="+", default=["tiny-vanilla", "tiny-basam"])
+    p.add_argument("--variants", nargs="+", default=None, help="default: every variant")
+    p.add_argument("--prompt", nargs="+", default=["box", "point"])
+    p.add_argument("--dataset", default=None, help="default: synthetic:IMAGES")
+    p.add_argument("--out", default=STUDY_OUT, help="zoom table; the extent one goes beside it")
+    p.add_argument("--shard", default="0/1", help="K/N, as for the sweep (merge with sweep)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--target-se", type=float, default=0.01, help="for the images-needed column")
+    p.add_argument("--findings-only", action="store_true", help="tables exist: just report")
+
+
+def sweep_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The ``sweep`` command line of the study (both axes)."""
+    from . import sweep
+
+    parser = argparse.ArgumentParser()
+    sweep.add_arguments(parser)
+    argv = [
+        "--axis", "both",
+        "--model", *args.model,
+        "--resolutions", *map(str, args.zoom_resolutions),
+        "--extent-resolutions", *map(str, args.extent_resolutions),
+        "--extent-limit", str(args.images),
+        "--dataset", args.dataset or f"synthetic:{args.images}",
+        "--prompt", *args.prompt,
+        "--out", args.out,
+        "--shard", args.shard,
+        "--device", args.device,
+    ]  # fmt: skip
+    if args.variants:
+        argv += ["--variants", *args.variants]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    return parser.parse_args(argv)
+
+
+def report(out: str | Path, target_se: float = 0.01) -> str:
+    """The findings of a two-axis run (``out`` and ``OUT_extent.csv``): the paired table with
+    intervals and Holm marks, and the images each cell would need for a standard error of
+    ``target_se``. Written to ``OUT.findings.md`` and returned."""
+    from .stats import findings_table, images_needed, paired_table
+
+    df = tables(out)
+    text = findings_table(df)
+    t = paired_table(df)
+    t["needed"] = images_needed(t["sd"].to_numpy(), target_se)
+    worst = t.loc[t["se"].idxmax()]
+    lines = [
+        text,
+        "",
+        f"Largest standard error: {100 * worst['se']:.2f} points ({worst['model']}, "
+        f"{worst['axis']}, {worst['resolution']} px, {worst['prompt']}, {worst['variant']}; "
+        f"per-image SD {100 * worst['sd']:.1f} points over {int(worst['images'])} images); "
+        f"{int(t['needed'].max())} images would bring every cell to {100 * target_se:.1f}.",
+    ]
+    body = "\n".join(lines)
+    path = Path(out).with_suffix(".findings.md")
+    path.write_text(body + "\n")
+    return body
+
+
+def run(args: argparse.Namespace) -> int:
+    from .errors import UserError
+
+    if args.images < 2:
+        raise UserError(f"--images {args.images}: the extent axis needs at least 2 images")
+    if not args.findings_only:
+        status = main_job(sweep_args(args))
+        if status:
+            return status
+    print(report(args.out, args.target_se))
+    return 0

@@ -135,3 +135,23 @@ def test_main_job_runs_both_axes_and_one_figure(tmp_path, capsys):
     assert set(extent["axis"]) == {"extent"} and sorted(set(extent["resolution"])) == [256, 512]
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
     assert np.isfinite(extent["iou"]).all()
+
+
+def test_study_command_writes_both_tables_and_generated_findings(tmp_path, capsys):
+    from basam_lite.__main__ import main
+
+    out = tmp_path / "study" / "sweep.csv"
+    argv = ["study", "--images", "2", "--model", "tiny", "--variants", "vanilla", "scale",
+            "--zoom-resolutions", "256", "--extent-resolutions", "256", "512",
+            "--prompt", "box", "--threads", "1", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    findings = out.with_suffix(".findings.md").read_text()
+    assert "| tiny | extent | 512 | box | scale |" in findings and findings.strip() in text
+    assert "cells differ from vanilla after Holm's correction" in findings
+    assert "Largest standard error" in findings
+    # Reporting again from the tables gives the same text.
+    assert main([*argv, "--findings-only"]) == 0
+    assert out.with_suffix(".findings.md").read_text() == findings
+    assert main(["study", "--images", "1"]) == 2
+    assert "at least 2 images" in capsys.readouterr().err
