@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Literal, get_args
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 
@@ -51,6 +52,7 @@ __all__ = [
     "TargetDoesNotFit",
     "axis_columns",
     "check_axis",
+    "geometry_table",
     "scored",
 ]
 
@@ -163,3 +165,21 @@ def axis_columns(sample: Sample, axis: str, size: int, base: int, patch: int) ->
 def nan_scores() -> dict[str, float]:
     """Every metric column NaN (a row that did not run)."""
     return dict.fromkeys((*METRIC_COLUMNS, *LEGACY_COLUMNS, "canvas_iou"), float("nan"))
+
+
+def geometry_table(
+    dataset: Sequence[Sample], index: int, base: int, sizes: Sequence[int], patch: int = 16
+) -> pd.DataFrame:
+    """What each axis does to image ``index`` at each input side: one row per (axis, side) with
+    the token count, the factor S / B, the target's area in tokens and its token-grid ceiling
+    (no model involved). Windows that cannot hold the target are left out."""
+    rows = []
+    for axis in AXES:
+        sampler = AxisSampler(dataset, axis, patch=patch)  # type: ignore[arg-type]
+        for size in sizes:
+            try:
+                sample = sampler.sample(index, size, base)
+            except TargetDoesNotFit:
+                continue
+            rows.append({"side": size, **axis_columns(sample, axis, size, base, patch)})
+    return pd.DataFrame(rows)

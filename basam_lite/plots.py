@@ -182,3 +182,29 @@ def plot_axes(
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def plot_axis_examples(dataset, index: int, base: int, side: int, size: float = 3.0):
+    """The same image on both axes at input side ``side``: the base-size tile, the zoom input
+    and the extent canvas, each with the target's region outlined (the object in yellow).
+    Returns the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from .axes import AxisSampler
+
+    panels = [
+        (f"base size {base} px", AxisSampler(dataset, "zoom").sample(index, base, base)),
+        (f"zoom: {side} px", AxisSampler(dataset, "zoom").sample(index, side, base)),
+        (f"extent: {side} px canvas", AxisSampler(dataset, "extent").sample(index, side, base)),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(3 * size, size))
+    for ax, (title, s) in zip(axes, panels, strict=True):
+        ax.imshow(s.image)
+        ax.contour(s.mask, levels=[0.5], colors="yellow", linewidths=1)
+        t, lft, b, r = getattr(s, "region", (0, 0, *s.hw))
+        ax.add_patch(Rectangle((lft - 0.5, t - 0.5), r - lft, b - t, fill=False, ec="red", lw=1))
+        ax.set_title(f"{title} ({(s.hw[0] // 16) ** 2} tokens)", fontsize=9)
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
