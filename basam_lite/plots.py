@@ -118,14 +118,15 @@ def ceiling_table(df: pd.DataFrame) -> pd.Series:
 def plot_axes(
     zoom: pd.DataFrame,
     extent: pd.DataFrame,
-    path: str | Path,
+    path: str | Path | None,
     metric: str = "iou",
     variants: tuple[str, ...] | None = None,
-) -> Path:
+):
     """Zoom and extent side by side: mean ``metric`` against the input side, one line per
     variant, one row of panels per (model, prompt), the token-grid ceiling (the IoU of a mask
     right at every token) as a dashed black line and each model's base size dotted. On the
-    extent axis the metric is the target's region, so the ceiling is flat. Saved to ``path``."""
+    extent axis the metric is the target's region, so the ceiling is flat. Saved to ``path``
+    (and closed; the path is returned), or, with ``path=None``, the figure is returned."""
     import matplotlib.pyplot as plt
 
     both = pd.concat([_ok(zoom), _ok(extent)], ignore_index=True)
@@ -177,6 +178,8 @@ def plot_axes(
                bbox_to_anchor=(0.5, 1.0))  # fmt: skip
     fig.suptitle("Detail or length: zoom (more pixels) against extent (more canvas)", y=1.03)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
+    if path is None:
+        return fig
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")

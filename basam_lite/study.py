@@ -56,6 +56,39 @@ def main_job(args: argparse.Namespace) -> int:
     return 0
 
 
+def live_axes(
+    sam: object,
+    model_name: str,
+    sizes: tuple[int, ...],
+    images: int = 4,
+    variants: tuple[str, ...] = ("vanilla", "scale", "paper", "paper_base"),
+    prompts: tuple[str, ...] = ("box",),
+    dataset: str | None = None,
+) -> pd.DataFrame:
+    """A small sweep on both axes for a notebook: ``sam`` (named ``model_name``) on the first
+    ``images`` procedural test scenes at ``sizes`` with ``variants``; the two tables,
+    concatenated (written to a temporary folder, then deleted)."""
+    import tempfile
+
+    from .sweep import SweepConfig, run_sweep
+
+    parts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for axis in ("zoom", "extent"):
+            cfg = SweepConfig(
+                models=(model_name,),
+                variants=variants,
+                resolutions=sizes,
+                dataset=dataset or f"synthetic:{max(images, 2)}",
+                prompts=prompts,
+                limit=images,
+                axis=axis,
+            )
+            out = Path(tmp) / f"{axis}.csv"
+            parts.append(run_sweep(cfg, out, progress=False, models={model_name: sam}))
+    return pd.concat(parts, ignore_index=True)
+
+
 def tables(out: str | Path) -> pd.DataFrame:
     """The zoom and extent tables of a two-axis run, concatenated (an ``axis`` column tells
     them apart)."""
