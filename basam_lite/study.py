@@ -2,8 +2,9 @@
 
 ``python -m basam_lite sweep`` (no arguments) is :func:`main_job`: the zoom sweep into ``--out``
 (``results/sweep.csv``), the extent sweep into ``OUT_extent.csv`` on fewer sizes and images
-(``--extent-resolutions``, default 128, 256 and 512 px; ``--extent-limit``, default 12), both summaries printed, and one figure
-(``OUT.png``) with the two axes side by side and the token-grid ceiling on each.
+(``--extent-resolutions``, default 128, 256 and 512 px; ``--extent-limit``, default 12), both
+summaries printed, and one figure (``OUT.png``) with the two axes side by side and the
+token-grid ceiling on each.
 
 ``python -m basam_lite study`` is the same two sweeps on enough images that the paired standard
 error of each variant's difference from vanilla is about one IoU point at the key sizes, written
