@@ -2,12 +2,14 @@
 
 Every dataset is a ``Sequence[Sample]``: ``Sample.image`` (H, W, 3) uint8 RGB, ``Sample.mask``
 (H, W) bool, ``Sample.name`` a stable id. ``open_dataset`` turns a command-line spec string
-("synthetic:24", "dis5k:/data/DIS5K:DIS-TE2", ...) into one.
+("synthetic:24", "dis5k:/data/DIS5K:DIS-TE2", ...) into one; ``ExtentView`` shows any of them
+along the extent axis (the image at a model's base size inside a larger canvas).
 """
 
 from __future__ import annotations
 
 from .coco import CocoInstances
+from .extent import ExtentSample, ExtentView, TargetDoesNotFit
 from .folders import (
     DIS5K_SPLITS,
     ConcatDataset,
@@ -49,6 +51,8 @@ __all__ = [
     "TEXTURE_KINDS",
     "CocoInstances",
     "ConcatDataset",
+    "ExtentSample",
+    "ExtentView",
     "FolderDataset",
     "ProceduralScenes",
     "Prompt",
@@ -56,6 +60,7 @@ __all__ = [
     "Scene",
     "SceneMix",
     "SceneObject",
+    "TargetDoesNotFit",
     "batch_prompts",
     "box_from_mask",
     "center_point",
