@@ -211,3 +211,41 @@ def plot_axis_examples(dataset, index: int, base: int, side: int, size: float = 
         ax.set_axis_off()
     fig.tight_layout()
     return fig
+
+
+def plot_mechanism(df: pd.DataFrame, path: str | Path | None = None, statistic: str = "entropy"):
+    """``statistic`` of the global blocks' attention (:func:`basam_lite.mechanism.
+    attention_along_axes`) against the number of keys: one panel per (axis, block), one line
+    per variant, mean over images. Saved to ``path`` (returned), or the figure when None."""
+    import matplotlib.pyplot as plt
+
+    blocks = sorted(df["block"].unique())
+    axes_names = [a for a in ("zoom", "extent") if a in set(df["axis"])]
+    fig, axes = plt.subplots(
+        len(axes_names), len(blocks), figsize=(3.2 * len(blocks), 2.8 * len(axes_names)),
+        sharey=True, squeeze=False,
+    )  # fmt: skip
+    order = variant_order(df["variant"])
+    for r, axis in enumerate(axes_names):
+        for c, block in enumerate(blocks):
+            ax = axes[r, c]
+            part = df[(df["axis"] == axis) & (df["block"] == block)]
+            means = part.groupby(["variant", "keys"])[statistic].mean()
+            for variant in order:
+                if variant in means.index.get_level_values(0):
+                    line = means.loc[variant]
+                    ax.plot(line.index, line.values, marker="o", ms=3, label=variant)
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"{axis}, block {block}", fontsize=9)
+            ax.set_xlabel("keys per softmax row")
+            ax.grid(alpha=0.3)
+        axes[r, 0].set_ylabel(statistic.replace("_", " "))
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    if path is None:
+        return fig
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

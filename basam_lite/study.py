@@ -127,6 +127,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--target-se", type=float, default=0.01, help="for the images-needed column")
     p.add_argument("--findings-only", action="store_true", help="tables exist: just report")
+    p.add_argument(
+        "--mechanism-images",
+        type=int,
+        default=8,
+        help="images of the attention-entropy study (0: skip it)",
+    )
 
 
 def sweep_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -174,8 +180,9 @@ def report(out: str | Path, target_se: float = 0.01) -> str:
         f"{int(t['needed'].max())} images would bring every cell to {100 * target_se:.1f}.",
     ]
     body = "\n".join(lines)
-    path = Path(out).with_suffix(".findings.md")
-    path.write_text(body + "\n")
+    from .outputs import write_text_atomic
+
+    write_text_atomic(Path(out).with_suffix(".findings.md"), body + "\n")
     return body
 
 
@@ -188,5 +195,36 @@ def run(args: argparse.Namespace) -> int:
         status = main_job(sweep_args(args))
         if status:
             return status
+        if args.mechanism_images:
+            print(mechanism_study(args))
     print(report(args.out, args.target_se))
     return 0
+
+
+def mechanism_study(args: argparse.Namespace) -> str:
+    """Attention entropy and distance along both axes for every model of the study (the first
+    ``--mechanism-images`` scenes, 8 query tokens on each target), written to
+    ``OUT.mechanism.csv`` and ``OUT.mechanism.png``; returns the summary table as text."""
+    import torch
+
+    from .datasets import open_dataset
+    from .mechanism import attention_along_axes, mechanism_summary
+    from .models import build_sam
+    from .outputs import write_text_atomic
+    from .plots import plot_mechanism
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ds = open_dataset(args.dataset or f"synthetic:{args.images}")
+    sizes = {"zoom": tuple(args.zoom_resolutions), "extent": tuple(args.extent_resolutions)}
+    parts = []
+    for name in args.model:
+        sam = build_sam(name).to(args.device).eval()
+        df = attention_along_axes(sam, ds, sizes, images=args.mechanism_images, queries=8)
+        parts.append(df.assign(model=name))
+    df = pd.concat(parts, ignore_index=True)
+    out = Path(args.out)
+    write_text_atomic(out.with_suffix(".mechanism.csv"), df.to_csv(index=False))
+    plot_mechanism(df, out.with_suffix(".mechanism.png"))
+    table = {m: mechanism_summary(d) for m, d in df.groupby("model")}
+    return "\n\n".join(f"{m}:\n{t.round(3).to_string()}" for m, t in table.items())

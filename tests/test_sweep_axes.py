@@ -143,8 +143,12 @@ def test_study_command_writes_both_tables_and_generated_findings(tmp_path, capsy
     out = tmp_path / "study" / "sweep.csv"
     argv = ["study", "--images", "2", "--model", "tiny", "--variants", "vanilla", "scale",
             "--zoom-resolutions", "256", "--extent-resolutions", "256", "512",
-            "--prompt", "box", "--threads", "1", "--out", str(out)]  # fmt: skip
+            "--prompt", "box", "--threads", "1", "--out", str(out),
+            "--mechanism-images", "1"]  # fmt: skip
     assert main(argv) == 0
+    mech = pd.read_csv(out.with_suffix(".mechanism.csv"))
+    assert set(mech["axis"]) == {"zoom", "extent"} and set(mech["keys"]) == {256, 1024}
+    assert out.with_suffix(".mechanism.png").exists()
     text = capsys.readouterr().out
     findings = out.with_suffix(".findings.md").read_text()
     assert "| tiny | extent | 512 | box | scale |" in findings and findings.strip() in text
