@@ -2,7 +2,7 @@
 
 ``python -m basam_lite sweep`` (no arguments) is :func:`main_job`: the zoom sweep into ``--out``
 (``results/sweep.csv``), the extent sweep into ``OUT_extent.csv`` on fewer sizes and images
-(``--extent-resolutions``, default 128, 256 and 512 px; ``--extent-limit``, default 12), both
+(``--extent-resolutions``, default 192, 256 and 512 px; ``--extent-limit``, default 12), both
 summaries printed, and one figure (``OUT.png``) with the two axes side by side and the
 token-grid ceiling on each.
 
@@ -109,7 +109,7 @@ zoom axis (``results/sweep.csv``, 24 scenes: tiny-basam, box, paper at 1024 px, 
 768 px, 321 images); the median cell needs about 40. 340 images bring every such cell to about
 one point."""
 STUDY_ZOOM = (128, 256, 512, 1024)
-STUDY_EXTENT = (128, 256, 512, 768)
+STUDY_EXTENT = (128, 192, 256, 512, 768)
 STUDY_OUT = "results/study/sweep.csv"
 
 
