@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .outputs import atomic_write
+
 VARIANT_ORDER = ("vanilla", "scale", "bias", "paper", "official", "resize")
 BASE_SIZES = {"tiny": 256, "tiny-vanilla": 256, "tiny-basam": 256}
 BASE_SIZES.update({"vit_b": 1024, "vit_l": 1024, "vit_h": 1024})
@@ -94,6 +96,7 @@ def plot_sweep(
     grid.figure.suptitle(f"Mean {label} against input resolution ({n_images} images)", y=1.02)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid.savefig(path, dpi=110)
+    with atomic_write(path) as tmp:  # a reader never sees half a figure
+        grid.savefig(tmp, dpi=110)
     plt.close(grid.figure)
     return path

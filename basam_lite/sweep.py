@@ -834,6 +834,21 @@ def error_rows(prompts: Sequence[str], reason: str) -> list[dict[str, object]]:
     return [{**row, "status": "error"} for row in skipped_rows(prompts, reason)]
 
 
+def selected(cfg: SweepConfig, ds: Sequence[Sample]) -> list[int]:
+    """The image indices ``cfg`` runs (its limit and shard); empty work is a UserError."""
+    n = len(ds) if cfg.limit is None else min(cfg.limit, len(ds))
+    k, n_shards = cfg.shard
+    indices = [i for i in range(n) if i % n_shards == k]
+    if not indices:
+        raise UserError(
+            f"nothing to run: {cfg.dataset} holds {len(ds)} image(s)"
+            + (f", --limit {cfg.limit}" if cfg.limit is not None else "")
+            + (f", and shard {k}/{n_shards} selects none of them" if n_shards > 1 else "")
+            + ": give a dataset with images (or fewer shards)"
+        )
+    return indices
+
+
 def run_sweep(
     cfg: SweepConfig,
     out: str | Path,
@@ -864,6 +879,7 @@ def run_sweep(
     check_table_path(out)
     check_runnable(cfg)
     ds = _open(cfg)
+    selected(cfg, ds)
     ident = identity(cfg, ds)
     if not overwrite:
         prior = prior_identity(out)
@@ -899,16 +915,7 @@ def _run_locked(
     models: dict[str, Sam] | None,
     on_error: str,
 ) -> pd.DataFrame:
-    n = len(ds) if cfg.limit is None else min(cfg.limit, len(ds))
-    k, n_shards = cfg.shard
-    indices = [i for i in range(n) if i % n_shards == k]
-    if not indices:
-        raise UserError(
-            f"nothing to run: {cfg.dataset} holds {len(ds)} image(s)"
-            + (f", --limit {cfg.limit}" if cfg.limit is not None else "")
-            + (f", and shard {k}/{n_shards} selects none of them" if n_shards > 1 else "")
-            + ": give a dataset with images (or fewer shards)"
-        )
+    indices = selected(cfg, ds)
     sink = partial_path(out)
     repair_partial(sink)
     done = existing_rows(out)
@@ -1036,15 +1043,18 @@ def shard_from_env(env: dict[str, str] | None = None) -> tuple[int, int]:
             k, n, rem = int(env["RANK"]), int(env["WORLD_SIZE"]), 0
             source = f"RANK={k}, WORLD_SIZE={n} (torchrun)"
         else:
-            raise UserError(
-                "--shard auto found no scheduler: set by a SLURM job array "
-                "(SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT) or torchrun (RANK, WORLD_SIZE); "
-                "elsewhere give --shard K/N"
-            )
+            k = n = rem = -1
+            source = ""
     except (KeyError, ValueError) as e:
         raise UserError(
             f"--shard auto: scheduler variables unreadable ({e}): give --shard K/N"
         ) from None
+    if source == "":
+        raise UserError(
+            "--shard auto found no scheduler: set by a SLURM job array "
+            "(SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT) or torchrun (RANK, WORLD_SIZE); "
+            "elsewhere give --shard K/N"
+        )
     if rem or not 0 <= k < n:
         raise UserError(
             f"--shard auto: {source} is not one of {n} evenly spaced tasks: use a contiguous "
@@ -1183,7 +1193,6 @@ def run(args: argparse.Namespace) -> int:
         print(summary_table(df, metric=args.metric).round(3).to_string())
     if not args.no_plot and (df["status"] == "ok").any():
         png = plot_path(out)
-        with output_lock(png):
-            plot_sweep(df, png, metric=args.metric)
+        plot_sweep(df, png, metric=args.metric)
         print(f"plot: {png}")
     return 0
