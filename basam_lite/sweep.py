@@ -52,9 +52,7 @@ from .errors import UserError
 from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS, legacy_threshold_metrics, segmentation_metrics
 from .models import MODEL_NAMES, OFFICIAL_NAMES, TINY, TINY_NAMES, build_sam, tiny_checkpoint_path
 from .outputs import output_lock, write_text_atomic, write_with
-from .patch import BASAMConfig, apply_basam, remove_basam
 from .predictor import BASAMPredictor, FitResize
-from .resolution import base_size, set_input_size
 from .run_identity import (
     Identity,
     config_identity,
@@ -65,8 +63,8 @@ from .run_identity import (
     plain,
     union,
 )
+from .variants import get_variant, variant_at, variant_names
 
-VARIANTS = ("vanilla", "scale", "bias", "paper", "official", "resize")
 PROMPTS = {"box": "box", "point": "center", "click": "point"}
 """Sweep prompt name -> :func:`basam_lite.datasets.prompt_for` kind."""
 
@@ -119,7 +117,7 @@ class SweepConfig:
 
     models: tuple[str, ...] = ("tiny-vanilla", "tiny-basam")
     checkpoint: str | None = None
-    variants: tuple[str, ...] = VARIANTS
+    variants: tuple[str, ...] = variant_names()
     resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS
     dataset: str = DEFAULT_DATASET
     prompts: tuple[str, ...] = ("box", "point")
@@ -131,7 +129,7 @@ class SweepConfig:
     def __post_init__(self) -> None:
         for what, values, allowed in (
             ("model", self.models, MODEL_NAMES),
-            ("variant", self.variants, VARIANTS),
+            ("variant", self.variants, variant_names()),
             ("prompt", self.prompts, tuple(PROMPTS)),
         ):
             if not values:
@@ -214,11 +212,10 @@ def model_weights(name: str, checkpoint: str | None) -> dict[str, object]:
 
 
 def variant_definition(variant: str) -> dict[str, object]:
-    """What a variant runs: the input size it sets and the BASAMConfig it applies."""
-    if variant == "resize":
-        return {"input_size": "base (image resized to S, then to the base size)", "basam": None}
-    basam = None if variant == "vanilla" else plain(BASAMConfig.preset(variant))
-    return {"input_size": "S", "basam": basam}
+    """What a variant runs (:mod:`basam_lite.variants`): its transform and the BASAMConfig it
+    applies (None: the stock model)."""
+    v = get_variant(variant)
+    return {"transform": v.transform, "basam": plain(v.config)}
 
 
 def dataset_fingerprint(ds: Sequence[Sample]) -> dict[str, object]:
@@ -374,18 +371,6 @@ def check_runnable(cfg: SweepConfig) -> None:
                 )
 
 
-def configure(sam: Sam, variant: str, size: int) -> None:
-    """Put ``sam`` in the state a variant runs at input ``size`` (raises ValueError where the
-    variant cannot run, e.g. ``official`` below the base size)."""
-    remove_basam(sam)
-    if variant == "resize":
-        set_input_size(sam, base_size(sam.image_encoder))
-        return
-    set_input_size(sam, size)
-    if variant != "vanilla":
-        apply_basam(sam, BASAMConfig.preset(variant))
-
-
 class LazyModels(dict):
     """Models built on first use (a resumed run that has nothing left loads none)."""
 
@@ -423,10 +408,17 @@ def _scored(logits: torch.Tensor, gt: np.ndarray) -> dict[str, float]:
 def run_variant(
     sam: Sam, sample: Sample, variant: str, size: int, prompts: Sequence[str], seed: int
 ) -> list[dict[str, object]]:
-    """Rows (metrics, seconds) of one image at one size for one variant, one per prompt."""
-    configure(sam, variant, size)
+    """Rows (metrics, seconds) of one image at one size for one variant, one per prompt; the
+    model is left as it was (raises ValueError where the variant cannot run at ``size``)."""
+    with variant_at(sam, variant, size):
+        return _variant_rows(sam, sample, variant, size, prompts, seed)
+
+
+def _variant_rows(
+    sam: Sam, sample: Sample, variant: str, size: int, prompts: Sequence[str], seed: int
+) -> list[dict[str, object]]:
     image, frame_hw = sample.image, sample.hw
-    if variant == "resize":
+    if get_variant(variant).transform == "resize_to_base":
         # The information available at S: the image fit to S, then the model's own resize.
         fit = FitResize((size, size))
         if max(sample.hw) != size:
@@ -985,9 +977,6 @@ def _run_locked(
                         bar.close()
                         return existing_rows(out)
     bar.close()
-    for sam in dict.values(models):  # leave the models as they were built
-        remove_basam(sam)
-        set_input_size(sam, base_size(sam.image_encoder))
     df = existing_rows(out)
     df = _renumber(df.drop_duplicates(subset=list(KEY), keep="first"), cfg, image_index)
     errors = int((df["status"] == "error").sum())
@@ -1089,7 +1078,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--variants",
         nargs="+",
         default=list(d.variants),
-        choices=VARIANTS,
+        choices=variant_names(),
         help=f"default: {listed(d.variants)}",
     )
     p.add_argument(

@@ -92,7 +92,8 @@ def test_resume_refuses_another_seed_dataset_or_checkpoint(tmp_path, tiny_models
     ident = meta["identity"]
     assert ident["config"]["seed"] == 0 and ident["config"]["dataset"] == "synthetic:2"
     assert ident["data"]["kind"] == "procedural" and len(ident["data"]["scene_sha256"]) == 64
-    assert ident["definitions"]["vanilla"] == {"input_size": "S", "basam": None}
+    assert ident["definitions"]["vanilla"] == {"transform": "none", "basam": None}
+    assert ident["definitions"]["paper"]["basam"]["scale"] == "log_ratio"
     assert {"torch", "numpy", "segment_anything", "basam_lite"} <= set(ident["versions"])
     before = snapshot(out, meta_path(out))
     for change, expected in [
