@@ -220,7 +220,8 @@ def variant_definition(variant: str) -> dict[str, object]:
 
 def dataset_fingerprint(ds: Sequence[Sample]) -> dict[str, object]:
     """The dataset's content: every file's path (relative to its root), size and sha256, or
-    for procedural scenes a hash of every scene's parameters."""
+    for procedural scenes a hash of every scene's parameters. Hashing reads every file once
+    per run (seconds for a few GB), so data copied to another disk keeps its identity."""
     if isinstance(ds, ProceduralScenes):
         return {
             "kind": "procedural",
@@ -1052,6 +1053,15 @@ def shard_from_env(env: dict[str, str] | None = None) -> tuple[int, int]:
     return k, n
 
 
+def shard_device(device: str, env: dict[str, str] | None = None) -> str:
+    """``cuda`` under torchrun means this process's GPU, ``cuda:LOCAL_RANK`` (SLURM gives each
+    task its own GPU through ``CUDA_VISIBLE_DEVICES``, so there ``cuda`` stays ``cuda:0``)."""
+    env = dict(os.environ if env is None else env)
+    if device == "cuda" and "LOCAL_RANK" in env and "SLURM_ARRAY_TASK_ID" not in env:
+        return f"cuda:{int(env['LOCAL_RANK'])}"
+    return device
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -1147,11 +1157,16 @@ def run(args: argparse.Namespace) -> int:
             f"--metric {args.metric!r} is not a column of the sweep table: choose from "
             f"{', '.join(NUMERIC_COLUMNS)}"
         )
-    shard = shard_from_env() if args.shard == "auto" else args.shard
-    try:
-        out = Path(args.out.format(k=shard[0], n=shard[1]))
-    except (KeyError, IndexError, ValueError):
-        raise UserError(f"--out {args.out}: only {{k}} and {{n}} may be used in braces") from None
+    auto = args.shard == "auto" and not args.merge
+    shard = shard_from_env() if auto else (0, 1) if args.merge else args.shard
+    out = Path(args.out)
+    if "{" in args.out and not args.merge:
+        try:
+            out = Path(args.out.format(k=shard[0], n=shard[1]))
+        except (KeyError, IndexError, ValueError):
+            raise UserError(
+                f"--out {args.out}: only {{k}} and {{n}} (the shard) may stand in braces"
+            ) from None
     if args.merge:
         df = merge_shards(
             args.merge, out, allow_partial=args.allow_partial, overwrite=args.overwrite
@@ -1164,7 +1179,7 @@ def run(args: argparse.Namespace) -> int:
             resolutions=tuple(args.resolutions),
             dataset=args.dataset,
             prompts=tuple(args.prompt),
-            device=args.device,
+            device=shard_device(args.device) if args.shard == "auto" else args.device,
             seed=args.seed,
             limit=args.limit,
             shard=shard,

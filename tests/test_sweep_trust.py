@@ -29,6 +29,7 @@ from basam_lite.sweep import (
     meta_path,
     read_table,
     run_sweep,
+    shard_device,
     shard_from_env,
 )
 
@@ -93,7 +94,6 @@ def test_resume_refuses_another_seed_dataset_or_checkpoint(tmp_path, tiny_models
     assert ident["config"]["seed"] == 0 and ident["config"]["dataset"] == "synthetic:2"
     assert ident["data"]["kind"] == "procedural" and len(ident["data"]["scene_sha256"]) == 64
     assert ident["definitions"]["vanilla"] == {"transform": "none", "basam": None}
-    assert ident["definitions"]["paper"]["basam"]["scale"] == "log_ratio"
     assert {"torch", "numpy", "segment_anything", "basam_lite"} <= set(ident["versions"])
     before = snapshot(out, meta_path(out))
     for change, expected in [
@@ -475,6 +475,9 @@ def test_shard_auto_reads_slurm_and_torchrun():
     assert shard_from_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == (1, 2)
     with pytest.raises(UserError, match="no scheduler"):
         shard_from_env({})
+    assert shard_device("cuda", {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == "cuda:1"
+    assert shard_device("cuda", {"SLURM_ARRAY_TASK_ID": "5", "LOCAL_RANK": "0"}) == "cuda"
+    assert shard_device("cpu", {"LOCAL_RANK": "1"}) == "cpu"
     with pytest.raises(UserError, match="not one of 4 evenly spaced tasks"):
         shard_from_env({**stepped, "SLURM_ARRAY_TASK_ID": "5"})
 
