@@ -565,19 +565,34 @@ def _refuse(out: Path, problem: str) -> UserError:
     )
 
 
-def prior_identity(out: Path) -> Identity | None:
-    """The identity of the sweep table at ``out`` (None when there is none yet); refuses a
-    file that is not a sweep table of this layout, or one written without an identity."""
+def _table_files(out: Path) -> list[Path]:
+    """The files of the table at ``out`` that exist; refuses a folder or a file that is no
+    sweep table at all (not even ``--overwrite`` replaces another program's file)."""
     check_table_path(out)
     tables = [p for p in dict.fromkeys((out, partial_path(out))) if p.exists()]
     for p in tables:
         if p.is_dir():
             raise UserError(f"{p} is a folder: give another --out")
         columns = _table_columns(p)
+        if columns and not {"row", "model", "image", "variant"} <= set(columns):
+            raise UserError(
+                f"--out {out}: {p} holds a table with other columns ({', '.join(columns[:6])}"
+                f"{', ...' if len(columns) > 6 else ''}), not a sweep table; nothing was written: "
+                "choose another --out (--overwrite replaces only sweep tables)"
+            )
+    return tables
+
+
+def prior_identity(out: Path) -> Identity | None:
+    """The identity of the sweep table at ``out`` (None when there is none yet); refuses a
+    file that is not a sweep table of this layout, or one written without an identity."""
+    tables = _table_files(out)
+    for p in tables:
+        columns = _table_columns(p)
         if columns and columns != list(COLUMNS):
-            known = {"row", "model", "image", "variant"} <= set(columns)
-            layout = "an older sweep column layout" if known else "other columns"
-            raise _refuse(out, f"holds a table with {layout} ({', '.join(columns[:6])}, ...)")
+            raise _refuse(
+                out, f"holds a table of an older sweep column layout ({len(columns)} columns)"
+            )
     meta = read_meta(out)
     if not tables:
         return None  # a metadata file without rows: nothing to keep
@@ -673,7 +688,9 @@ def write_final(out: Path, df: pd.DataFrame, meta: dict[str, object]) -> None:
 
 
 def remove_table(out: Path) -> None:
-    """``--overwrite``: delete the table, its Parquet sidecar and its metadata."""
+    """``--overwrite``: delete the sweep table, its Parquet sidecar and its metadata (never a
+    file that is no sweep table)."""
+    _table_files(out)
     for p in (out, partial_path(out), meta_path(out)):
         p.unlink(missing_ok=True)
 
@@ -869,7 +886,7 @@ def run_sweep(
     if on_error not in ON_ERROR:
         raise UserError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     out = Path(out)
-    check_table_path(out)
+    _table_files(out)  # a folder, another extension or another program's table: refused now
     check_runnable(cfg)
     ds = _open(cfg)
     selected(cfg, ds)

@@ -243,7 +243,7 @@ def test_out_that_is_not_a_sweep_table_is_refused_unchanged(tmp_path, tiny_model
         (png, "a sweep table is a .csv or .parquet file, not .png"),
         (tmp_path / "table.txt", "not .txt"),
         (folder, "is a folder"),
-        (foreign, "holds a table with other columns"),
+        (foreign, "holds a table with other columns .name, score., not a sweep table"),
         (older, "an older sweep column layout"),
     ]
     for out, message in cases:
@@ -252,6 +252,12 @@ def test_out_that_is_not_a_sweep_table_is_refused_unchanged(tmp_path, tiny_model
             run_sweep(cfg(), out, progress=False, models=tiny_models)
         assert snapshot(*table_files(out)) == before, out
         assert not lock_path(out).exists()
+    # --overwrite replaces a sweep table of another run, never another program's file.
+    for out in (foreign, png, folder):
+        before = snapshot(*table_files(out))
+        with pytest.raises(UserError):
+            run_sweep(cfg(), out, progress=False, models=tiny_models, overwrite=True)
+        assert snapshot(*table_files(out)) == before, out
     # The same refusals on the command line, with the plot never touching the table.
     before = snapshot(foreign)
     assert (
