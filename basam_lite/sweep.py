@@ -208,7 +208,10 @@ def model_weights(name: str, checkpoint: str | None) -> dict[str, object]:
     if path is None:
         init = "build_tiny_sam(seed=0)" if name == "tiny" else "segment_anything's unseeded init"
         return {"file": None, "sha256": None, "init": init}
-    return {"file": Path(path).name, "sha256": file_sha256(Path(path).expanduser())}
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{name}'s weights {path} are missing: restore the file or drop {name}")
+    return {"file": path.name, "sha256": file_sha256(path)}
 
 
 def variant_definition(variant: str) -> dict[str, object]:
