@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .outputs import atomic_write
 from .variants import variant_names
 
 BASE_SIZES = {"tiny": 256, "tiny-vanilla": 256, "tiny-basam": 256}
@@ -103,7 +104,8 @@ def plot_sweep(
     grid.figure.suptitle(f"Mean {label} against input resolution ({n_images} images)", y=1.02)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid.savefig(path, dpi=110)
+    with atomic_write(path) as tmp:  # a reader never sees half a figure
+        grid.savefig(tmp, dpi=110)
     plt.close(grid.figure)
     return path
 

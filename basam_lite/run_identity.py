@@ -128,10 +128,11 @@ def differences(
 
     ``keyed`` sections (per-model weights, per-variant definitions) compare only the keys both
     have, so a grid extension (a new model or variant) is not a difference; with
-    ``compare_grid`` the grid and scope must be equal too (shards of one run).
+    ``compare_grid`` the grid must be equal too (shards of one run). The scope (the shard) is
+    always compared.
     """
     out = []
-    sections = {k for k in (*old, *new) if compare_grid or k not in ("grid", "scope")}
+    sections = {k for k in (*old, *new) if compare_grid or k != "grid"}
     for section in sorted(sections):
         a, b = old.get(section, {}), new.get(section, {})
         if section in keyed and not compare_grid and isinstance(a, dict) and isinstance(b, dict):

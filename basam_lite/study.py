@@ -49,7 +49,7 @@ def main_job(args: argparse.Namespace) -> int:
         status = run(_axis_args(args, axis))
         if status:
             return status
-    if not args.no_plot:
+    if not args.no_plot and "{" not in args.out:  # a sharded --out: plot after the merge
         zoom = read_table(args.out)
         extent = read_table(extent_path(args.out))
         png = plot_axes(zoom, extent, Path(args.out).with_suffix(".png"), metric=args.metric)

@@ -230,23 +230,23 @@ def model_weights(name: str, checkpoint: str | None) -> dict[str, object]:
     if path is None:
         init = "build_tiny_sam(seed=0)" if name == "tiny" else "segment_anything's unseeded init"
         return {"file": None, "sha256": None, "init": init}
-    return {"file": Path(path).name, "sha256": file_sha256(Path(path).expanduser())}
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{name}'s weights {path} are missing: restore the file or drop {name}")
+    return {"file": path.name, "sha256": file_sha256(path)}
 
 
 def variant_definition(variant: str) -> dict[str, object]:
-    """What a variant runs (from the registry): the input size it sets and the BASAMConfig it
-    applies."""
+    """What a variant runs (:mod:`basam_lite.variants`): its transform and the BASAMConfig it
+    applies (None: the stock model)."""
     v = get_variant(variant)
-    if v.transform == "resize_to_base":
-        size = "base (image resized to S, then to the base size)"
-    else:
-        size = "S"
-    return {"input_size": size, "basam": None if v.config is None else plain(v.config)}
+    return {"transform": v.transform, "basam": plain(v.config)}
 
 
 def dataset_fingerprint(ds: Sequence[Sample]) -> dict[str, object]:
     """The dataset's content: every file's path (relative to its root), size and sha256, or
-    for procedural scenes a hash of every scene's parameters."""
+    for procedural scenes a hash of every scene's parameters. Hashing reads every file once
+    per run (seconds for a few GB), so data copied to another disk keeps its identity."""
     if isinstance(ds, ProceduralScenes):
         return {
             "kind": "procedural",
@@ -582,19 +582,34 @@ def _refuse(out: Path, problem: str) -> UserError:
     )
 
 
-def prior_identity(out: Path) -> Identity | None:
-    """The identity of the sweep table at ``out`` (None when there is none yet); refuses a
-    file that is not a sweep table of this layout, or one written without an identity."""
+def _table_files(out: Path) -> list[Path]:
+    """The files of the table at ``out`` that exist; refuses a folder or a file that is no
+    sweep table at all (not even ``--overwrite`` replaces another program's file)."""
     check_table_path(out)
     tables = [p for p in dict.fromkeys((out, partial_path(out))) if p.exists()]
     for p in tables:
         if p.is_dir():
             raise UserError(f"{p} is a folder: give another --out")
         columns = _table_columns(p)
+        if columns and not {"row", "model", "image", "variant"} <= set(columns):
+            raise UserError(
+                f"--out {out}: {p} holds a table with other columns ({', '.join(columns[:6])}"
+                f"{', ...' if len(columns) > 6 else ''}), not a sweep table; nothing was written: "
+                "choose another --out (--overwrite replaces only sweep tables)"
+            )
+    return tables
+
+
+def prior_identity(out: Path) -> Identity | None:
+    """The identity of the sweep table at ``out`` (None when there is none yet); refuses a
+    file that is not a sweep table of this layout, or one written without an identity."""
+    tables = _table_files(out)
+    for p in tables:
+        columns = _table_columns(p)
         if columns and columns != list(COLUMNS):
-            known = {"row", "model", "image", "variant"} <= set(columns)
-            layout = "an older sweep column layout" if known else "other columns"
-            raise _refuse(out, f"holds a table with {layout} ({', '.join(columns[:6])}, ...)")
+            raise _refuse(
+                out, f"holds a table of an older sweep column layout ({len(columns)} columns)"
+            )
     meta = read_meta(out)
     if not tables:
         return None  # a metadata file without rows: nothing to keep
@@ -690,7 +705,9 @@ def write_final(out: Path, df: pd.DataFrame, meta: dict[str, object]) -> None:
 
 
 def remove_table(out: Path) -> None:
-    """``--overwrite``: delete the table, its Parquet sidecar and its metadata."""
+    """``--overwrite``: delete the sweep table, its Parquet sidecar and its metadata (never a
+    file that is no sweep table)."""
+    _table_files(out)
     for p in (out, partial_path(out), meta_path(out)):
         p.unlink(missing_ok=True)
 
@@ -844,6 +861,21 @@ def error_rows(prompts: Sequence[str], reason: str) -> list[dict[str, object]]:
     return [{**row, "status": "error"} for row in skipped_rows(prompts, reason)]
 
 
+def selected(cfg: SweepConfig, ds: Sequence[Sample]) -> list[int]:
+    """The image indices ``cfg`` runs (its limit and shard); empty work is a UserError."""
+    n = len(ds) if cfg.limit is None else min(cfg.limit, len(ds))
+    k, n_shards = cfg.shard
+    indices = [i for i in range(n) if i % n_shards == k]
+    if not indices:
+        raise UserError(
+            f"nothing to run: {cfg.dataset} holds {len(ds)} image(s)"
+            + (f", --limit {cfg.limit}" if cfg.limit is not None else "")
+            + (f", and shard {k}/{n_shards} selects none of them" if n_shards > 1 else "")
+            + ": give a dataset with images (or fewer shards)"
+        )
+    return indices
+
+
 def run_sweep(
     cfg: SweepConfig,
     out: str | Path,
@@ -871,9 +903,10 @@ def run_sweep(
     if on_error not in ON_ERROR:
         raise UserError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     out = Path(out)
-    check_table_path(out)
+    _table_files(out)  # a folder, another extension or another program's table: refused now
     check_runnable(cfg)
     ds = _open(cfg)
+    selected(cfg, ds)
     ident = identity(cfg, ds)
     if not overwrite:
         prior = prior_identity(out)
@@ -909,16 +942,7 @@ def _run_locked(
     models: dict[str, Sam] | None,
     on_error: str,
 ) -> pd.DataFrame:
-    n = len(ds) if cfg.limit is None else min(cfg.limit, len(ds))
-    k, n_shards = cfg.shard
-    indices = [i for i in range(n) if i % n_shards == k]
-    if not indices:
-        raise UserError(
-            f"nothing to run: {cfg.dataset} holds {len(ds)} image(s)"
-            + (f", --limit {cfg.limit}" if cfg.limit is not None else "")
-            + (f", and shard {k}/{n_shards} selects none of them" if n_shards > 1 else "")
-            + ": give a dataset with images (or fewer shards)"
-        )
+    indices = selected(cfg, ds)
     sink = partial_path(out)
     repair_partial(sink)
     done = existing_rows(out)
@@ -1072,21 +1096,33 @@ def shard_from_env(env: dict[str, str] | None = None) -> tuple[int, int]:
             k, n, rem = int(env["RANK"]), int(env["WORLD_SIZE"]), 0
             source = f"RANK={k}, WORLD_SIZE={n} (torchrun)"
         else:
-            raise UserError(
-                "--shard auto found no scheduler: set by a SLURM job array "
-                "(SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT) or torchrun (RANK, WORLD_SIZE); "
-                "elsewhere give --shard K/N"
-            )
+            k = n = rem = -1
+            source = ""
     except (KeyError, ValueError) as e:
         raise UserError(
             f"--shard auto: scheduler variables unreadable ({e}): give --shard K/N"
         ) from None
+    if source == "":
+        raise UserError(
+            "--shard auto found no scheduler: set by a SLURM job array "
+            "(SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT) or torchrun (RANK, WORLD_SIZE); "
+            "elsewhere give --shard K/N"
+        )
     if rem or not 0 <= k < n:
         raise UserError(
             f"--shard auto: {source} is not one of {n} evenly spaced tasks: use a contiguous "
             "array such as --array=0-7, or give --shard K/N"
         )
     return k, n
+
+
+def shard_device(device: str, env: dict[str, str] | None = None) -> str:
+    """``cuda`` under torchrun means this process's GPU, ``cuda:LOCAL_RANK`` (SLURM gives each
+    task its own GPU through ``CUDA_VISIBLE_DEVICES``, so there ``cuda`` stays ``cuda:0``)."""
+    env = dict(os.environ if env is None else env)
+    if device == "cuda" and "LOCAL_RANK" in env and "SLURM_ARRAY_TASK_ID" not in env:
+        return f"cuda:{int(env['LOCAL_RANK'])}"
+    return device
 
 
 def _positive(text: str) -> int:
@@ -1210,11 +1246,16 @@ def run(args: argparse.Namespace) -> int:
             f"--metric {args.metric!r} is not a column of the sweep table: choose from "
             f"{', '.join(NUMERIC_COLUMNS)}"
         )
-    shard = shard_from_env() if args.shard == "auto" else args.shard
-    try:
-        out = Path(args.out.format(k=shard[0], n=shard[1]))
-    except (KeyError, IndexError, ValueError):
-        raise UserError(f"--out {args.out}: only {{k}} and {{n}} may be used in braces") from None
+    auto = args.shard == "auto" and not args.merge
+    shard = shard_from_env() if auto else (0, 1) if args.merge else args.shard
+    out = Path(args.out)
+    if "{" in args.out and not args.merge:
+        try:
+            out = Path(args.out.format(k=shard[0], n=shard[1]))
+        except (KeyError, IndexError, ValueError):
+            raise UserError(
+                f"--out {args.out}: only {{k}} and {{n}} (the shard) may stand in braces"
+            ) from None
     if args.merge:
         df = merge_shards(
             args.merge, out, allow_partial=args.allow_partial, overwrite=args.overwrite
@@ -1227,7 +1268,7 @@ def run(args: argparse.Namespace) -> int:
             resolutions=tuple(args.resolutions),
             dataset=args.dataset,
             prompts=tuple(args.prompt),
-            device=args.device,
+            device=shard_device(args.device) if args.shard == "auto" else args.device,
             seed=args.seed,
             limit=args.limit,
             shard=shard,
@@ -1246,7 +1287,6 @@ def run(args: argparse.Namespace) -> int:
         print(summary_table(df, metric=args.metric).round(3).to_string())
     if not args.no_plot and (df["status"] == "ok").any():
         png = plot_path(out)
-        with output_lock(png):
-            plot_sweep(df, png, metric=args.metric)
+        plot_sweep(df, png, metric=args.metric)
         print(f"plot: {png}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import UserError
 from .coco import CocoInstances
 from .folders import FolderDataset, cod10k, dis5k, duts_te, isic2016
 from .procedural import ProceduralScenes
@@ -68,6 +69,11 @@ def open_dataset(spec: str, *, seed: int = 0, size: int = 256) -> Sequence[Sampl
         path, _, split = rest.rpartition(":")
         if path and split.startswith("DIS-"):
             return dis5k(path, split)
+        if path and split and "/" not in split and "\\" not in split:  # a split, misspelt
+            raise UserError(
+                f"bad spec {spec!r}: {split!r} is not a DIS5K split; expected "
+                f"{DATASET_SPECS['dis5k']}, e.g. dis5k:/data/DIS5K:DIS-TE2"
+            )
         return dis5k(rest)
     if scheme == "duts":
         return duts_te(rest)
