@@ -1,7 +1,8 @@
-"""Command line: ``python -m basam_lite {demo,sweep,train,bench} ...``.
+"""Command line: ``python -m basam_lite {sweep,train,bench} ...``.
 
 Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
-``run(args) -> int``; modules are imported only when their subcommand runs.
+``run(args) -> int``; every listed module is imported (to register its arguments), and an
+import error is raised, never hidden.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import importlib
 import sys
 
 COMMANDS = {
-    "demo": ("basam_lite.demo", "segment one scene with a patched tiny SAM at three sizes"),
     "sweep": ("basam_lite.sweep", "zero-shot resolution sweep: model x variant x size x data"),
     "train": ("basam_lite.train", "train or fine-tune a tiny SAM on procedural scenes"),
     "bench": ("basam_lite.bench", "attention speed and memory, side by side"),
@@ -23,12 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules = {}
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name != module_name:
-                raise
-            continue
+        module = importlib.import_module(module_name)
         modules[name] = module
         p = sub.add_parser(name, help=help_text, description=module.__doc__)
         module.add_arguments(p)

@@ -23,9 +23,7 @@ ordered by ``row``, the position in the unsharded run).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -41,7 +39,9 @@ from tqdm.auto import tqdm
 from .datasets import ProceduralScenes, Sample, open_dataset, prompt_for
 from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS, legacy_threshold_metrics, segmentation_metrics
 from .models import OFFICIAL_NAMES, build_sam
-from .predictor import BASAMPredictor, FitResize
+from .predictor import BASAMPredictor
+from .provenance import platform_name, versions
+from .resolution import FitResize
 from .variants import get_variant, variant_at, variant_names
 
 PROMPTS = {"box": "box", "point": "center", "click": "point"}
@@ -237,31 +237,14 @@ def append_rows(path: Path, rows: list[dict[str, object]]) -> None:
         f.flush()
 
 
-def environment() -> dict[str, str]:
-    import segment_anything
-
-    from . import __version__
-
-    versions = {"python": platform.python_version(), "basam_lite": __version__}
-    for name, mod in (("torch", torch), ("numpy", np), ("pandas", pd)):
-        versions[name] = mod.__version__
-    versions["segment_anything"] = getattr(segment_anything, "__version__", "1.0")
-    from importlib.metadata import PackageNotFoundError, version
-
-    for dist in ("pysodmetrics", "segment_anything", "segment-anything"):
-        with contextlib.suppress(PackageNotFoundError):
-            versions[dist.replace("-", "_")] = version(dist)
-    return versions
-
-
 def metadata(cfg: SweepConfig) -> dict[str, object]:
     cfg_dict = asdict(cfg)
     cfg_dict["shard"] = f"{cfg.shard[0]}/{cfg.shard[1]}"
     return {
         "config": cfg_dict,
         "seed": cfg.seed,
-        "versions": environment(),
-        "machine": f"{platform.machine()} {platform.system()}, device {cfg.device}",
+        "versions": versions(),
+        "machine": f"{platform_name()}, device {cfg.device}",
     }
 
 
