@@ -12,7 +12,7 @@ The public API (a contract: code outside this repository calls these names):
 from .capture import AttentionCapture, capture_attention
 from .masks import alibi_slopes, bias_mode_mask, grid_distances
 from .models import TINY, build_sam, sam_from_env
-from .patch import BASAMConfig, apply_basam, is_patched, remove_basam
+from .patch import BASAMConfig, apply_basam, is_patched, patch_config, remove_basam
 from .predictor import BASAMPredictor, to_rgb_uint8
 from .resolution import input_size, restore_input_size, set_input_size
 from .scaling import attention_scale
@@ -31,6 +31,7 @@ __all__ = [
     "grid_distances",
     "input_size",
     "is_patched",
+    "patch_config",
     "remove_basam",
     "restore_input_size",
     "sam_from_env",

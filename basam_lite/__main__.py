@@ -1,7 +1,8 @@
-"""Command line: ``python -m basam_lite {demo,sweep,train,bench} ...``.
+"""Command line: ``python -m basam_lite {sweep,train,bench} ...``.
 
 Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
-``run(args) -> int``; modules are imported only when their subcommand runs.
+``run(args) -> int``; every listed module is imported (to register its arguments), and an
+import error is raised, never hidden.
 
 A mistake in the arguments or a refused request (:class:`basam_lite.errors.UserError`) prints
 one line, ``error: ...`` saying what to do, and exits with status 2; any other exception is a
@@ -17,7 +18,6 @@ import sys
 from .errors import UserError
 
 COMMANDS = {
-    "demo": ("basam_lite.demo", "segment one scene with a patched tiny SAM at three sizes"),
     "sweep": ("basam_lite.sweep", "zero-shot resolution sweep: model x variant x size x data"),
     "study": ("basam_lite.study", "detail or length: both axes on many images, paired statistics"),
     "train": ("basam_lite.train", "train or fine-tune a tiny SAM on procedural scenes"),
@@ -41,12 +41,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules = {}
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name != module_name:
-                raise
-            continue
+        module = importlib.import_module(module_name)
         modules[name] = module
         p = sub.add_parser(name, help=help_text, description=module.__doc__)
         module.add_arguments(p)

@@ -74,8 +74,10 @@ def token_table(
     return pd.DataFrame(rows)
 
 
-def entropy(probs: Tensor) -> Tensor:
-    """Entropy in nats of each row of ``probs [..., n]``."""
+def entropy(probs: Tensor | np.ndarray) -> Tensor:
+    """Entropy in nats of each row of ``probs [..., n]`` (a tensor or a numpy array); of one
+    ``(rows, cols)`` map: ``float(entropy(p.reshape(-1)))``."""
+    probs = torch.as_tensor(probs)
     p = probs.clamp_min(1e-30)
     return -(probs * p.log()).sum(-1)
 
@@ -119,9 +121,17 @@ def softmax_fading(
 
 
 def mean_attention_distance(
-    probs: Tensor, grid_hw: tuple[int, int], query_pos: Tensor, patch: int = 16
+    probs: Tensor | np.ndarray,
+    grid_hw: tuple[int, int],
+    query_pos: Tensor | Sequence[tuple[int, int]],
+    patch: int = 16,
 ) -> Tensor:
-    """Expected query-key distance in pixels: ``probs [B, H, Q, N]`` -> ``[B, H, Q]``."""
+    """Expected query-key distance in pixels (euclidean, token centres): ``probs [..., Q, N]``
+    over the ``grid_hw`` keys, ``query_pos [Q, 2]`` the queries' (row, col) -> ``[..., Q]``.
+    Tensors or numpy arrays; of one ``(rows, cols)`` map from query ``token``:
+    ``float(mean_attention_distance(p.reshape(1, -1), p.shape, [token], patch)[0])``."""
+    probs = torch.as_tensor(probs)
+    query_pos = torch.as_tensor(query_pos)
     keys = grid_positions(grid_hw, device=probs.device)
     d = torch.cdist(query_pos.float().to(probs.device), keys)  # [Q, N] in tokens
     return (probs * d).sum(-1) * patch
@@ -399,16 +409,6 @@ def segment_batch(
         tensor = torch.as_tensor(rgb).permute(2, 0, 1).float()
         batch.append({"image": tensor, "original_size": hw, **rec})
     return sam(batch, multimask_output=False)
-
-
-def mask_iou(pred: object, gt: object) -> float:
-    """IoU of two boolean masks of the same shape (1.0 when both are empty)."""
-    a = np.asarray(pred.detach().cpu() if isinstance(pred, Tensor) else pred, dtype=bool)
-    b = np.asarray(gt.detach().cpu() if isinstance(gt, Tensor) else gt, dtype=bool)
-    if a.shape != b.shape:
-        raise ValueError(f"masks differ in shape: {a.shape} vs {b.shape}")
-    union = np.count_nonzero(a | b)
-    return float(np.count_nonzero(a & b) / union) if union else 1.0
 
 
 @torch.no_grad()

@@ -68,8 +68,7 @@ The paths (``path=`` of :func:`attend` and of :class:`~basam_lite.BASAMConfig`):
   ``"chunked"`` on large grids.
 
 Without autograd the dense and chunked biases are written into a per-thread workspace kept
-between calls (:func:`free_workspace`), so repeated forwards do not page-fault a fresh buffer
-each time.
+between calls, so repeated forwards do not page-fault a fresh buffer each time.
 
 ``"auto"`` (:func:`choose_path`): ``"sdpa"`` without bias; ``"folded"`` when autograd is on
 (fused backward, no :math:`N^2` tensor saved); otherwise ``"dense"`` up to
@@ -237,6 +236,24 @@ def mask_rows(bias: AttentionBias, rows: Rows, dtype: torch.dtype) -> Tensor:
     return _neg_slopes(bias, dtype, 4) * dist.to(dtype)
 
 
+def rel_pos_rows(
+    rel_h: Tensor, rel_w: Tensor, rows: Rows, dtype: torch.dtype, out: Tensor | None = None
+) -> Tensor:
+    """SAM's rel-pos bias of some queries against every key, the one broadcast add of the
+    module: ``rel_h[b, h, i, row_j] + rel_w[b, h, i, col_j]`` for the queries ``rows`` (a slice
+    or an index tensor into the N queries), ``[B, H, Q, rows * cols]``; written into ``out``
+    (``Q * rows * cols`` elements per (b, h)) when given, else out of place (autograd-safe).
+    ``rel_h [B, H, N, rows]`` may have its last axis reversed (keys in reversed row order)."""
+    rh = rel_h[:, :, rows, :, None].to(dtype)
+    rw = rel_w[:, :, rows, None, :].to(dtype)
+    b, h, q_len, n_rows, _ = rh.shape
+    cols = rw.shape[-1]
+    if out is None:
+        return (rh + rw).reshape(b, h, q_len, n_rows * cols)
+    torch.add(rh, rw, out=out.view(b, h, q_len, n_rows, cols))
+    return out
+
+
 def _mask_only(bias: AttentionBias) -> AttentionBias:
     return AttentionBias(
         bias.grid_hw, slopes=bias.slopes, metric=bias.metric, distance_scale=bias.distance_scale
@@ -252,9 +269,7 @@ def _grid_row_bias(bias: AttentionBias, first: int, last: int, dtype: torch.dtyp
     out = None
     if bias.has_rel_pos:
         assert bias.rel_h is not None and bias.rel_w is not None
-        b, h = bias.rel_h.shape[:2]
-        rel = bias.rel_h[:, :, s:e, :, None].to(dtype) + bias.rel_w[:, :, s:e, None, :].to(dtype)
-        out = rel.reshape(b, h, q_len, n)
+        out = rel_pos_rows(bias.rel_h, bias.rel_w, slice(s, e), dtype)
     if bias.slopes is not None:
         table = relative_distances(bias.grid_hw, bias.metric, bias.slopes.device).to(dtype)
         dist = torch.stack(
@@ -327,36 +342,14 @@ def _reversed_key_bias(
         if not has_rel:
             return mask
         assert rel_h_rev is not None and bias.rel_w is not None
-        rel = rel_h_rev[:, :, s:e, :, None].to(dtype) + bias.rel_w[:, :, s:e, None, :].to(dtype)
-        return rel.reshape(b, h, q_len, n) + mask
+        return rel_pos_rows(rel_h_rev, bias.rel_w, slice(s, e), dtype) + mask
     view = out.view(b, h, last - first, cols, n_rows, cols)
     if not has_rel:
         torch.mul(neg, dist, out=view)
         return out
     assert rel_h_rev is not None and bias.rel_w is not None
-    torch.add(
-        rel_h_rev[:, :, s:e, :, None].to(dtype),
-        bias.rel_w[:, :, s:e, None, :].to(dtype),
-        out=out.view(b, h, q_len, n_rows, cols),
-    )
+    rel_pos_rows(rel_h_rev, bias.rel_w, slice(s, e), dtype, out)
     view.addcmul_(neg, dist)
-    return out
-
-
-def _rel_pos_rows(
-    bias: AttentionBias, first: int, last: int, dtype: torch.dtype, out: Tensor | None
-) -> Tensor:
-    """Rel-pos only (original key order): ``rel_h[.., row_j] + rel_w[.., col_j]`` for the
-    queries of grid rows ``first .. last - 1``, one broadcast add (into ``out`` when given)."""
-    assert bias.rel_h is not None and bias.rel_w is not None
-    n_rows, cols = bias.grid_hw
-    s, e = first * cols, last * cols
-    b, h = bias.rel_h.shape[:2]
-    rh = bias.rel_h[:, :, s:e, :, None].to(dtype)
-    rw = bias.rel_w[:, :, s:e, None, :].to(dtype)
-    if out is None:
-        return (rh + rw).reshape(b, h, e - s, n_rows * cols)
-    torch.add(rh, rw, out=out.view(b, h, e - s, n_rows, cols))
     return out
 
 
@@ -370,9 +363,7 @@ def bias_rows(bias: AttentionBias, rows: Rows, dtype: torch.dtype) -> Tensor | N
     out: Tensor | None = None
     if bias.has_rel_pos:
         assert bias.rel_h is not None and bias.rel_w is not None
-        rh = bias.rel_h[:, :, rows]
-        rw = bias.rel_w[:, :, rows]
-        out = (rh[..., :, None] + rw[..., None, :]).flatten(-2).to(dtype)
+        out = rel_pos_rows(bias.rel_h, bias.rel_w, rows, dtype)
     if bias.slopes is not None:
         m = mask_rows(bias, rows, dtype)
         out = m if out is None else out + m
@@ -457,12 +448,12 @@ def _dense_bias(bias: AttentionBias, dtype: torch.dtype, grad: bool) -> Tensor:
     if bias.has_rel_pos:
         assert bias.rel_h is not None and bias.rel_w is not None
         b, h = bias.rel_h.shape[:2]
-        rh, rw = bias.rel_h[..., :, None].to(dtype), bias.rel_w[..., None, :].to(dtype)
+        every = slice(None)
         if grad:
-            out = (rh + rw).reshape(b, h, n, n)
+            out = rel_pos_rows(bias.rel_h, bias.rel_w, every, dtype)
         else:
             out = _workspace(b * h * n * n, dtype, bias.rel_h.device).view(b, h, n, n)
-            torch.add(rh, rw, out=out.view(b, h, n, *bias.grid_hw))
+            rel_pos_rows(bias.rel_h, bias.rel_w, every, dtype, out)
     if bias.slopes is not None:
         dist = _grid_distances(bias.grid_hw, bias.metric, bias.slopes.device).to(dtype)
         neg = _neg_slopes(bias, dtype, 4)
@@ -477,7 +468,6 @@ def _dense_bias(bias: AttentionBias, dtype: torch.dtype, grad: bool) -> Tensor:
 
 
 _local = threading.local()
-REUSE_WORKSPACE = True
 
 
 def _workspace(numel: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -485,7 +475,7 @@ def _workspace(numel: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     and device) so that repeated forwards do not pay fresh page faults for it every time. Only
     buffers up to twice :data:`CHUNK_BIAS_BYTES` are kept; never used under autograd."""
     nbytes = numel * torch.finfo(dtype).bits // 8
-    if not REUSE_WORKSPACE or nbytes > 2 * CHUNK_BIAS_BYTES:
+    if nbytes > 2 * CHUNK_BIAS_BYTES:
         return torch.empty(numel, dtype=dtype, device=device)
     key = (dtype, device)
     cache: dict = _local.__dict__.setdefault("buffers", {})
@@ -494,11 +484,6 @@ def _workspace(numel: int, dtype: torch.dtype, device: torch.device) -> Tensor:
         cache.pop(key, None)
         buf = cache[key] = torch.empty(numel, dtype=dtype, device=device)
     return buf[:numel]
-
-
-def free_workspace() -> None:
-    """Drop this thread's cached bias buffers (at most about ``2 * CHUNK_BIAS_BYTES`` each)."""
-    _local.__dict__.pop("buffers", None)
 
 
 def _chunked(
@@ -527,7 +512,9 @@ def _chunked(
         if masked:
             mask = _reversed_key_bias(bias, rel_h_rev, first, last, q.dtype, out)
         else:
-            mask = _rel_pos_rows(bias, first, last, q.dtype, out)
+            assert bias.rel_h is not None and bias.rel_w is not None
+            rows = slice(first * bias.grid_hw[1], last * bias.grid_hw[1])
+            mask = rel_pos_rows(bias.rel_h, bias.rel_w, rows, q.dtype, out)
         outs.append(F.scaled_dot_product_attention(q[:, :, s:e], k, v, attn_mask=mask, scale=scale))
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 

@@ -48,6 +48,8 @@ from torch import nn
 from . import attention as attn_lib
 from .models import build_sam, tiny_checkpoint_path
 from .patch import BASAMConfig, apply_basam, remove_basam
+from .patch_state import block_patch
+from .provenance import load_line
 from .resolution import set_input_size
 from .scaling import attention_scale
 
@@ -162,7 +164,8 @@ def attention_cases(block: nn.Module, x: torch.Tensor) -> dict[str, tuple[str, C
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     grid = (rows, cols)
     scale = attention_scale(n, 4096, "log_ratio") * q.shape[-1] ** -0.5
-    slopes = attn.basam_state.slopes if hasattr(attn, "basam_state") else None
+    state = block_patch(attn)
+    slopes = state.slopes if state is not None else None
     if slopes is None:
         from .masks import alibi_slopes
 
@@ -427,7 +430,7 @@ def bench_blocks(args: argparse.Namespace, rows: list[Row]) -> None:
 
 
 def _block_path(block: nn.Module, grid: int) -> str:
-    state = getattr(block.attn, "basam_state", None)
+    state = block_patch(block.attn)
     if state is None:
         return "sam explicit"
     a = block.attn
@@ -766,16 +769,6 @@ def write_csv(rows: list[Row], path: Path) -> None:
         writer.writerows(dicts)
 
 
-def environment_line() -> str:
-    import platform
-
-    return (
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-        f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
-    )
-
-
 # ---------------------------------------------------------------- command line
 
 
@@ -819,7 +812,7 @@ def run(args: argparse.Namespace) -> int:
     args.jobs = 2 if quick else 1
     if args.encoder_2048 is None:
         args.encoder_2048 = not quick
-    print(f"bench: {environment_line()}", flush=True)
+    print(f"bench: {load_line()}", flush=True)
     t0 = time.perf_counter()
     rows: list[Row] = []
     bench_blocks(args, rows)
@@ -851,7 +844,7 @@ def write_report(args: argparse.Namespace, tables: str, path: Path) -> None:
             command or "python -m basam_lite bench",
             "```",
             "",
-            f"Machine: {environment_line()} (at the end of the run). Times are medians of warm "
+            f"Machine: {load_line()} (at the end of the run). Times are medians of warm "
             "runs, interleaved (every round runs every case, in a rotated order), so load from "
             "other processes hits all cases alike; peak RSS of each block case comes from its "
             "own child process (`forward RSS` = peak during the forward minus the RSS before it).",

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from .attention import AttentionBias, attention_probs
 from .patch import BASAMConfig, apply_basam, image_encoder_of, is_patched, remove_basam
+from .patch_state import block_patch
 
 Queries = Sequence[int] | Sequence[tuple[int, int]] | None
 
@@ -177,13 +178,13 @@ def capture_attention(
             block = encoder.blocks[b]
             hook = _BlockHook(capture, b, block.window_size, queries)
             handles.append(block.register_forward_pre_hook(hook.pre_block))
-            block.attn.basam_state.capture_hook = hook
+            block_patch(block.attn).capture_hook = hook  # type: ignore[union-attr]
         yield capture
     finally:
         for h in handles:
             h.remove()
         for b in chosen:
-            state = getattr(encoder.blocks[b].attn, "basam_state", None)
+            state = block_patch(encoder.blocks[b].attn)
             if state is not None:
                 state.capture_hook = None
         if temporary:

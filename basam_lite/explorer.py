@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
+from .analysis import entropy, mean_attention_distance
 from .capture import capture_attention
 from .patch import BASAMConfig, apply_basam, remove_basam
 from .predictor import to_rgb_uint8
@@ -67,19 +68,6 @@ def resize_square(image: np.ndarray, side: int) -> np.ndarray:
     rgb = torch.as_tensor(to_rgb_uint8(np.asarray(image))).permute(2, 0, 1).float()[None]
     x = F.interpolate(rgb, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-def map_entropy(p: np.ndarray) -> float:
-    """Entropy (nats) of one attention map (any shape, summing to 1)."""
-    q = p[p > 0]
-    return float(-(q * np.log(q)).sum())
-
-
-def map_distance(p: np.ndarray, token: tuple[int, int], patch: int) -> float:
-    """Mean attention distance (px) of a ``(rows, cols)`` map from the query ``token``."""
-    rows, cols = np.indices(p.shape)
-    d = np.hypot(rows - token[0], cols - token[1])
-    return float((p * d).sum() * patch)
 
 
 def _configs(variants: Sequence[str] | Mapping[str, BASAMConfig]) -> dict[str, BASAMConfig]:
@@ -180,9 +168,13 @@ class AttentionAtlas:
         window = self.capture(side, variant).window_sizes[block]
         keys = p.size if window == 0 else window * window
         return {
-            "entropy": map_entropy(p),
+            "entropy": float(entropy(p.reshape(-1))),
             "uniform_entropy": float(np.log(keys)),
-            "distance_px": map_distance(p, self.token(side, query), self.patch),
+            "distance_px": float(
+                mean_attention_distance(
+                    p.reshape(1, -1), p.shape, [self.token(side, query)], self.patch
+                )[0]
+            ),
         }
 
     def describe_block(self, block: int) -> str:

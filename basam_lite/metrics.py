@@ -81,12 +81,23 @@ def _check_pair(pred: Any, gt: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     return p, g
 
 
+def mask_iou(pred: Any, gt: Any) -> float:
+    """IoU of two boolean masks of the same shape (numpy arrays or torch tensors, non-zero =
+    object): |pred & gt| / |pred | gt|, and 1.0 when both are empty (nothing to find, nothing
+    found). The one IoU of the library: every table and figure computes it with this."""
+    a = np.asarray(pred.detach().cpu() if hasattr(pred, "detach") else pred).astype(bool)
+    b = np.asarray(gt.detach().cpu() if hasattr(gt, "detach") else gt).astype(bool)
+    if a.shape != b.shape:
+        raise ValueError(f"masks differ in shape: {a.shape} vs {b.shape}")
+    union = int(np.count_nonzero(a | b))
+    return int(np.count_nonzero(a & b)) / union if union else 1.0
+
+
 def _binary_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float, float]:
     """IoU, Dice and MAE of two bool masks; empty-vs-empty scores 1.0 (see module docstring)."""
     inter = int(np.count_nonzero(pred & gt))
-    union = int(np.count_nonzero(pred | gt))
     total = int(np.count_nonzero(pred)) + int(np.count_nonzero(gt))
-    iou = inter / union if union else 1.0
+    iou = mask_iou(pred, gt)
     dice = 2.0 * inter / total if total else 1.0
     mae = float(np.count_nonzero(pred ^ gt)) / pred.size
     return iou, dice, mae
@@ -215,5 +226,4 @@ def grid_mask_iou(mask: Any, cell: int) -> float:
     coverage = m.reshape(h // cell, cell, w // cell, cell).mean(axis=(1, 3))
     rows, cols = _bilinear_weights(h, h // cell), _bilinear_weights(w, w // cell)
     drawn = rows @ (coverage - 0.5) @ cols.T > 0
-    union = int((drawn | m).sum())
-    return int((drawn & m).sum()) / union if union else 1.0
+    return mask_iou(drawn, m)

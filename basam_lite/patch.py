@@ -1,7 +1,8 @@
 """BASAMConfig, apply_basam and remove_basam: BA-SAM swapped into a SAM image encoder.
 
-Patching replaces the ``forward`` of every ``Attention`` module of the encoder by
-:func:`basam_attention_forward` (one fused-kernel path for all variants) and keeps every weight.
+Patching gives every ``Attention`` module of the encoder the subclass :class:`BASAMAttention`
+(one fused-kernel path for all variants) and a record (:mod:`basam_lite.patch_state`), and keeps
+every weight.
 Which blocks get the scale and the mask is the config's ``blocks``; the others run the same fused
 path with plain SAM attention. Zero-shot presets add no parameter and no state_dict key.
 """
@@ -9,7 +10,6 @@ path with plain SAM attention. Zero-shot presets add no parameter and no state_d
 from __future__ import annotations
 
 import math
-import types
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal, get_args
 
@@ -20,7 +20,17 @@ from torch import Tensor, nn
 
 from .attention import ATTENTION_PATHS, AttentionBias, AttentionPath, attend, decomposed_rel_pos
 from .masks import MASK_UNITS, METRICS, MaskUnits, Metric, base_unit_scale, resolve_slopes
-from .resolution import base_grid, install_dynamic_encoder, uninstall_dynamic_encoder
+from .patch_state import (
+    BlockPatch,
+    attach_block,
+    block_parameter,
+    block_patch,
+    detach_block,
+    encoder_patch,
+    reattach_block,
+    set_block_parameter,
+)
+from .resolution import base_grid, encoder_grid, set_encoder_config
 from .scaling import SCALE_MODES, ScaleMode, attention_scale, check_choice
 
 BiasMode = Literal["none", "alibi2d", "official_relpos"]
@@ -156,50 +166,39 @@ class BASAMConfig:
         return asdict(self)
 
 
-@dataclass
-class BlockState:
-    """Per-attention-module BA-SAM settings, kept outside the state_dict."""
+class BASAMAttention(Attention):
+    """``segment_anything``'s ``Attention`` with BA-SAM: ``[B, rows, cols, C]`` in and out, on
+    :func:`basam_lite.attention.attend` (one fused-kernel path for every config), with the
+    block's settings from its :class:`~basam_lite.patch_state.BlockPatch`.
 
-    config: BASAMConfig
-    is_global: bool
-    active: bool  # does this block get BA-SAM (scale and bias)?
-    train_keys: int
-    slopes: Tensor | None
-    base_grid: tuple[int, int] = (0, 0)  # the encoder's base token grid (mask_units="base")
-    capture_hook: object = None  # set by capture_attention
+    :func:`apply_basam` gives a module this class; :func:`remove_basam` gives its own back.
+    """
 
-    def scale_for(self, num_keys: int) -> float:
-        if not self.active:
-            return 1.0
-        return attention_scale(num_keys, self.train_keys, self.config.scale)
-
-
-def basam_attention_forward(self: Attention, x: Tensor) -> Tensor:
-    """Replacement for ``segment_anything``'s ``Attention.forward``: ``[B, rows, cols, C]`` in
-    and out, on :func:`basam_lite.attention.attend`."""
-    state: BlockState = self.basam_state
-    b, rows, cols, _ = x.shape
-    n = rows * cols
-    qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)  # each [B, heads, N, head_dim]
-    scale = state.scale_for(n) * q.shape[-1] ** -0.5
-    bias = AttentionBias((rows, cols), metric=state.config.metric)
-    if self.use_rel_pos:
-        rel_h, rel_w = decomposed_rel_pos(q, self.rel_pos_h, self.rel_pos_w, (rows, cols))
-        coef = getattr(self, "basam_rel_pos_coef", None)
-        if coef is not None:
-            rel_h, rel_w = coef * rel_h, coef * rel_w
-        bias.rel_h, bias.rel_w = rel_h, rel_w
-    if state.active and state.slopes is not None:
-        gain = getattr(self, "basam_gain", None)
-        slopes = state.slopes.to(q.device)
-        bias.slopes = slopes * (gain if gain is not None else state.config.gain)
-        if state.config.mask_units == "base" and state.is_global:
-            bias.distance_scale = base_unit_scale((rows, cols), state.base_grid)
-    if state.capture_hook is not None:
-        state.capture_hook(self, q, k, scale, bias)  # type: ignore[operator]
-    out = attend(q, k, v, scale, bias, path=state.config.path)
-    return self.proj(out.transpose(1, 2).reshape(b, rows, cols, -1))
+    def forward(self, x: Tensor) -> Tensor:
+        state = block_patch(self)
+        assert state is not None, "BASAMAttention without its BlockPatch: use apply_basam"
+        b, rows, cols, _ = x.shape
+        n = rows * cols
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each [B, heads, N, head_dim]
+        scale = state.scale_for(n) * q.shape[-1] ** -0.5
+        bias = AttentionBias((rows, cols), metric=state.config.metric)
+        if self.use_rel_pos:
+            rel_h, rel_w = decomposed_rel_pos(q, self.rel_pos_h, self.rel_pos_w, (rows, cols))
+            coef = block_parameter(self, "rel_pos_coef")
+            if coef is not None:
+                rel_h, rel_w = coef * rel_h, coef * rel_w
+            bias.rel_h, bias.rel_w = rel_h, rel_w
+        if state.active and state.slopes is not None:
+            gain = block_parameter(self, "gain")
+            slopes = state.slopes.to(q.device)
+            bias.slopes = slopes * (gain if gain is not None else state.config.gain)
+            if state.config.mask_units == "base" and state.is_global:
+                bias.distance_scale = base_unit_scale((rows, cols), state.base_grid)
+        if state.capture_hook is not None:
+            state.capture_hook(self, q, k, scale, bias)
+        out = attend(q, k, v, scale, bias, path=state.config.path)
+        return self.proj(out.transpose(1, 2).reshape(b, rows, cols, -1))
 
 
 def image_encoder_of(model: nn.Module) -> ImageEncoderViT:
@@ -216,7 +215,13 @@ def image_encoder_of(model: nn.Module) -> ImageEncoderViT:
 
 def is_patched(model: nn.Module) -> bool:
     """Whether :func:`apply_basam` is active on ``model``."""
-    return getattr(image_encoder_of(model), "basam_config", None) is not None
+    return patch_config(model) is not None
+
+
+def patch_config(model: nn.Module) -> BASAMConfig | None:
+    """The config :func:`apply_basam` applied to ``model`` (None when it is not patched)."""
+    record = encoder_patch(image_encoder_of(model))
+    return None if record is None else record.config
 
 
 def apply_basam(model: nn.Module, config: BASAMConfig | None = None) -> nn.Module:
@@ -231,11 +236,8 @@ def apply_basam(model: nn.Module, config: BASAMConfig | None = None) -> nn.Modul
     grid = base_grid(encoder)
     if config.scale == "official":
         # Fail now, not at the first forward, when the model is already set below its base size.
-        current = getattr(encoder, "basam_input_hw", None)
-        if current is not None:
-            patch = encoder.patch_embed.proj.stride[0]
-            keys = (current[0] // patch) * (current[1] // patch)
-            attention_scale(keys, config.train_keys or grid[0] * grid[1], "official")
+        rows, cols = encoder_grid(encoder)
+        attention_scale(rows * cols, config.train_keys or grid[0] * grid[1], "official")
     for block in encoder.blocks:
         attn: Attention = block.attn
         is_global = block.window_size == 0
@@ -245,27 +247,23 @@ def apply_basam(model: nn.Module, config: BASAMConfig | None = None) -> nn.Modul
         slopes = None
         if config.bias == "alibi2d":
             slopes = resolve_slopes(attn.num_heads, config.slopes)
-        attn.basam_state = BlockState(
-            config, is_global, active, train_keys, slopes, base_grid=tuple(grid)
-        )
+        record = BlockPatch(config, is_global, active, train_keys, slopes, base_grid=tuple(grid))
         if active and config.learnable_gain:
-            attn.basam_gain = nn.Parameter(torch.tensor(float(config.gain), device=param.device))
+            gain = nn.Parameter(torch.tensor(float(config.gain), device=param.device))
+            set_block_parameter(attn, "gain", gain)
         if active and config.bias == "official_relpos" and attn.use_rel_pos:
-            attn.basam_rel_pos_coef = nn.Parameter(
-                torch.tensor(float(config.rel_pos_coef_init), device=param.device)
-            )
+            coef = torch.tensor(float(config.rel_pos_coef_init), device=param.device)
+            set_block_parameter(attn, "rel_pos_coef", nn.Parameter(coef))
         if config.drop_rel_pos and attn.use_rel_pos:
-            attn.basam_saved_rel_pos = (
+            record.saved_rel_pos = (
                 attn.rel_pos_h.detach().clone(),
                 attn.rel_pos_w.detach().clone(),
             )
             with torch.no_grad():
                 attn.rel_pos_h.zero_()
                 attn.rel_pos_w.zero_()
-        attn.forward = types.MethodType(basam_attention_forward, attn)
-    encoder.basam_config = config
-    encoder.basam_use_abs_pos = config.use_abs_pos
-    install_dynamic_encoder(encoder)
+        attach_block(attn, record, BASAMAttention)
+    set_encoder_config(encoder, config)
     return model
 
 
@@ -278,69 +276,80 @@ def set_attention_path(model: nn.Module, path: AttentionPath) -> nn.Module:
             "the model has no BA-SAM patch to switch; apply one with "
             "apply_basam(model, config.with_(path=...))"
         )
-    config = encoder.basam_config.with_(path=path)
+    config = patch_config(encoder).with_(path=path)  # type: ignore[union-attr]
     for block in encoder.blocks:
-        block.attn.basam_state.config = config
-    encoder.basam_config = config
+        block_patch(block.attn).config = config  # type: ignore[union-attr]
+    set_encoder_config(encoder, config)
     return model
 
 
 @dataclass(frozen=True)
 class DetachedPatch:
-    """A patch taken off a model by :func:`detach_patch`: its config and the values of its
-    parameters and rel-pos tables, for :func:`reattach_patch`."""
+    """A patch taken off a model by :func:`detach_patch`, to put back with
+    :func:`reattach_patch`: each block's record and parameters (the same objects) and the
+    rel-pos tables it ran with."""
 
     config: BASAMConfig
-    values: dict[str, Tensor]
+    blocks: tuple[tuple[BlockPatch, dict[str, nn.Parameter], tuple[Tensor, Tensor] | None], ...]
+
+
+def _unpatch_block(attn: nn.Module) -> tuple[BlockPatch, dict[str, nn.Parameter], object] | None:
+    """Unpatch one attention module; returns its record, parameters and patched rel-pos tables."""
+    record, params = detach_block(attn)
+    if record is None:
+        return None
+    patched_tables = None
+    if record.saved_rel_pos is not None:
+        patched_tables = (attn.rel_pos_h.detach().clone(), attn.rel_pos_w.detach().clone())
+        with torch.no_grad():
+            attn.rel_pos_h.copy_(record.saved_rel_pos[0])
+            attn.rel_pos_w.copy_(record.saved_rel_pos[1])
+    return record, params, patched_tables
 
 
 def detach_patch(model: nn.Module) -> DetachedPatch | None:
     """Remove the patch of ``model`` (as :func:`remove_basam`) and return it; None when the
     model has none."""
     encoder = image_encoder_of(model)
-    if not is_patched(encoder):
+    config = patch_config(encoder)
+    if config is None:
         return None
-    values = {
-        k: v.detach().clone()
-        for k, v in encoder.state_dict().items()
-        if "basam_" in k or "rel_pos" in k
-    }
-    detached = DetachedPatch(encoder.basam_config, values)
-    remove_basam(encoder)
-    return detached
+    blocks = tuple(_unpatch_block(block.attn) for block in encoder.blocks)
+    set_encoder_config(encoder, None)
+    return DetachedPatch(config, blocks)  # type: ignore[arg-type]
 
 
 def reattach_patch(model: nn.Module, detached: DetachedPatch | None) -> nn.Module:
-    """Put back a patch from :func:`detach_patch` (None: leave ``model`` unpatched)."""
+    """Put back a patch from :func:`detach_patch` exactly, same parameter objects included
+    (None: leave ``model`` as it is)."""
     if detached is None:
         return model
     encoder = image_encoder_of(model)
-    apply_basam(encoder, detached.config)
-    current = encoder.state_dict()
-    with torch.no_grad():
-        for k, v in detached.values.items():
-            current[k].copy_(v)
+    if is_patched(encoder):
+        remove_basam(encoder)
+    for block, (record, params, patched_tables) in zip(
+        encoder.blocks, detached.blocks, strict=True
+    ):
+        attn = block.attn
+        if patched_tables is not None:
+            record.saved_rel_pos = (
+                attn.rel_pos_h.detach().clone(),
+                attn.rel_pos_w.detach().clone(),
+            )
+            with torch.no_grad():
+                attn.rel_pos_h.copy_(patched_tables[0])
+                attn.rel_pos_w.copy_(patched_tables[1])
+        reattach_block(attn, record, params, BASAMAttention)
+    set_encoder_config(encoder, detached.config)
     return model
 
 
 def remove_basam(model: nn.Module) -> nn.Module:
-    """Undo :func:`apply_basam` exactly: original forwards, rel-pos tables and parameters."""
+    """Undo :func:`apply_basam` exactly: original classes, rel-pos tables and parameters."""
     encoder = image_encoder_of(model)
     if not is_patched(encoder):
         return model
     for block in encoder.blocks:
-        attn = block.attn
-        saved = attn.__dict__.pop("basam_saved_rel_pos", None)
-        if saved is not None:
-            with torch.no_grad():
-                attn.rel_pos_h.copy_(saved[0])
-                attn.rel_pos_w.copy_(saved[1])
-        for name in ("basam_gain", "basam_rel_pos_coef"):
-            if name in attn._parameters:
-                del attn._parameters[name]
-        attn.__dict__.pop("forward", None)
-        attn.__dict__.pop("basam_state", None)
-    encoder.basam_config = None
-    encoder.basam_use_abs_pos = True
-    uninstall_dynamic_encoder(encoder)
+        _unpatch_block(block.attn)
+    set_encoder_config(encoder, None)
     return model

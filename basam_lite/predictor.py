@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 from segment_anything import SamPredictor
-from segment_anything.modeling import Sam
-from segment_anything.utils.transforms import ResizeLongestSide
 
-from .resolution import input_size
+from .resolution import input_size, transform_for
 
 
 def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -60,68 +57,14 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported image dtype {a.dtype}: give uint8, uint16, bool or float")
 
 
-class FitResize(ResizeLongestSide):
-    """Resize so the image fits inside a (height, width) input, keeping its aspect ratio.
-
-    For a square input this is exactly SAM's ``ResizeLongestSide``.
-    """
-
-    def __init__(self, target_hw: tuple[int, int]) -> None:
-        super().__init__(max(target_hw))
-        self.target_hw = tuple(target_hw)
-
-    def fit_shape(self, oldh: int, oldw: int) -> tuple[int, int]:
-        th, tw = self.target_hw
-        scale = min(th / oldh, tw / oldw)
-        return min(th, int(oldh * scale + 0.5)), min(tw, int(oldw * scale + 0.5))
-
-    def apply_image(self, image: np.ndarray) -> np.ndarray:
-        h, w = self.fit_shape(*image.shape[:2])
-        return np.array(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
-
-    def apply_coords(self, coords: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
-        oh, ow = original_size
-        h, w = self.fit_shape(oh, ow)
-        coords = np.array(coords, dtype=float, copy=True)
-        coords[..., 0] *= w / ow
-        coords[..., 1] *= h / oh
-        return coords
-
-    def apply_coords_torch(
-        self, coords: torch.Tensor, original_size: tuple[int, ...]
-    ) -> torch.Tensor:
-        oh, ow = original_size
-        h, w = self.fit_shape(oh, ow)
-        coords = coords.clone().float()
-        coords[..., 0] *= w / ow
-        coords[..., 1] *= h / oh
-        return coords
-
-
-def transform_for(sam: Sam) -> ResizeLongestSide:
-    """SAM's own transform for a square input size, :class:`FitResize` otherwise."""
-    h, w = input_size(sam)
-    return ResizeLongestSide(h) if h == w else FitResize((h, w))
-
-
-def refresh_predictor(predictor: SamPredictor) -> None:
-    """Bring a predictor in line with its model's current input size (drops the set image)."""
-    h, w = input_size(predictor.model)
-    if h != w and not isinstance(predictor, BASAMPredictor):
-        raise ValueError(
-            f"a stock SamPredictor cannot run at the non-square size {h}x{w}: use "
-            f"basam_lite.BASAMPredictor(sam) instead"
-        )
-    predictor.transform = transform_for(predictor.model)
-    predictor.reset_image()
-
-
 class BASAMPredictor(SamPredictor):
     """``SamPredictor`` that follows ``set_input_size`` (square or not) and converts images.
 
     Its transform is rebuilt from the model's current input size on every ``set_image``, so a
     predictor made before :func:`basam_lite.set_input_size` stays correct.
     """
+
+    follows_input_size = True
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         if image_format not in ("RGB", "BGR"):

@@ -6,7 +6,7 @@
 - :func:`segment_grid`, :func:`iou_table`, :func:`plot_segmentations`: the same over variants x
   sizes, as a table and a figure.
 - :func:`evaluate_at_sizes`: mean IoU on held-out scenes at several input sizes
-  (:func:`basam_lite.train.evaluate` at each size).
+  (:func:`basam_lite.evaluation.evaluate` at each size).
 - :func:`optional_sam`: a named model, or ``None`` with a clear message when its checkpoint is
   missing (notebooks keep running).
 
@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 from segment_anything.modeling import Sam
 
-from .analysis import mask_iou
 from .analysis import segment as segment_image
 from .datasets import ProceduralScenes, Prompt, prompt_for
+from .evaluation import evaluate
+from .metrics import mask_iou
 from .models import build_sam
 from .resolution import base_size, restore_input_size, set_input_size
 from .sweep import PROMPTS
@@ -179,8 +180,6 @@ def evaluate_at_sizes(
     (size over the base size) and ``iou_<kind>`` per prompt kind (see
     :func:`basam_lite.datasets.prompt_for`).
     """
-    from .train import evaluate
-
     base = base_size(sam.image_encoder)[0]
     rows = []
     try:

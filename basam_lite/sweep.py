@@ -30,10 +30,8 @@ A bad image stops the run (``--on-error stop``, rows so far kept) or is recorded
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -62,7 +60,9 @@ from .errors import UserError
 from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS
 from .models import MODEL_NAMES, OFFICIAL_NAMES, TINY, TINY_NAMES, build_sam, tiny_checkpoint_path
 from .outputs import output_lock, write_text_atomic, write_with
-from .predictor import BASAMPredictor, FitResize
+from .predictor import BASAMPredictor
+from .provenance import platform_name, versions
+from .resolution import FitResize
 from .run_identity import (
     Identity,
     config_identity,
@@ -283,7 +283,7 @@ def dataset_fingerprint(ds: Sequence[Sample]) -> dict[str, object]:
 
 def number_versions() -> dict[str, str]:
     """Versions of the packages that change the numbers of a sweep."""
-    env = environment()
+    env = versions()
     return {
         k: env[k]
         for k in ("torch", "numpy", "segment_anything", "pysodmetrics", "basam_lite")
@@ -650,31 +650,14 @@ def append_rows(path: Path, rows: list[dict[str, object]]) -> None:
         f.flush()
 
 
-def environment() -> dict[str, str]:
-    import segment_anything
-
-    from . import __version__
-
-    versions = {"python": platform.python_version(), "basam_lite": __version__}
-    for name, mod in (("torch", torch), ("numpy", np), ("pandas", pd)):
-        versions[name] = mod.__version__
-    versions["segment_anything"] = getattr(segment_anything, "__version__", "1.0")
-    from importlib.metadata import PackageNotFoundError, version
-
-    for dist in ("pysodmetrics", "segment_anything", "segment-anything"):
-        with contextlib.suppress(PackageNotFoundError):
-            versions[dist.replace("-", "_")] = version(dist)
-    return versions
-
-
 def metadata(cfg: SweepConfig, ident: Identity | None = None) -> dict[str, object]:
     cfg_dict = asdict(cfg)
     cfg_dict["shard"] = f"{cfg.shard[0]}/{cfg.shard[1]}"
     meta: dict[str, object] = {
         "config": cfg_dict,
         "seed": cfg.seed,
-        "versions": environment(),
-        "machine": f"{platform.machine()} {platform.system()}, device {cfg.device}",
+        "versions": versions(),
+        "machine": f"{platform_name()}, device {cfg.device}",
     }
     if ident is not None:
         meta["identity"] = ident

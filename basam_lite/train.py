@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,20 +25,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .datasets import ProceduralScenes, Prompt, SceneMix, box_from_mask, prompt_for, random_points
+from .datasets import ProceduralScenes, Prompt, box_from_mask, random_points
 from .datasets.procedural import MIX_NAMES, render_layers
-from .decoding import decode_each, decode_one, decode_prompts
-from .metrics import grid_mask_iou
+from .decoding import decode_each, decode_prompts
+from .evaluation import evaluate, evaluation_table, image_batch, mean_ious
+from .model_card import write_card
 from .models import TINY, TinySpec, build_sam, build_tiny_sam, tiny_checkpoint_path
 from .patch import BASAMConfig, apply_basam, is_patched, set_attention_path
-from .resolution import patch_size
 
 VARIANTS = {"vanilla": "vanilla", "basam": "paper"}
 """``--variant`` -> the preset active during training (vanilla = no patch)."""
@@ -147,12 +145,6 @@ def training_prompt(mask: np.ndarray, rng: np.random.Generator, jitter: float) -
         coords, labels = random_points(mask, n, rng)
         return Prompt(coords, labels, box)
     return Prompt(box=box)
-
-
-def image_batch(images: list[np.ndarray]) -> Tensor:
-    """B (H, W, 3) uint8 images -> (B, 3, H, W) float32 in [0, 255]."""
-    x = torch.from_numpy(np.stack(images))
-    return x.permute(0, 3, 1, 2).float()
 
 
 def dice_loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -406,79 +398,6 @@ def finetune(
     return train(cfg, run_dir=None, progress=progress).model
 
 
-def padded_to(mask: np.ndarray, multiple: int) -> np.ndarray:
-    """An (H, W) mask padded with background at the bottom and right to whole ``multiple``s,
-    as SAM pads its input to whole patches."""
-    h, w = mask.shape
-    return np.pad(mask, ((0, -h % multiple), (0, -w % multiple)))
-
-
-@torch.no_grad()
-def evaluation_table(
-    sam: Sam,
-    n: int = 100,
-    kinds: tuple[str, ...] = ("box", "point", "center"),
-    size: int = 256,
-    seed: int = 0,
-    split: str = "test",
-    mix: str = "standard",
-) -> pd.DataFrame:
-    """IoU (probability > 0.5) of every held-out scene and prompt kind at ``size``: one row per
-    scene with its shape kind, difficulty tags, object count, visible area and
-    ``token_grid_iou`` (:func:`~basam_lite.metrics.grid_mask_iou` of its mask at the model's
-    patch size: the ceiling of a mask right at every token), and one ``iou_<kind>`` column per
-    prompt kind (those of :func:`basam_lite.datasets.prompt_for`:
-    "point" = one random click seeded by the scene name, "center" = the innermost object
-    pixel). Group it by ``shape`` or a tag to see where a model fails; ``mix="hard"`` scores
-    the stress-test scenes (:class:`~basam_lite.datasets.SceneMix`)."""
-    was_training = sam.training
-    sam.eval()
-    ds = ProceduralScenes(n, seed=seed, size=size, split=split, mix=mix)
-    cell = patch_size(sam.image_encoder)
-    rows = []
-    for start in range(0, n, 16):
-        samples = ds[start : min(n, start + 16)]
-        emb = sam.image_encoder(sam.preprocess(image_batch([s.image for s in samples])))
-        for i, s in enumerate(samples):
-            gt = torch.from_numpy(s.mask)
-            row: dict[str, object] = {
-                "scene": s.name,
-                "shape": s.meta["shape"],
-                "tags": ",".join(s.meta["tags"]) or "plain",
-                "n_objects": s.meta["n_objects"],
-                "area_fraction": s.meta["area_fraction"],
-                # not a model score: the target redrawn from its coverage of each token
-                "token_grid_iou": grid_mask_iou(padded_to(s.mask, cell), cell),
-            }
-            for kind in kinds:
-                low, _ = decode_one(sam, emb[i : i + 1], prompt_for(s, kind, seed))
-                up = F.interpolate(low, size=s.hw, mode="bilinear", align_corners=False)[0, 0]
-                pred = up > 0
-                union = int((pred | gt).sum())
-                row[f"iou_{kind}"] = int((pred & gt).sum()) / union if union else 1.0
-            rows.append(row)
-    sam.train(was_training)
-    return pd.DataFrame(rows)
-
-
-def evaluate(
-    sam: Sam,
-    n: int = 100,
-    kinds: tuple[str, ...] = ("box", "point", "center"),
-    size: int = 256,
-    seed: int = 0,
-    split: str = "test",
-    mix: str = "standard",
-) -> dict[str, float]:
-    """Mean IoU per prompt kind over :func:`evaluation_table`'s held-out scenes."""
-    return mean_ious(evaluation_table(sam, n, kinds, size, seed, split, mix))
-
-
-def mean_ious(table: pd.DataFrame) -> dict[str, float]:
-    """``{"iou_<kind>": mean}`` over the rows of an :func:`evaluation_table`."""
-    return {c: float(table[c].mean()) for c in table.columns if c.startswith("iou_")}
-
-
 def save_half(sam: Sam, path: Path) -> str:
     """Save ``sam``'s state_dict with floating tensors in fp16; returns the file's sha256."""
     import hashlib
@@ -495,186 +414,6 @@ def save_half(sam: Sam, path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     _save_atomic(half, path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def machine() -> str:
-    return (
-        f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} logical CPUs, "
-        f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
-        f"torch {torch.__version__}"
-    ).replace("  ", " ")
-
-
-def breakdown(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean box / centre-point IoU, mean ``token_grid_iou`` and scene count per target shape
-    and per difficulty tag (a scene with several tags counts under each)."""
-    iou = [c for c in ("iou_box", "iou_center", "token_grid_iou") if c in table]
-    tags = table.assign(tag=table["tags"].str.split(",")).explode("tag")
-    parts = {
-        "shape": table.groupby("shape")[iou].mean().assign(scenes=table.groupby("shape").size()),
-        "difficulty": tags.groupby("tag")[iou].mean().assign(scenes=tags.groupby("tag").size()),
-    }
-    return pd.concat(parts, names=["by", "group"])
-
-
-def breakdown_lines(table: pd.DataFrame | None) -> list[str]:
-    if table is None or table.empty:
-        return []
-    lines = ["Where it fails (same scenes, by target shape and by difficulty tag):", ""]
-    grid = "token_grid_iou" in table
-    columns = {"iou_box": "box IoU", "iou_center": "centre-point IoU"}
-    if grid:
-        columns["token_grid_iou"] = "mask at token resolution"
-    lines += [
-        "| by | group | scenes | " + " | ".join(columns.values()) + " |",
-        "|---|---|---|" + "---|" * len(columns),
-    ]
-    for (by, group), row in breakdown(table).iterrows():
-        values = " | ".join(f"{row[c]:.3f}" for c in columns)
-        lines.append(f"| {by} | {group} | {int(row['scenes'])} | {values} |")
-    if grid:
-        lines += [
-            "",
-            '"Mask at token resolution" is no model\'s score: it is the IoU of each target '
-            "redrawn from its coverage of every token cell, upsampled bilinearly like SAM's "
-            f"low-res masks (`basam_lite.metrics.grid_mask_iou`), mean "
-            f"{table['token_grid_iou'].mean():.3f} over these scenes: what a model right at "
-            "every token and blind below it would score.",
-        ]
-    return [*lines, ""]
-
-
-def stress_lines(stress: dict[str, float] | None, n_eval: int) -> list[str]:
-    if not stress:
-        return []
-    return [
-        f"Stress test, {n_eval} held-out `SceneMix.hard()` scenes ({SceneMix.hard().summary()}): "
-        f"box {stress['iou_box']:.4f}, centre point {stress['iou_center']:.4f}, one random "
-        f"click {stress['iou_point']:.4f}.",
-        "",
-    ]
-
-
-def write_card(
-    path: Path,
-    cfg: TrainConfig,
-    command: str,
-    sha256: str,
-    seconds: float,
-    metrics: dict[str, float],
-    n_eval: int,
-    history: list[dict[str, float]],
-    note: str = "",
-    table: pd.DataFrame | None = None,
-    stress: dict[str, float] | None = None,
-) -> None:
-    """The model card beside the checkpoint (the sha256 line is checked by the tests).
-    ``table``: :func:`evaluation_table`'s rows, for the per-shape and per-difficulty means;
-    ``stress``: the mean IoUs on the same number of ``SceneMix.hard()`` scenes."""
-    patch = f"`apply_basam(sam, BASAMConfig.preset({cfg.preset!r}))`"
-    if cfg.preset == "vanilla":
-        trained_with = "plain SAM attention (no BA-SAM patch)"
-    elif cfg.preset_from == 0:
-        trained_with = f"{patch} active in every step"
-    else:
-        trained_with = (
-            f"plain SAM attention for steps 0-{cfg.preset_from} and {patch} active from step "
-            f"{cfg.preset_from} to {cfg.steps}: a branch of the vanilla run (same seed, data, "
-            f"schedule and weights up to step {cfg.preset_from}), the way BA-SAM fine-tunes a "
-            f"trained SAM, with the same total number of steps as the vanilla checkpoint"
-        )
-    spec = cfg.spec
-    spec_name = "`basam_lite.models.TINY`" if spec == TINY else f"`{spec}`"
-    grid = spec.grid
-    n_params = spec.parameter_count()
-    last = history[-50:]
-    loss = float(np.mean([h["loss"] for h in last])) if last else float("nan")
-    tiou = float(np.mean([h["train_iou"] for h in last])) if last else float("nan")
-    bce_text = "BCE"
-    if cfg.pos_weight_max > 1:
-        bce_text = (
-            "BCE (object pixels weighted by the batch's background/object ratio, capped at "
-            f"{cfg.pos_weight_max:g})"
-        )
-    lines = [
-        f"# {cfg.name}",
-        "",
-        f"A tiny SAM ({spec_name}) trained from scratch at {cfg.size} px with {trained_with}.",
-        "",
-        "## Architecture",
-        f"`segment_anything` classes: ViT encoder {spec.img_size} px, {spec.patch_size} px patches "
-        f"({grid} x {grid} tokens), embed dim {spec.embed_dim}, {spec.depth} blocks, "
-        f"{spec.num_heads} heads, window {spec.window_size}, global blocks "
-        f"{list(spec.global_attn_indexes)}, neck {spec.prompt_dim} channels; SAM prompt encoder; "
-        f"two-way mask decoder (width {spec.prompt_dim}, depth {spec.decoder_depth}, "
-        f"{spec.decoder_heads} heads, MLP {spec.decoder_mlp_dim}; per-pixel mask features of "
-        f"{spec.prompt_dim // 8} channels at {4 * grid} x {4 * grid}). "
-        f"{n_params / 1e6:.2f} M parameters.",
-        "",
-        "## Storage",
-        "A plain `state_dict` with every floating tensor stored in **float16** (fp32 would be "
-        f"about {n_params * 4 / 1e6:.0f} MB); `basam_lite.build_sam` casts it back to float32 on "
-        "load. No BA-SAM keys (the paper preset adds no parameter).",
-        "",
-        f"sha256: `{sha256}`",
-        "",
-        "## Training data",
-        f"Procedural scenes (`ProceduralScenes(split='train', seed={cfg.seed}, "
-        f"mix={cfg.mix!r})`: {SceneMix.named(cfg.mix).summary()}), rendered on the fly at "
-        f"{cfg.size} px, single scale: scene index = step x batch + b, never repeated. Up to "
-        f"{cfg.masks_per_image} prompts per image, each with its own object's visible mask: the "
-        "scene's target and other objects covering at least "
-        f"{cfg.min_object_area:.1%} of the image. A prompt is a box (55%, edges jittered by up "
-        f"to {cfg.box_jitter:.0%} of the side), 1-3 positive clicks (30%), or a box and a click "
-        "(15%). Single-mask output (`multimask_output=False`) for every prompt.",
-        "",
-        "## Recipe",
-        f"AdamW (lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}), {cfg.warmup} warmup steps, "
-        f"cosine decay to {cfg.min_lr_ratio:g} x lr, batch {cfg.batch_size}, {cfg.steps} steps, "
-        f"gradient clip {cfg.grad_clip:g}; loss = {bce_text} + dice on the logits upsampled to "
-        f"{cfg.size} px + {cfg.iou_loss_weight:g} x MSE of the IoU head; all parts trained"
-        + (", the image encoder under bfloat16 autocast" if cfg.encoder_bf16 else "")
-        + (
-            ", the mask decoder run once for all of a step's prompts"
-            if cfg.decoder_batched
-            else ", the mask decoder run prompt by prompt"
-        )
-        + ". "
-        + f"Seed {cfg.seed}, {cfg.threads} torch thread(s).",
-        "",
-        "## Reproduce",
-        "```",
-        command,
-        "```",
-        "Rerunning the command after an interruption resumes from "
-        f"`runs/train-{cfg.name}/state.pt` (bit-exact with the same thread count).",
-        "",
-        f"Training wall time: {seconds / 60:.1f} min ({seconds:.0f} s of training steps"
-        + (
-            f", including the {cfg.preset_from} steps shared with the vanilla run"
-            if cfg.preset != "vanilla" and cfg.preset_from
-            else ""
-        )
-        + f") on {machine()}. {note}".rstrip(),
-        "",
-        "## Final metrics",
-        f"Mean IoU (probability > 0.5) at {cfg.size} px on {n_eval} held-out scenes "
-        f"(`ProceduralScenes(split='test', seed=0, mix={cfg.mix!r})`), the model as trained"
-        + ("" if cfg.preset == "vanilla" else f" (preset {cfg.preset} applied)")
-        + ":",
-        "",
-        "| prompt | mean IoU |",
-        "|---|---|",
-        f"| box | {metrics['iou_box']:.4f} |",
-        f"| centre point | {metrics['iou_center']:.4f} |",
-        f"| one random click | {metrics['iou_point']:.4f} |",
-        "",
-        *stress_lines(stress, n_eval),
-        *breakdown_lines(table),
-        f"Last 50 steps: training loss {loss:.4f}, training IoU {tiou:.4f}.",
-        "",
-    ]
-    path.write_text("\n".join(lines))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -3,7 +3,8 @@
 Each study trains tiny-vanilla's setup (plain attention, seed 0, one torch thread unless
 ``--threads`` says otherwise) with a few
 ``TrainConfig`` fields and/or ``TinySpec`` fields changed, for ``--steps`` steps, then scores box
-and centre-point IoU on the first 100 held-out standard scenes (``train.evaluate(n=100)``). Runs
+and centre-point IoU on the first 100 held-out standard scenes
+(``basam_lite.evaluation.evaluate(n=100)``). Runs
 are deterministic: rerunning a study reproduces its numbers exactly. Two can run at once on two
 cores; each appends one JSON line to ``--out``.
 
@@ -25,6 +26,7 @@ import pandas as pd
 import torch
 
 import basam_lite.train as training
+from basam_lite.evaluation import evaluation_table, mean_ious
 from basam_lite.models import TinySpec
 
 # The first tiny SAM (3.8 M parameters), the base every study's "spec" changes are applied to,
@@ -106,10 +108,10 @@ def score(model: torch.nn.Module) -> dict[str, float]:
     """Box and centre-point IoU on the first 100 held-out standard scenes (one thread), and the
     box IoU of the two hardest target shapes, strokes and rings."""
     with training.torch_threads(1):
-        table = training.evaluation_table(model, n=100, kinds=("box", "center"))
+        table = evaluation_table(model, n=100, kinds=("box", "center"))
     by_shape = table.groupby("shape")["iou_box"].mean()
     return {
-        **training.mean_ious(table),
+        **mean_ious(table),
         "box_strokes": float(by_shape["stroke"]),
         "box_rings": float(by_shape["ring"]),
     }

@@ -13,6 +13,7 @@ import torch
 
 import basam_lite as bl
 from basam_lite import explorer
+from basam_lite.analysis import entropy, mean_attention_distance
 from basam_lite.datasets import ProceduralScenes
 
 QUERIES = {"centre": (0.5, 0.5), "corner": (0.1, 0.9)}
@@ -84,8 +85,9 @@ def test_stats_and_figures(atlas):
 def test_map_helpers():
     p = np.zeros((3, 3))
     p[1, 1], p[1, 2] = 0.5, 0.5
-    assert explorer.map_entropy(p) == pytest.approx(np.log(2))
-    assert explorer.map_distance(p, (1, 1), patch=16) == pytest.approx(8.0)
+    assert float(entropy(p.reshape(-1))) == pytest.approx(np.log(2))
+    distance = mean_attention_distance(p.reshape(1, -1), p.shape, [(1, 1)], patch=16)
+    assert float(distance[0]) == pytest.approx(8.0)
     img = explorer.resize_square(np.zeros((30, 50), dtype=np.uint8), 64)
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8
 

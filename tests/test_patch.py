@@ -7,7 +7,8 @@ import torch
 from reference import expected_terms, reference_attention
 
 import basam_lite as bl
-from basam_lite.patch import BASAMConfig
+from basam_lite.patch import BASAMConfig, patch_config
+from basam_lite.patch_state import block_patch
 
 PRESETS = ["vanilla", "scale", "bias", "paper", "official"]
 
@@ -111,8 +112,8 @@ def test_set_attention_path_keeps_the_patch_and_its_learned_values(tiny_sam) -> 
         dense = tiny_sam.image_encoder(x)
         set_attention_path(tiny_sam, "chunked")
         chunked = tiny_sam.image_encoder(x)
-    assert tiny_sam.image_encoder.basam_config == config.with_(path="chunked")
-    assert all(b.attn.basam_state.config.path == "chunked" for b in tiny_sam.image_encoder.blocks)
+    assert patch_config(tiny_sam) == config.with_(path="chunked")
+    assert all(block_patch(b.attn).config.path == "chunked" for b in tiny_sam.image_encoder.blocks)
     assert tiny_sam.image_encoder.blocks[2].attn.basam_gain is gain
     assert float(gain.detach()) == pytest.approx(0.6)
     torch.testing.assert_close(chunked, dense, atol=1e-4, rtol=0)
@@ -176,7 +177,7 @@ def test_official_preset_behaviour(tiny_sam) -> None:
         torch.testing.assert_close(enc(x), a)
         enc.pos_embed.sub_(1.0)
     # scale only where the length changes: lambda = 1 in windowed blocks at any size
-    assert enc.blocks[0].attn.basam_state.scale_for(16) == 1.0
+    assert block_patch(enc.blocks[0].attn).scale_for(16) == 1.0
     bl.remove_basam(tiny_sam)
     torch.testing.assert_close(enc.blocks[0].attn.rel_pos_h, saved, atol=0, rtol=0)
 

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 import basam_lite as bl
+from basam_lite.evaluation import evaluate
 from basam_lite.models import tiny_checkpoint_path
-from basam_lite.train import TrainConfig, evaluate, finetune, lr_factor, save_half, train
+from basam_lite.patch import patch_config
+from basam_lite.train import TrainConfig, finetune, lr_factor, save_half, train
 
 CHECKPOINTS = ("tiny-vanilla", "tiny-basam")
 
@@ -175,8 +177,8 @@ def test_scene_targets_pairs_each_object_with_its_own_prompt():
 
 def test_evaluation_table_is_what_evaluate_averages():
     from basam_lite.datasets import ProceduralScenes
+    from basam_lite.evaluation import breakdown, evaluation_table
     from basam_lite.metrics import grid_mask_iou
-    from basam_lite.train import breakdown, evaluation_table
 
     sam = bl.build_sam("tiny")
     table = evaluation_table(sam, n=3, kinds=("box", "center"))
@@ -218,8 +220,8 @@ def test_paper_training_step_is_the_same_on_the_dense_path():
 
 def test_a_trained_paper_model_is_left_on_the_auto_path():
     result = train(tiny_config(steps=1, preset="paper"), progress=False)
-    assert result.model.image_encoder.basam_config == bl.BASAMConfig.paper()
-    assert result.model.image_encoder.basam_config.path == "auto"
+    assert patch_config(result.model) == bl.BASAMConfig.paper()
+    assert patch_config(result.model).path == "auto"
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)
@@ -255,8 +257,8 @@ def test_time_steps_times_the_recipe_against_each_speed_up_undone(capsys):
 
 def test_evaluation_at_a_size_off_the_patch_grid_pads_the_token_grid_mask():
     from basam_lite.datasets import ProceduralScenes
+    from basam_lite.evaluation import evaluation_table, padded_to
     from basam_lite.metrics import grid_mask_iou
-    from basam_lite.train import evaluation_table, padded_to
 
     table = evaluation_table(bl.build_sam("tiny"), n=1, kinds=("box",), size=200)
     mask = ProceduralScenes(1, size=200)[0].mask
