@@ -382,6 +382,16 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def run_precision(
+    cfg: TrainConfig, saved: dict[str, object] | None, source: Path | None
+) -> tuple[str, str]:
+    """("bf16" | "fp32", why) for ``cfg``: under "auto" a resumed (or warm-started) run keeps
+    the precision its state recorded, else :func:`resolve_precision` decides."""
+    if cfg.precision == "auto" and saved is not None and saved["precision"] in ("bf16", "fp32"):
+        return str(saved["precision"]), f"auto: resumed at the precision {source} recorded"
+    return resolve_precision(cfg.precision)
+
+
 def _train(
     cfg: TrainConfig,
     run_dir: str | os.PathLike | None,
@@ -397,12 +407,8 @@ def _train(
         source = Path(warm_start)
     state = load_state(source) if source is not None else None  # before building anything
     saved = None if state is None else TrainConfig.completed(state["config"])  # type: ignore[arg-type]
-    if cfg.precision == "auto" and saved is not None and saved["precision"] in ("bf16", "fp32"):
-        cfg = replace(cfg, precision=saved["precision"])  # type: ignore[arg-type]
-        why = f"auto: resumed at the precision {source} recorded"
-    else:
-        precision, why = resolve_precision(cfg.precision)
-        cfg = replace(cfg, precision=precision)  # type: ignore[arg-type]
+    precision, why = run_precision(cfg, saved, source)
+    cfg = replace(cfg, precision=precision)  # type: ignore[arg-type]
     sam = initial_model(cfg)
     params = [p for p in sam.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -1058,10 +1064,10 @@ def planned_precision(
     source = state_path if state_path is not None and state_path.exists() else None
     if source is None and warm_start is not None:
         source = Path(warm_start)
+    saved = None
     if cfg.precision == "auto" and source is not None:
         saved = TrainConfig.completed(load_state(source)["config"])  # type: ignore[arg-type]
-        return str(saved["precision"]), f"auto: resumed at the precision {source} recorded"
-    return resolve_precision(cfg.precision)
+    return run_precision(cfg, saved, source)
 
 
 def run(args: argparse.Namespace) -> int:
