@@ -3,6 +3,11 @@
 ``python -m basam_lite train --variant vanilla`` trains ``tiny-vanilla`` (plain SAM attention)
 and ``--variant basam`` trains ``tiny-basam`` (the paper preset active during training); both at
 256 px, single-scale. Rerunning the same command resumes from ``runs/train-NAME/state.pt``.
+The checkpoint and its card go to ``runs/train-NAME/NAME.pt`` (or ``--out``); only
+``--write-bundled`` replaces the package's own ``data/checkpoints/NAME.pt``. ``--precision auto``
+(the default) runs the image encoder under bf16 autocast only where the CPU does bf16 natively
+(:mod:`basam_lite.precision`), says which it picked, and records it in the state and on the card.
+A state file holds tensors and plain values only and is read with ``weights_only=True``.
 ``--init tiny-vanilla --preset paper --steps 30`` fine-tunes instead; :func:`finetune` does the
 same from Python (in memory, no files) for notebooks.
 
@@ -458,7 +463,13 @@ def _train(
 
     ds = ProceduralScenes(_MAX_SCENES, seed=cfg.seed, size=cfg.size, split="train", mix=cfg.mix)
     sam.train()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=cfg.name, smoothing=0.05)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        disable=not progress,
+        desc=f"{cfg.name} ({cfg.precision})",
+        smoothing=0.05,
+    )
     done_here = 0
     while step < cfg.steps and (stop_after is None or done_here < stop_after):
         t0 = time.perf_counter()
