@@ -853,14 +853,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--init", default=None, help="fine-tune from this model name or .pt file")
     p.add_argument("--name", default=None, help="checkpoint name (default tiny-VARIANT)")
-    p.add_argument("--steps", type=int, default=TrainConfig.steps)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument(
+        "--steps", type=int, default=TrainConfig.steps, help=f"default {TrainConfig.steps}"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=TrainConfig.batch_size,
+        help=f"scenes per step (default {TrainConfig.batch_size})",
+    )
     lr_help = f"default {TrainConfig.lr:g} (1e-4 with --init)"
     p.add_argument("--lr", type=float, default=None, help=lr_help)
     p.add_argument("--warmup", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="default 0")
     p.add_argument("--mix", choices=MIX_NAMES, default="standard", help="training scene mix")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -881,8 +888,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="write the checkpoint and card into the package's data/checkpoints/NAME.pt, "
         "replacing a shipped model of that name (never done without this flag)",
     )
-    p.add_argument("--save-every", type=int, default=50, help="steps between saved states")
-    p.add_argument("--eval-n", type=int, default=200, help="held-out scenes for the card")
+    p.add_argument(
+        "--save-every", type=int, default=50, help="steps between saved states (default 50)"
+    )
+    p.add_argument(
+        "--eval-n", type=int, default=200, help="held-out scenes for the card (default 200)"
+    )
     p.add_argument(
         "--preset-from",
         type=int,
