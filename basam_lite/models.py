@@ -256,23 +256,24 @@ def build_sam(name: str, checkpoint: str | os.PathLike | None = None) -> Sam:
         checkpoint: local path to weights (official ViTs: without it the weights are random).
     """
     if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
-    if name in OFFICIAL_NAMES:
-        sam = sam_model_registry[name](checkpoint=None)
-    else:
-        sam = build_tiny_sam()
-        if name != "tiny" and checkpoint is None:
-            checkpoint = tiny_checkpoint_path(name)
-            if not checkpoint.exists():
-                raise FileNotFoundError(
-                    f"{checkpoint} is missing: train it with `python -m basam_lite train "
-                    f"--variant {name.removeprefix('tiny-')}` or use build_sam('tiny')"
-                )
-    if checkpoint is not None:
+        raise UserError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+    if name not in OFFICIAL_NAMES and name != "tiny" and checkpoint is None:
+        checkpoint = tiny_checkpoint_path(name)
+        if not checkpoint.exists():
+            raise FileNotFoundError(
+                f"{checkpoint} is missing: train it with `python -m basam_lite train "
+                f"--variant {name.removeprefix('tiny-')} --write-bundled` or use "
+                "build_sam('tiny')"
+            )
+    state = None
+    if checkpoint is not None:  # read (safely) and checked before any model is built
         path = existing_file(checkpoint)
         if name in OFFICIAL_NAMES:
             check_official_name(name, path)
-        load_weights(sam, read_checkpoint(path), str(path), name)
+        state = read_checkpoint(path)
+    sam = sam_model_registry[name](checkpoint=None) if name in OFFICIAL_NAMES else build_tiny_sam()
+    if state is not None:
+        load_weights(sam, state, str(path), name)
     return sam.eval()
 
 

@@ -84,13 +84,19 @@ def test_crafted_warm_start_is_refused_and_never_runs(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", ["torch zip", "bare pickle"])
-def test_crafted_checkpoint_and_init_are_refused_and_never_run(tmp_path, kind):
-    # --checkpoint (sweep, bench) and --init (train) both load through build_sam.
+def test_crafted_checkpoint_and_init_are_refused_and_never_run(tmp_path, kind, monkeypatch):
+    # --checkpoint (sweep, bench) and --init (train) both load through build_sam, which reads
+    # the file before it builds any model.
+    from basam_lite import models
+
     path, marker = crafted_files(tmp_path / "crafted")[kind]
     with pytest.raises(UserError, match="loaded safely.*never unpickles"):
         bl.build_sam("tiny", checkpoint=path)
+    built = []
+    monkeypatch.setitem(models.sam_model_registry, "vit_b", lambda **kw: built.append(kw))
     with pytest.raises(UserError, match="loaded safely"):
         bl.build_sam("vit_b", checkpoint=path)
+    assert built == []
     run_dir = tmp_path / "run"
     with pytest.raises(UserError, match="loaded safely"):
         main(["train", "--init", str(path), "--run-dir", str(run_dir), *TINY_RUN])
