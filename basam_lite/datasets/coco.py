@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from .folders import OnError, Verify
 from .loading import check_image, image_size, load_image
 from .sample import Problem, Sample, SampleSequence, report_problems
 
@@ -53,8 +54,8 @@ class CocoInstances(SampleSequence):
         min_area: float = DEFAULT_MIN_AREA,
         max_instances: int | None = None,
         *,
-        on_error: str = "raise",
-        verify: bool | str = True,
+        on_error: OnError = "raise",
+        verify: Verify = True,
     ) -> None:
         from pycocotools.coco import COCO
 
@@ -103,7 +104,7 @@ class CocoInstances(SampleSequence):
         if not self.ann_ids:
             raise UserError(f"{path}: no usable instance left (all were skipped)")
 
-    def _image_problem(self, image_id: int, verify: bool | str) -> Problem | None:
+    def _image_problem(self, image_id: int, verify: Verify) -> Problem | None:
         info = self.coco.imgs.get(image_id)
         if info is None:
             return f"image id {image_id}", "named by an annotation but absent from 'images'"
@@ -129,7 +130,7 @@ class CocoInstances(SampleSequence):
             )
         return None
 
-    def _annotation_problem(self, ann: dict, verify: bool | str) -> Problem | None:
+    def _annotation_problem(self, ann: dict, verify: Verify) -> Problem | None:
         info = self.coco.imgs[ann["image_id"]]
         h, w = int(info["height"]), int(info["width"])
         item = f"annotation {ann['id']} ({info['file_name']})"
