@@ -15,6 +15,7 @@ import pandas as pd
 from .datasets import SceneMix
 from .evaluation import breakdown
 from .models import TINY
+from .outputs import write_text_atomic
 from .provenance import machine
 
 if TYPE_CHECKING:
@@ -57,6 +58,18 @@ def stress_lines(stress: dict[str, float] | None, n_eval: int) -> list[str]:
         f"click {stress['iou_point']:.4f}.",
         "",
     ]
+
+
+def precision_line(precision: str) -> str:
+    """The card's line naming the precision a run trained at (what reproduces its weights)."""
+    what = {
+        "bf16": "the image encoder under bfloat16 autocast, everything else in float32",
+        "fp32": "everything in float32",
+    }[precision]
+    return (
+        f"Precision: {precision} ({what}). Reproduce it with `--precision {precision}`: the "
+        "other precision rounds differently and does not give these weights."
+    )
 
 
 def write_card(
@@ -146,6 +159,8 @@ def write_card(
         + ". "
         + f"Seed {cfg.seed}, {cfg.threads} torch thread(s).",
         "",
+        precision_line(cfg.precision),
+        "",
         "## Reproduce",
         "```",
         command,
@@ -178,4 +193,4 @@ def write_card(
         f"Last 50 steps: training loss {loss:.4f}, training IoU {tiou:.4f}.",
         "",
     ]
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))

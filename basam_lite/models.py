@@ -25,6 +25,8 @@ from segment_anything.modeling import (
 )
 from torch import nn
 
+from .errors import UserError
+
 CHECKPOINT_ENV = "BASAM_SAM_CHECKPOINT"
 DATA_ENV = "BASAM_DATA_DIR"
 OFFICIAL_NAMES = ("vit_b", "vit_l", "vit_h")
@@ -136,25 +138,40 @@ def existing_file(path: str | os.PathLike) -> Path:
     return p
 
 
+def refusal_reason(error: Exception) -> str:
+    """What a ``torch.load(weights_only=True)`` refusal found, in one short line (torch's own
+    message suggests turning the safety off, which basam_lite never does)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    for pattern in (r"Unsupported global: GLOBAL (\S+)", r"(Unsupported operand \d+)"):
+        m = re.search(pattern, text)
+        if m:
+            found = m.group(1)
+            if "GLOBAL" in pattern:
+                return f"it holds a pickled object ({found})"
+            return f"{found.lower()}: not a file of tensors that torch.save wrote"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first[:160]}"
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict of tensors from ``path`` (``torch.load(weights_only=True)``), unwrapped
     from a ``{"model": ...}`` or ``{"state_dict": ...}`` container; clear errors otherwise."""
     p = existing_file(path)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load raises many types on foreign bytes
-        raise ValueError(
-            f"{p} is not a PyTorch checkpoint that can be loaded safely (weights_only=True): "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Give the .pth file "
-            f"of a SAM model's state_dict."
-        ) from e
+    except Exception as e:  # torch.load raises many types on foreign or crafted bytes
+        raise UserError(
+            f"{p} is not a PyTorch checkpoint that can be loaded safely (weights_only=True: "
+            f"tensors and plain values only; {refusal_reason(e)}). basam_lite never unpickles "
+            "objects; give the .pth file of a SAM model's state_dict."
+        ) from None
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{p} holds a {type(obj).__name__}, not a state_dict of tensors")
+        raise UserError(f"{p} holds a {type(obj).__name__}, not a state_dict of tensors")
     if not any(k.startswith("image_encoder.") for k in obj):
-        raise ValueError(
+        raise UserError(
             f"{p} is a state_dict but not of a SAM model (no 'image_encoder.*' keys); "
             f"first keys: {list(obj)[:3]}"
         )
@@ -216,7 +233,7 @@ def load_weights(model: Sam, state: dict[str, torch.Tensor], source: str, name: 
         details = (
             mismatched + [f"missing {k}" for k in missing] + [f"unexpected {k}" for k in unexpected]
         )
-        raise ValueError(
+        raise UserError(
             f"{source} does not fit model {name!r}: it looks like {describe_checkpoint(state)}. "
             f"{len(details)} problem(s), first: {'; '.join(details[:3])}"
         )
@@ -239,23 +256,24 @@ def build_sam(name: str, checkpoint: str | os.PathLike | None = None) -> Sam:
         checkpoint: local path to weights (official ViTs: without it the weights are random).
     """
     if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
-    if name in OFFICIAL_NAMES:
-        sam = sam_model_registry[name](checkpoint=None)
-    else:
-        sam = build_tiny_sam()
-        if name != "tiny" and checkpoint is None:
-            checkpoint = tiny_checkpoint_path(name)
-            if not checkpoint.exists():
-                raise FileNotFoundError(
-                    f"{checkpoint} is missing: train it with `python -m basam_lite train "
-                    f"--variant {name.removeprefix('tiny-')}` or use build_sam('tiny')"
-                )
-    if checkpoint is not None:
+        raise UserError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+    if name not in OFFICIAL_NAMES and name != "tiny" and checkpoint is None:
+        checkpoint = tiny_checkpoint_path(name)
+        if not checkpoint.exists():
+            raise FileNotFoundError(
+                f"{checkpoint} is missing: train it with `python -m basam_lite train "
+                f"--variant {name.removeprefix('tiny-')} --write-bundled` or use "
+                "build_sam('tiny')"
+            )
+    state = None
+    if checkpoint is not None:  # read (safely) and checked before any model is built
         path = existing_file(checkpoint)
         if name in OFFICIAL_NAMES:
             check_official_name(name, path)
-        load_weights(sam, read_checkpoint(path), str(path), name)
+        state = read_checkpoint(path)
+    sam = sam_model_registry[name](checkpoint=None) if name in OFFICIAL_NAMES else build_tiny_sam()
+    if state is not None:
+        load_weights(sam, state, str(path), name)
     return sam.eval()
 
 

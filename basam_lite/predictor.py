@@ -7,6 +7,12 @@ Image policy of :func:`to_rgb_uint8` (used by :class:`BASAMPredictor.set_image`)
 - 16-bit integers: scaled to 8 bit (``x / 257``); booleans: 0/255;
 - floats: taken as [0, 1] when their maximum is at most 1, else as [0, 255];
 - anything else (other channel counts, NaN, values out of range) is refused with a ``ValueError``.
+
+Prompt policy of :func:`check_prompt` (used by :class:`BASAMPredictor.predict`), in the pixel
+coordinates of the image given to ``set_image`` (H rows, W columns): points are ``(N, 2)``
+finite ``(x, y)`` in ``[0, W] x [0, H]`` with ``N`` labels each 0 (background) or 1
+(foreground); a box is four finite numbers ``x0, y0, x1, y1`` with ``x0 <= x1``, ``y0 <= y1``,
+inside the same bounds. Anything else is refused with a :class:`~basam_lite.errors.UserError`.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
+from .errors import UserError
 from .resolution import input_size, transform_for
 
 
@@ -57,6 +64,69 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported image dtype {a.dtype}: give uint8, uint16, bool or float")
 
 
+def check_prompt(
+    point_coords: np.ndarray | None,
+    point_labels: np.ndarray | None,
+    box: np.ndarray | None,
+    image_hw: tuple[int, int],
+) -> None:
+    """Refuse a prompt that SAM would silently misread (policy in the module docstring).
+
+    Args:
+        point_coords: ``(N, 2)`` ``(x, y)`` pixels, or None.
+        point_labels: ``(N,)`` of 0/1, or None (exactly when ``point_coords`` is None).
+        box: ``(4,)`` or ``(1, 4)`` ``x0, y0, x1, y1`` pixels, or None.
+        image_hw: (H, W) of the image the prompt refers to.
+    """
+    h, w = image_hw
+    if (point_coords is None) != (point_labels is None):
+        given, missing = ("point_coords", "point_labels")
+        if point_coords is None:
+            given, missing = missing, given
+        raise UserError(f"{given} given without {missing}: pass both (labels 1 = object, 0 = not)")
+    if point_coords is not None:
+        coords = np.asarray(point_coords, dtype=float)
+        labels = np.asarray(point_labels)
+        if coords.ndim != 2 or coords.shape[1] != 2:
+            raise UserError(f"point_coords must be (N, 2) (x, y) pixels, got shape {coords.shape}")
+        if labels.ndim != 1 or len(labels) != len(coords):
+            raise UserError(
+                f"{len(coords)} point(s) but point_labels of shape {labels.shape}: give one label "
+                "(1 = object, 0 = not) per point"
+            )
+        if not np.isfinite(coords).all():
+            raise UserError(f"point_coords contain NaN or infinite values: {coords.tolist()}")
+        bad = sorted({v for v in labels.tolist() if v not in (0, 1)}, key=str)
+        if bad:
+            raise UserError(f"point labels must be 0 (background) or 1 (foreground), got {bad}")
+        outside = (coords[:, 0] < 0) | (coords[:, 0] > w) | (coords[:, 1] < 0) | (coords[:, 1] > h)
+        if outside.any():
+            raise UserError(
+                f"point {coords[outside][0].tolist()} (x, y) lies outside the {w}x{h} (WxH) "
+                "image: coordinates are (x, y) pixels of the image given to set_image"
+            )
+    if box is not None:
+        b = np.asarray(box, dtype=float)
+        if b.shape not in ((4,), (1, 4)):
+            raise UserError(
+                f"box must be four numbers x0, y0, x1, y1 (shape (4,) or (1, 4)), got shape "
+                f"{b.shape}: {b.tolist()}"
+            )
+        x0, y0, x1, y1 = b.reshape(4).tolist()
+        if not np.isfinite(b).all():
+            raise UserError(f"box {b.reshape(4).tolist()} contains NaN or infinite values")
+        if x1 < x0 or y1 < y0:
+            raise UserError(
+                f"box {[x0, y0, x1, y1]} has x1 < x0 or y1 < y0: give x0, y0, x1, y1 (top-left "
+                "corner, then bottom-right), not x, y, width, height"
+            )
+        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+            raise UserError(
+                f"box {[x0, y0, x1, y1]} reaches outside the {w}x{h} (WxH) image: clip it to "
+                f"[0, {w}] x [0, {h}]"
+            )
+
+
 class BASAMPredictor(SamPredictor):
     """``SamPredictor`` that follows ``set_input_size`` (square or not) and converts images.
 
@@ -72,6 +142,23 @@ class BASAMPredictor(SamPredictor):
         rgb = to_rgb_uint8(image)
         self.transform = transform_for(self.model)
         super().set_image(rgb, image_format)
+
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``SamPredictor.predict`` after :func:`check_prompt` (UserError on a bad prompt)."""
+        if not self.is_image_set:
+            raise UserError("no image set: call predictor.set_image(image) before predict")
+        check_prompt(point_coords, point_labels, box, tuple(self.original_size))
+        return super().predict(
+            point_coords, point_labels, box, mask_input, multimask_output, return_logits
+        )
 
     @torch.no_grad()
     def set_torch_image(

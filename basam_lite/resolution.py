@@ -13,6 +13,7 @@ the nearest valid sizes, because a silent crop or pad would shift every prompt.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ from segment_anything.modeling import ImageEncoderViT, Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch import Tensor
 
+from .errors import UserError
 from .patch_state import EncoderPatch, attach_encoder, detach_encoder, encoder_patch, swap_class
 
 if TYPE_CHECKING:
@@ -75,17 +77,41 @@ def input_size(sam: Sam) -> tuple[int, int]:
     return encoder_input_size(sam.image_encoder)
 
 
+def _pixels(value: object, size: object) -> int:
+    """One side in pixels: a Python or numpy integer; floats and bools are refused."""
+    if isinstance(value, (bool, np.bool_)):
+        raise UserError(f"input size {size!r} contains a bool: give whole pixels as integers")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        example = f" such as {round(value)}" if np.isfinite(value) else ""
+        raise UserError(
+            f"input size {size!r} contains the float {value!r}: give whole pixels as integers"
+            f"{example}, not floats (int(...) or round(...) first)"
+        )
+    raise UserError(f"size must be an int or (height, width) of ints, got {size!r}")
+
+
 def parse_size(size: Size, patch: int = 16) -> tuple[int, int]:
-    """``size`` (an int or (height, width)) as a checked pair of multiples of ``patch``."""
-    hw = (size, size) if isinstance(size, int) else tuple(size)
-    if len(hw) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) for s in hw):
-        raise ValueError(f"size must be an int or (height, width) of ints, got {size!r}")
+    """``size`` (an int or (height, width); Python or numpy integers) as a checked pair of
+    multiples of ``patch``. Floats, bools and anything else are refused with a UserError."""
+    if isinstance(size, np.ndarray) and size.ndim == 0:
+        size = size.item()
+    if isinstance(size, (numbers.Number, np.bool_)):
+        side = _pixels(size, size)
+        hw: tuple[int, ...] = (side, side)
+    elif isinstance(size, (str, bytes)) or not isinstance(size, (Sequence, np.ndarray)):
+        raise UserError(f"size must be an int or (height, width) of ints, got {size!r}")
+    else:
+        if len(size) != 2:
+            raise UserError(f"size must be an int or (height, width) of ints, got {size!r}")
+        hw = tuple(_pixels(s, size) for s in size)
     for s in hw:
         if s < patch:
-            raise ValueError(f"input size {s} is smaller than one {patch} px patch")
+            raise UserError(f"input size {s} is smaller than one {patch} px patch")
         if s % patch:
             lo, hi = s // patch * patch, (s // patch + 1) * patch
-            raise ValueError(
+            raise UserError(
                 f"input size {s} is not a multiple of the patch size {patch}: use {lo} or {hi} "
                 f"(basam_lite refuses to pad or crop silently, since that would shift prompts)"
             )

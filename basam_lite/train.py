@@ -3,6 +3,11 @@
 ``python -m basam_lite train --variant vanilla`` trains ``tiny-vanilla`` (plain SAM attention)
 and ``--variant basam`` trains ``tiny-basam`` (the paper preset active during training); both at
 256 px, single-scale. Rerunning the same command resumes from ``runs/train-NAME/state.pt``.
+The checkpoint and its card go to ``runs/train-NAME/NAME.pt`` (or ``--out``); only
+``--write-bundled`` replaces the package's own ``data/checkpoints/NAME.pt``. ``--precision auto``
+(the default) runs the image encoder under bf16 autocast only where the CPU does bf16 natively
+(:mod:`basam_lite.precision`), says which it picked, and records it in the state and on the card.
+A state file holds tensors and plain values only and is read with ``weights_only=True``.
 ``--init tiny-vanilla --preset paper --steps 30`` fine-tunes instead; :func:`finetune` does the
 same from Python (in memory, no files) for notebooks.
 
@@ -34,10 +39,13 @@ from tqdm.auto import tqdm
 from .datasets import ProceduralScenes, Prompt, box_from_mask, random_points
 from .datasets.procedural import MIX_NAMES, render_layers
 from .decoding import decode_each, decode_prompts
+from .errors import UserError
 from .evaluation import evaluate, evaluation_table, image_batch, mean_ious
 from .model_card import write_card
-from .models import TINY, TinySpec, build_sam, build_tiny_sam, tiny_checkpoint_path
+from .models import TINY, TinySpec, build_sam, build_tiny_sam, refusal_reason, tiny_checkpoint_path
+from .outputs import atomic_write, write_text_atomic
 from .patch import BASAMConfig, apply_basam, is_patched, set_attention_path
+from .precision import PRECISIONS, Precision, resolve_precision
 
 VARIANTS = {"vanilla": "vanilla", "basam": "paper"}
 """``--variant`` -> the preset active during training (vanilla = no patch)."""
@@ -73,9 +81,28 @@ class TrainConfig:
     threads: int = 2
     preset_from: int = 0  # step at which the preset is applied; before it: plain attention
     mix: str = "standard"  # scene mix of the training stream (SceneMix.named)
-    encoder_bf16: bool = True  # encoder under bf16 autocast (train --time-steps: 1.6x per step)
+    # The image encoder under bf16 autocast ("bf16") or in float32 ("fp32"); "auto" picks bf16
+    # only where the CPU does bf16 natively (basam_lite.precision), and a run records the pick.
+    precision: Precision = "auto"
     decoder_batched: bool = True  # one decoder pass for all of a step's prompts (--time-steps)
     spec: TinySpec = TINY  # architecture of a model trained from scratch (init=None)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "masks_per_image", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise UserError(f"TrainConfig.warmup must be an integer >= 0, got {self.warmup!r}")
+        if self.precision not in PRECISIONS:
+            raise UserError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+
+    @property
+    def encoder_bf16(self) -> bool:
+        """Whether the image encoder runs under bf16 autocast (``precision`` resolved)."""
+        return resolve_precision(self.precision)[0] == "bf16"
 
     def describe(self) -> dict[str, object]:
         return asdict(self)
@@ -83,14 +110,19 @@ class TrainConfig:
     @classmethod
     def completed(cls, saved: dict[str, object]) -> dict[str, object]:
         """A saved config dict, ``spec`` included, with the fields added since it was written
-        set to what runs of that time did (:data:`BEFORE_FIELD_EXISTED`) or to their defaults."""
+        set to what runs of that time did (:data:`BEFORE_FIELD_EXISTED`) or to their defaults.
+        A run saved before ``precision`` existed recorded ``encoder_bf16`` instead."""
+        saved = dict(saved)
+        if "encoder_bf16" in saved:
+            saved.setdefault("precision", "bf16" if saved.pop("encoder_bf16") else "fp32")
         spec = {**asdict(TinySpec()), **saved.get("spec", {})}  # type: ignore[dict-item]
         return {**cls().describe(), **BEFORE_FIELD_EXISTED, **saved, "spec": spec}
 
 
-BEFORE_FIELD_EXISTED: dict[str, object] = {"decoder_batched": False}
+BEFORE_FIELD_EXISTED: dict[str, object] = {"decoder_batched": False, "precision": "bf16"}
 """TrainConfig fields whose default differs from what runs saved before the field existed did
-(they decoded prompt by prompt), so that resuming such a run is refused, not silently changed."""
+(they decoded prompt by prompt, with the encoder under bf16 autocast), so that resuming such a
+run is refused, not silently changed."""
 
 
 @dataclass
@@ -99,6 +131,8 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     step: int = 0
+    precision: str = ""  # "bf16" or "fp32": what the image encoder ran at
+    precision_reason: str = ""  # why (asked for, auto's finding, or the resumed run's record)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -250,9 +284,37 @@ def optimiser_step(
 
 
 def _save_atomic(obj: object, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
+
+
+STATE_KEYS = ("config", "model", "optimizer", "scheduler", "step", "elapsed", "history")
+"""What a training state file holds: tensors, numbers, strings, lists and dicts only."""
+
+
+def load_state(source: Path) -> dict[str, object]:
+    """A training state saved by :func:`train`, read with ``torch.load(weights_only=True)``:
+    tensors and plain types only, so a crafted file can never run code. Anything else is
+    refused with a :class:`~basam_lite.errors.UserError`."""
+    if not source.is_file():
+        raise UserError(f"training state {source} does not exist or is not a file")
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises many types on foreign or crafted bytes
+        raise UserError(
+            f"{source} is not a training state that can be read safely (tensors and plain "
+            f"values only; {refusal_reason(e)}). basam_lite never unpickles "
+            "objects: a file holding them, even a state saved by an older basam_lite, is "
+            "refused. Delete it to start over, or pass another --run-dir / --warm-start."
+        ) from None
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing or not isinstance(state["config"], dict) or not isinstance(state["step"], int):
+        raise UserError(
+            f"{source} is not a basam_lite training state (missing or malformed: "
+            f"{', '.join(missing) or 'config/step'}); delete it or pass another --run-dir"
+        )
+    return state
 
 
 def train(
@@ -271,7 +333,17 @@ def train(
     ``run_dir`` holds no state yet, start from another run's state file instead, which must be
     the same computation: same config up to name/preset/preset_from, at a step before
     ``cfg.preset_from`` (a branch of a vanilla run). Returns the model (train mode off, preset
-    still applied), the loss history and the total training seconds."""
+    still applied), the loss history and the total training seconds.
+
+    ``cfg.precision="auto"`` resumes a saved run at the precision it recorded, and otherwise
+    picks bf16 only where the CPU does it natively
+    (:func:`~basam_lite.precision.resolve_precision`); the result and the saved state record
+    the pick and why."""
+    for name, value in (("save_every", save_every), ("stop_after", stop_after)):
+        if value is None and name == "stop_after":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{name} must be a positive integer, got {value!r}")
     with torch_threads(cfg.threads):
         return _train(cfg, run_dir, save_every, stop_after, progress, on_step, warm_start)
 
@@ -287,6 +359,16 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def run_precision(
+    cfg: TrainConfig, saved: dict[str, object] | None, source: Path | None
+) -> tuple[str, str]:
+    """("bf16" | "fp32", why) for ``cfg``: under "auto" a resumed (or warm-started) run keeps
+    the precision its state recorded, else :func:`resolve_precision` decides."""
+    if cfg.precision == "auto" and saved is not None and saved["precision"] in ("bf16", "fp32"):
+        return str(saved["precision"]), f"auto: resumed at the precision {source} recorded"
+    return resolve_precision(cfg.precision)
+
+
 def _train(
     cfg: TrainConfig,
     run_dir: str | os.PathLike | None,
@@ -296,32 +378,38 @@ def _train(
     on_step: Callable[[int, dict[str, float]], None] | None,
     warm_start: str | os.PathLike | None,
 ) -> TrainResult:
+    state_path = Path(run_dir) / "state.pt" if run_dir is not None else None
+    source = state_path if state_path is not None and state_path.exists() else None
+    if source is None and warm_start is not None:
+        source = Path(warm_start)
+    state = load_state(source) if source is not None else None  # before building anything
+    saved = None if state is None else TrainConfig.completed(state["config"])  # type: ignore[arg-type]
+    precision, why = run_precision(cfg, saved, source)
+    cfg = replace(cfg, precision=precision)  # type: ignore[arg-type]
     sam = initial_model(cfg)
     params = [p for p in sam.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     step, elapsed, history = 0, 0.0, []
-    state_path = Path(run_dir) / "state.pt" if run_dir is not None else None
-    source = state_path if state_path is not None and state_path.exists() else None
-    if source is None and warm_start is not None:
-        source = Path(warm_start)
-    if source is not None:
-        state = torch.load(source, map_location="cpu", weights_only=False)
-        saved = TrainConfig.completed(state["config"])
+    if state is not None and saved is not None:
         if source != state_path:
             free = ("name", "preset", "preset_from")
             same = all(saved[k] == v for k, v in cfg.describe().items() if k not in free)
             if not same or saved["preset"] != "vanilla" or state["step"] > cfg.preset_from:
-                raise ValueError(
+                raise UserError(
                     f"{source} cannot seed this run: it must be a vanilla run of the same "
                     f"config, saved at a step <= preset_from={cfg.preset_from}"
                 )
             saved = cfg.describe()
         if saved != cfg.describe():
-            raise ValueError(
-                f"{source} was saved by a different config; delete {run_dir} to start over "
-                f"or pass another run directory.\n saved: {state['config']}\n now:   "
-                f"{cfg.describe()}"
+            differ = "; ".join(
+                f"{k}: saved {saved.get(k)!r}, now {v!r}"
+                for k, v in cfg.describe().items()
+                if saved.get(k) != v
+            )
+            raise UserError(
+                f"{source} was saved by a different config ({differ}); delete {run_dir} to "
+                "start over or pass another run directory"
             )
         sam.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -341,12 +429,19 @@ def _train(
             "step": step,
             "elapsed": elapsed,
             "history": history,
+            "precision_reason": why,
         }
         _save_atomic(state, state_path)
 
     ds = ProceduralScenes(_MAX_SCENES, seed=cfg.seed, size=cfg.size, split="train", mix=cfg.mix)
     sam.train()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=cfg.name, smoothing=0.05)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        disable=not progress,
+        desc=f"{cfg.name} ({cfg.precision})",
+        smoothing=0.05,
+    )
     done_here = 0
     while step < cfg.steps and (stop_after is None or done_here < stop_after):
         t0 = time.perf_counter()
@@ -369,7 +464,7 @@ def _train(
     if is_patched(sam):  # trained on the dense path; "auto" runs at any resolution
         set_attention_path(sam, "auto")
     sam.eval()
-    return TrainResult(sam, history, elapsed, step)
+    return TrainResult(sam, history, elapsed, step, cfg.precision, why)
 
 
 def finetune(
@@ -398,15 +493,48 @@ def finetune(
     return train(cfg, run_dir=None, progress=progress).model
 
 
+def unsavable_keys(state: dict[str, Tensor]) -> list[str]:
+    """Keys of a model state that a plain tiny SAM (what ``build_sam("tiny")`` loads) lacks."""
+    return sorted(set(state) - set(build_tiny_sam().state_dict()))
+
+
+def check_savable(cfg: TrainConfig) -> None:
+    """Refuse, before any training, a config whose trained model could not be saved as a
+    loadable tiny checkpoint: a preset that adds parameters (learnable gain, the official
+    rel-pos coefficient) or an architecture other than ``models.TINY``."""
+    named = cfg.init is not None and Path(cfg.init).suffix not in (".pt", ".pth")
+    if named and not str(cfg.init).startswith("tiny"):
+        raise UserError(
+            f"--init {cfg.init}: only a tiny SAM (tiny, tiny-vanilla, tiny-basam or a tiny "
+            ".pt file) can be fine-tuned and saved as a tiny checkpoint"
+        )
+    if cfg.init is None and cfg.spec != TINY:
+        raise UserError(
+            f"{cfg.name}: a model of spec {cfg.spec} cannot be saved as a tiny checkpoint "
+            "(build_sam('tiny') loads basam_lite.models.TINY only); train it from Python with "
+            "basam_lite.train.train instead"
+        )
+    sam = build_tiny_sam(cfg.spec)
+    if cfg.preset != "vanilla":
+        apply_basam(sam, BASAMConfig.preset(cfg.preset))
+    extra = unsavable_keys(sam.state_dict())
+    if extra:
+        raise UserError(
+            f"preset {cfg.preset!r} adds parameters a plain tiny SAM lacks ({', '.join(extra[:3])}"
+            f"{', ...' if len(extra) > 3 else ''}), so the trained model could not be saved as a "
+            "loadable tiny checkpoint: train with a zero-shot preset (vanilla, scale, bias, paper)"
+        )
+
+
 def save_half(sam: Sam, path: Path) -> str:
-    """Save ``sam``'s state_dict with floating tensors in fp16; returns the file's sha256."""
+    """Save ``sam``'s state_dict with floating tensors in fp16 (atomically); returns the
+    file's sha256."""
     import hashlib
 
-    fresh = set(build_tiny_sam().state_dict())
     state = sam.state_dict()
-    extra = sorted(set(state) - fresh)
+    extra = unsavable_keys(state)
     if extra:
-        raise ValueError(
+        raise UserError(
             f"the trained model has keys a plain tiny SAM lacks ({extra[:3]}): its preset adds "
             f"parameters, so it cannot be saved as a loadable tiny checkpoint"
         )
@@ -430,18 +558,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--init", default=None, help="fine-tune from this model name or .pt file")
     p.add_argument("--name", default=None, help="checkpoint name (default tiny-VARIANT)")
-    p.add_argument("--steps", type=int, default=TrainConfig.steps)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument(
+        "--steps", type=int, default=TrainConfig.steps, help=f"default {TrainConfig.steps}"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=TrainConfig.batch_size,
+        help=f"scenes per step (default {TrainConfig.batch_size})",
+    )
     lr_help = f"default {TrainConfig.lr:g} (1e-4 with --init)"
     p.add_argument("--lr", type=float, default=None, help=lr_help)
     p.add_argument("--warmup", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="default 0")
     p.add_argument("--mix", choices=MIX_NAMES, default="standard", help="training scene mix")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--run-dir", default=None, help="resume state folder (runs/train-NAME)")
-    p.add_argument("--out", default=None, help="checkpoint path (data/checkpoints/NAME.pt)")
-    p.add_argument("--save-every", type=int, default=50)
-    p.add_argument("--eval-n", type=int, default=200, help="held-out scenes for the card")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="image encoder precision: bf16 autocast or fp32; auto (default) picks bf16 only "
+        "where the CPU does bf16 natively (AVX512-BF16, AMX-BF16, Arm BF16) and fp32 elsewhere, "
+        "and says which; a resumed run keeps the precision it recorded",
+    )
+    p.add_argument("--run-dir", default=None, help="resume state folder (default runs/train-NAME)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="checkpoint path, .pt (default RUN_DIR/NAME.pt; its card beside it as .md)",
+    )
+    p.add_argument(
+        "--write-bundled",
+        action="store_true",
+        help="write the checkpoint and card into the package's data/checkpoints/NAME.pt, "
+        "replacing a shipped model of that name (never done without this flag)",
+    )
+    p.add_argument(
+        "--save-every", type=int, default=50, help="steps between saved states (default 50)"
+    )
+    p.add_argument(
+        "--eval-n", type=int, default=200, help="held-out scenes for the card (default 200)"
+    )
     p.add_argument(
         "--preset-from",
         type=int,
@@ -473,6 +630,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse counts that are not positive before anything is built."""
+    counts = {
+        "--steps": args.steps,
+        "--batch-size": args.batch_size,
+        "--save-every": args.save_every,
+        "--eval-n": args.eval_n,
+        "--threads": args.threads,
+    }
+    if args.warmup is not None and args.warmup < 0:
+        raise UserError(f"--warmup must be >= 0, got {args.warmup}")
+    for flag, value in counts.items():
+        if value < 1:
+            raise UserError(f"{flag} must be a positive integer, got {value}")
+    if args.preset_from < 0:
+        raise UserError(f"--preset-from must be >= 0, got {args.preset_from}")
+
+
+def bundled_dir() -> Path:
+    """The package's ``data/checkpoints`` folder, where the shipped tiny SAMs live."""
+    return tiny_checkpoint_path("x").parent
+
+
+def output_path(args: argparse.Namespace, cfg: TrainConfig, run_dir: Path) -> Path:
+    """Where ``train`` writes the checkpoint: ``--out``, ``RUN_DIR/NAME.pt``, or with
+    ``--write-bundled`` the package's ``data/checkpoints/NAME.pt``; refused up front when it
+    would replace a shipped file without the flag, or is not a ``.pt`` file path."""
+    if args.write_bundled:
+        if args.out:
+            raise UserError("--write-bundled writes data/checkpoints/NAME.pt: drop --out")
+        return tiny_checkpoint_path(cfg.name)
+    out = Path(args.out) if args.out else run_dir / f"{cfg.name}.pt"
+    if out.suffix != ".pt":
+        raise UserError(f"--out {out}: give a .pt file path (its card is written beside it)")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder: give a .pt file path")
+    if out.resolve().parent == bundled_dir().resolve():
+        raise UserError(
+            f"--out {out} is inside the package's bundled checkpoints ({bundled_dir()}): pass "
+            "--write-bundled to replace a shipped model deliberately, or choose another path"
+        )
+    return out
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     name = args.name or (f"tiny-{args.variant}" if args.init is None else "tiny-finetuned")
     preset = args.preset or VARIANTS[args.variant]
@@ -491,6 +692,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         threads=args.threads,
         preset_from=args.preset_from,
         decoder_batched=not args.per_prompt_decoder,
+        precision=args.precision,
     )
 
 
@@ -502,28 +704,44 @@ def reproducing_argv() -> list[str]:
     if argv and argv[0] == "train":
         argv = argv[1:]
     out, skip = [], False
+    valued = ("--warm-start", "--card-note", "--stop-after", "--precision")
     for a in argv:
         if skip:
             skip = False
             continue
-        if a in ("--warm-start", "--card-note", "--stop-after"):
+        if a in valued:
             skip = True
             continue
-        if a.startswith(("--warm-start=", "--card-note=", "--stop-after=")):
+        if a.startswith(tuple(f"{v}=" for v in valued)) or a == "--write-bundled":
             continue
         out.append(a)
     return out
 
 
+def reproduce_command(cfg: TrainConfig, argv: list[str]) -> str:
+    """The card's command: ``argv`` (from :func:`reproducing_argv`) with the precision the run
+    used appended, so that it reproduces the run on any machine."""
+    import shlex
+
+    args = [*argv, "--precision", cfg.precision]
+    return "python -m basam_lite train " + " ".join(shlex.quote(a) for a in args)
+
+
 def step_times(cfg: TrainConfig, repeats: int) -> dict[str, float]:
-    """Median seconds of one :func:`optimiser_step` on ``cfg``'s first batch for ``cfg``
-    itself ("recipe"), with the image encoder in fp32 instead of bf16 autocast, and with the
-    mask decoder run prompt by prompt instead of batched; measured in alternation so that all
-    three see the same machine load. Also the ratios of the two variants to the recipe."""
+    """Median seconds of one :func:`optimiser_step` on ``cfg``'s first batch for ``cfg`` at
+    its resolved precision ("recipe"), for the same step at the other precision (image encoder
+    under bf16 autocast or in fp32), and with the mask decoder run prompt by prompt instead of
+    batched; measured in alternation so that all three see the same machine load. Keys:
+    ``recipe_s``, ``bf16_encoder_s`` or ``fp32_encoder_s`` (the other precision),
+    ``per_prompt_decoder_s``, each variant's ``*_over_recipe`` ratio, and ``recipe_bf16``
+    (1.0 where the recipe ran bf16)."""
+    precision, _ = resolve_precision(cfg.precision)
+    recipe = replace(cfg, precision=precision)  # type: ignore[arg-type]
+    other = "fp32" if precision == "bf16" else "bf16"
     variants = {
-        "recipe": cfg,
-        "fp32_encoder": replace(cfg, encoder_bf16=False),
-        "per_prompt_decoder": replace(cfg, decoder_batched=False),
+        "recipe": recipe,
+        f"{other}_encoder": replace(recipe, precision=other),  # type: ignore[arg-type]
+        "per_prompt_decoder": replace(recipe, decoder_batched=False),
     }
     runs = {}
     with torch_threads(cfg.threads):
@@ -546,27 +764,52 @@ def step_times(cfg: TrainConfig, repeats: int) -> dict[str, float]:
         for k in variants
         if k != "recipe"
     }
-    return {**medians, **ratios}
+    return {**medians, **ratios, "recipe_bf16": float(precision == "bf16")}
+
+
+def print_step_times(cfg: TrainConfig, repeats: int) -> None:
+    """``train --time-steps N``: both precisions and both decoder paths, side by side."""
+    precision, why = resolve_precision(cfg.precision)
+    times = step_times(cfg, repeats)
+    other = "fp32" if precision == "bf16" else "bf16"
+    print(f"precision: {precision} ({why})")
+    print(
+        f"{cfg.name} training step (batch {cfg.batch_size}, {cfg.threads} thread(s), median "
+        f"of {repeats}, side by side): recipe ({precision} encoder) {times['recipe_s']:.3f} s; "
+        f"{other} encoder {times[f'{other}_encoder_s']:.3f} s "
+        f"({times[f'{other}_encoder_over_recipe']:.2f}x); prompt-by-prompt decoder "
+        f"{times['per_prompt_decoder_s']:.3f} s ({times['per_prompt_decoder_over_recipe']:.2f}x)"
+    )
+
+
+def planned_precision(
+    cfg: TrainConfig, run_dir: Path | None, warm_start: str | os.PathLike | None
+) -> tuple[str, str]:
+    """The precision :func:`train` will run ``cfg`` at, and why: a resumed (or warm-started)
+    run's recorded precision under "auto", else :func:`resolve_precision`'s choice."""
+    state_path = run_dir / "state.pt" if run_dir is not None else None
+    source = state_path if state_path is not None and state_path.exists() else None
+    if source is None and warm_start is not None:
+        source = Path(warm_start)
+    saved = None
+    if cfg.precision == "auto" and source is not None:
+        saved = TrainConfig.completed(load_state(source)["config"])  # type: ignore[arg-type]
+    return run_precision(cfg, saved, source)
 
 
 def run(args: argparse.Namespace) -> int:
-    import shlex
-
+    check_arguments(args)
     cfg = config_from_args(args)
     if args.time_steps is not None:
         if args.time_steps < 1:
-            raise ValueError(f"--time-steps must be >= 1, got {args.time_steps}")
-        times = step_times(cfg, args.time_steps)
-        print(
-            f"{cfg.name} training step (batch {cfg.batch_size}, {cfg.threads} thread(s), median "
-            f"of {args.time_steps}, side by side): recipe {times['recipe_s']:.3f} s; fp32 "
-            f"encoder {times['fp32_encoder_s']:.3f} s ({times['fp32_encoder_over_recipe']:.2f}"
-            f"x); prompt-by-prompt decoder {times['per_prompt_decoder_s']:.3f} s "
-            f"({times['per_prompt_decoder_over_recipe']:.2f}x)"
-        )
+            raise UserError(f"--time-steps must be >= 1, got {args.time_steps}")
+        print_step_times(cfg, args.time_steps)
         return 0
     run_dir = Path(args.run_dir or f"runs/train-{cfg.name}")
-    out = Path(args.out) if args.out else tiny_checkpoint_path(cfg.name)
+    out = output_path(args, cfg, run_dir)
+    check_savable(cfg)
+    precision, why = planned_precision(cfg, run_dir, args.warm_start)  # refuses unsafe states
+    print(f"precision: {precision} ({why})")
     result = train(
         cfg,
         run_dir=run_dir,
@@ -574,6 +817,7 @@ def run(args: argparse.Namespace) -> int:
         stop_after=args.stop_after,
         warm_start=args.warm_start,
     )
+    cfg = replace(cfg, precision=result.precision)  # type: ignore[arg-type]
     if result.step < cfg.steps:
         print(f"stopped at step {result.step}/{cfg.steps}; rerun the same command to resume")
         return 0
@@ -586,7 +830,7 @@ def run(args: argparse.Namespace) -> int:
         table = evaluation_table(sam, n=args.eval_n, mix=cfg.mix)
         stress = evaluate(sam, n=args.eval_n, mix="hard") if cfg.mix != "hard" else None
     metrics = mean_ious(table)
-    command = "python -m basam_lite train " + " ".join(shlex.quote(a) for a in reproducing_argv())
+    command = reproduce_command(cfg, reproducing_argv())
     note = args.card_note
     if args.warm_start:
         note += (
@@ -607,7 +851,8 @@ def run(args: argparse.Namespace) -> int:
         table=table,
         stress=stress,
     )
-    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "stress": stress}, indent=2))
+    metrics_json = json.dumps({**metrics, "stress": stress, "precision": cfg.precision}, indent=2)
+    write_text_atomic(run_dir / "metrics.json", metrics_json)
     print(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {sha[:12]}...)")
     print("held-out IoU at", cfg.size, "px:", json.dumps(metrics))
     if stress:

@@ -29,6 +29,7 @@ from basam_lite.datasets import (
     render_layers,
 )
 from basam_lite.datasets.procedural import SceneMix, label_map
+from basam_lite.errors import UserError
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -308,10 +309,17 @@ def test_folder_dataset_is_lazy(tmp_path, monkeypatch):
     calls = []
     real = folders.load_image
     monkeypatch.setattr(folders, "load_image", lambda p: calls.append(p) or real(p))
+    checked = []
+    real_check = folders.check_image
+    monkeypatch.setattr(folders, "check_image", lambda p: checked.append(p) or real_check(p))
     ds = FolderDataset(_tree(tmp_path))
-    assert calls == []
+    # Opening decodes each file once to check it, and keeps no pixels: a sample is read anew.
+    assert calls == [] and len(checked) == 3
     ds[0]
     assert len(calls) == 1
+    checked.clear()
+    FolderDataset(_tree(tmp_path), verify="header")  # headers only: nothing decoded
+    assert checked == [] and len(calls) == 1
 
 
 def test_folder_image_without_mask(tmp_path):
@@ -351,7 +359,9 @@ def test_folder_size_mismatch(tmp_path):
     root = _tree(tmp_path)
     _save_pair(root / "images", root / "masks", "odd", size=(12, 16))
     Image.fromarray(np.zeros((10, 16), np.uint8)).save(root / "masks" / "odd.png")
-    with pytest.raises(ValueError, match=r"odd\.png is 16x12 .* mask .*odd\.png is 16x10"):
+    with pytest.raises(
+        ValueError, match=r"odd\.png: the image is 16x12 .* mask .*odd\.png is 16x10"
+    ):
         FolderDataset(root)
     with pytest.warns(UserWarning, match=r"odd\.png"):
         assert len(FolderDataset(root, on_error="skip")) == 3
@@ -532,7 +542,7 @@ def test_coco_instances(tmp_path):
 def test_coco_missing_image(tmp_path):
     ann, images, _ = _coco(tmp_path)
     (images / "000002.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match=r"000002\.jpg"):
+    with pytest.raises(UserError, match=r"000002\.jpg: missing from"):
         CocoInstances(ann, images, min_area=0)
     with pytest.raises(FileNotFoundError, match="annotation file"):
         CocoInstances(tmp_path / "nope.json", images)
@@ -601,3 +611,123 @@ def test_perseg_pairs_in_one_folder(perseg_dir: Path):
         assert sample.image.shape[:2] == sample.mask.shape
         assert 0.05 < sample.mask.mean() < 0.4
     assert len(open_dataset(f"folder:{perseg_dir}")) == 9
+
+
+# ----------------------------------------------------------------------------- bad data policy
+
+
+def test_label_masks_follow_the_documented_rule(tmp_path):
+    few = np.array([[0, 100, 100, 0]], dtype=np.uint8)  # 0 and one other value: binary
+    Image.fromarray(few, "L").save(tmp_path / "dim.png")
+    assert load_mask(tmp_path / "dim.png").tolist() == [[False, True, True, False]]
+    labels = np.array([[0, 1, 2, 2]], dtype=np.uint8)  # two objects: no single one to pick
+    Image.fromarray(labels, "L").save(tmp_path / "labels.png")
+    with pytest.raises(UserError, match=r"labels\.png is a label mask with the values \{0, 1, 2\}"):
+        load_mask(tmp_path / "labels.png")
+    pal = Image.fromarray(labels, "P")
+    pal.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0])
+    pal.save(tmp_path / "pal3.png")
+    with pytest.raises(UserError, match=r"values \{0, 1, 2\}.*mask == 2"):
+        load_mask(tmp_path / "pal3.png")
+    deep = np.array([[0, 3, 7, 0]], dtype=np.uint16)  # 16-bit labels are labels too
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    with pytest.raises(UserError, match=r"values \{0, 3, 7\}"):
+        load_mask(tmp_path / "deep.png")
+    empty = np.zeros((2, 3), dtype=np.uint8)
+    Image.fromarray(empty, "L").save(tmp_path / "empty.png")
+    assert not load_mask(tmp_path / "empty.png").any()  # read as empty; datasets report it
+
+
+def _bad_tree(root: Path) -> dict[str, str]:
+    """A folder dataset with three good pairs and one bad file of each kind; the expected
+    problem of each bad file."""
+    _tree(root)
+    bad = {}
+    _save_pair(root / "images", root / "masks", "truncated", img_ext=".jpg")
+    whole = (root / "images" / "truncated.jpg").read_bytes()
+    (root / "images" / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    bad["truncated.jpg"] = "cannot read the file as an image"
+    _save_pair(root / "images", root / "masks", "empty")
+    Image.fromarray(np.zeros((12, 16), np.uint8)).save(root / "masks" / "empty.png")
+    bad["empty.png"] = "empty mask"
+    _save_pair(root / "images", root / "masks", "multi")
+    multi = _blob().astype(np.uint8)
+    multi[0, :4] = 2
+    Image.fromarray(multi, "L").save(root / "masks" / "multi.png")
+    bad["multi.png"] = "label mask with the values {0, 1, 2}"
+    return bad
+
+
+def test_every_bad_file_is_listed_when_the_dataset_opens(tmp_path):
+    bad = _bad_tree(tmp_path)
+    with pytest.raises(UserError, match=r"3 problem\(s\)") as refused:
+        FolderDataset(tmp_path)
+    message = str(refused.value)
+    for name, reason in bad.items():
+        assert any(name in line and reason in line for line in message.splitlines()), name
+    with pytest.warns(UserWarning, match="skipping"):
+        ds = FolderDataset(tmp_path, on_error="skip")
+    assert ds.names == ["a", "b", "c"]
+    problems = {Path(item).name: reason for item, reason in ds.problems()}
+    assert sorted(problems) == sorted(bad)
+    for name, expected in bad.items():
+        assert expected in problems[name], (name, problems[name])
+    # The same through a spec string, as the sweep opens datasets.
+    with pytest.raises(UserError, match=r"3 problem\(s\)"):
+        open_dataset(f"folder:{tmp_path}")
+    with pytest.warns(UserWarning):
+        skipped = open_dataset(f"folder:{tmp_path}", on_error="skip")
+    assert len(skipped) == 3 and len(skipped.problems()) == 3
+    # Headers only: the masks' headers look fine; only the JPEG cut in half shows.
+    with pytest.raises(UserError, match=r"1 problem\(s\):\n.*truncated\.jpg"):
+        FolderDataset(tmp_path, verify="header")
+
+
+def test_concat_and_procedural_datasets_report_problems(tmp_path):
+    _bad_tree(tmp_path / "one")
+    _tree(tmp_path / "two")
+    with pytest.warns(UserWarning):
+        parts = [FolderDataset(tmp_path / "one", on_error="skip"), FolderDataset(tmp_path / "two")]
+    assert len(ConcatDataset(parts).problems()) == 3
+    assert ProceduralScenes(2).problems() == []
+
+
+def _bad_coco(tmp_path: Path) -> Path:
+    ann, images, _ = _coco(tmp_path)
+    data = json.loads(ann.read_text())
+    Image.fromarray(_rgb(50, 60, seed=3)).save(images / "000003.jpg")
+    data["images"].append({"id": 3, "file_name": "000003.jpg", "height": 80, "width": 120})
+    data["annotations"] += [
+        {"id": 21, "image_id": 1, "category_id": 3, "iscrowd": 0, "area": 2000.0,
+         "segmentation": [[100, 10, 160, 10, 160, 60, 100, 60]]},  # past the right edge
+        {"id": 22, "image_id": 3, "category_id": 3, "iscrowd": 0, "area": 2000.0,
+         "segmentation": [[1, 1, 40, 1, 40, 40]]},  # image 3 is not 120 x 80
+        {"id": 23, "image_id": 2, "category_id": 3, "iscrowd": 0, "area": 2000.0,
+         "segmentation": [[5, 5, 5, 5, 5, 5]]},  # a degenerate polygon: empty mask
+    ]  # fmt: skip
+    ann.write_text(json.dumps(data))
+    return ann
+
+
+def test_coco_problems_are_listed_when_it_opens(tmp_path):
+    ann = _bad_coco(tmp_path)
+    images = tmp_path / "val"
+    with pytest.raises(UserError, match=r"3 problem\(s\)") as refused:
+        CocoInstances(ann, images)
+    message = str(refused.value)
+    assert "000003.jpg: the file is 60x50 (WxH) but the annotations declare 120x80" in message
+    assert "annotation 21 (000001.jpg): a polygon reaches outside the 120x80 image" in message
+    assert "annotation 23 (000002.jpg): empty mask" in message
+    with pytest.warns(UserWarning):
+        ds = CocoInstances(ann, images, on_error="skip")
+    assert [s.name for s in ds] == ["1_11", "2_12"]
+    assert [item for item, _ in ds.problems()][1:] == [
+        "annotation 21 (000001.jpg)",
+        "annotation 23 (000002.jpg)",
+    ]
+
+
+@pytest.mark.parametrize("spec", ["synthetic:0", "synthetic:-2"])
+def test_a_spec_that_selects_nothing_is_refused(spec):
+    with pytest.raises(UserError, match=r"selects -?\d+ scenes; give N >= 1"):
+        open_dataset(spec)

@@ -186,3 +186,106 @@ def test_image_larger_than_input_is_refused(tiny_sam) -> None:
 def test_set_input_size_rejects_other_objects() -> None:
     with pytest.raises(TypeError, match="takes a segment_anything Sam or SamPredictor"):
         bl.set_input_size(torch.nn.Linear(1, 1), 256)
+
+
+@pytest.mark.parametrize(
+    "size",
+    [np.int64(384), np.int32(384), (np.int64(384), np.int16(384)), np.array([384, 384])],
+    ids=["int64", "int32", "tuple of numpy ints", "array"],
+)
+def test_set_input_size_takes_numpy_integers(tiny_sam, size) -> None:
+    bl.set_input_size(tiny_sam, size)
+    assert bl.input_size(tiny_sam) == (384, 384)
+    assert all(type(s) is int for s in bl.input_size(tiny_sam))
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        (512.0, r"contains the float 512.0: give whole pixels as integers such as 512"),
+        ((512, 384.5), r"contains the float 384.5"),
+        (np.float32(256), r"contains the float"),
+        (float("nan"), r"contains the float nan: give whole pixels as integers, not floats"),
+        (True, "contains a bool"),
+        ((256, np.True_), "contains a bool"),
+        (None, "size must be an int or"),
+    ],
+)
+def test_set_input_size_refuses_floats_and_bools(tiny_sam, size, message) -> None:
+    from basam_lite.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        bl.set_input_size(tiny_sam, size)
+    assert bl.input_size(tiny_sam) == (256, 256)  # nothing changed
+
+
+@pytest.fixture
+def predictor_on_image(tiny_sam):
+    predictor = bl.BASAMPredictor(tiny_sam)
+    image = np.random.default_rng(2).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    predictor.set_image(image)  # 300 wide, 200 high
+    return predictor
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ({"box": np.array([50, 20, 10, 80])}, r"x1 < x0 or y1 < y0.*not x, y, width, height"),
+        ({"box": np.array([10, 80, 50, 20])}, r"x1 < x0 or y1 < y0"),
+        ({"box": np.array([10, 20, 350, 80])}, r"reaches outside the 300x200 \(WxH\) image"),
+        ({"box": np.array([-5, 20, 50, 80])}, r"reaches outside"),
+        ({"box": np.array([10, 20, 50, np.nan])}, r"NaN or infinite"),
+        ({"box": np.array([10, 20, 50])}, r"four numbers x0, y0, x1, y1.*shape \(3,\)"),
+        ({"box": np.array([[1, 2, 3, 4], [5, 6, 7, 8]])}, r"shape \(2, 4\)"),
+        (
+            {"point_coords": np.array([[10, 20]]), "point_labels": np.array([2])},
+            r"point labels must be 0 \(background\) or 1 \(foreground\), got \[2\]",
+        ),
+        (
+            {"point_coords": np.array([[10, 20]]), "point_labels": np.array([-1])},
+            r"got \[-1\]",
+        ),
+        (
+            {"point_coords": np.array([[10, 20], [30, 40]]), "point_labels": np.array([1])},
+            r"2 point\(s\) but point_labels of shape \(1,\)",
+        ),
+        ({"point_coords": np.array([[10, 20]])}, "point_coords given without point_labels"),
+        ({"point_labels": np.array([1])}, "point_labels given without point_coords"),
+        (
+            {"point_coords": np.array([[10, np.nan]]), "point_labels": np.array([1])},
+            "NaN or infinite",
+        ),
+        (
+            {"point_coords": np.array([[20, 250]]), "point_labels": np.array([1])},
+            r"lies outside the 300x200 \(WxH\) image",
+        ),
+        (
+            {"point_coords": np.array([10, 20]), "point_labels": np.array([1])},
+            r"must be \(N, 2\)",
+        ),
+    ],
+)
+def test_predictor_refuses_invalid_prompts(predictor_on_image, prompt, message) -> None:
+    from basam_lite.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        predictor_on_image.predict(**prompt, multimask_output=False)
+
+
+def test_predictor_accepts_prompts_on_the_image_edge(predictor_on_image) -> None:
+    masks, _, _ = predictor_on_image.predict(
+        point_coords=np.array([[0.0, 0.0], [300.0, 200.0]]),
+        point_labels=np.array([1, 0]),
+        box=np.array([0, 0, 300, 200]),
+        multimask_output=False,
+    )
+    assert masks.shape == (1, 200, 300)
+    masks, _, _ = predictor_on_image.predict(box=np.array([[5, 5, 5, 9]]), multimask_output=False)
+    assert masks.shape == (1, 200, 300)  # a one-pixel-wide box is a box
+
+
+def test_predict_before_set_image_is_a_user_error(tiny_sam) -> None:
+    from basam_lite.errors import UserError
+
+    with pytest.raises(UserError, match="call predictor.set_image"):
+        bl.BASAMPredictor(tiny_sam).predict(box=np.array([0, 0, 10, 10]))

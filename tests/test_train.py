@@ -202,7 +202,7 @@ def test_paper_training_step_is_the_same_on_the_dense_path():
     from basam_lite.datasets import ProceduralScenes
     from basam_lite.train import batch_at, batch_loss, initial_model
 
-    cfg = tiny_config(preset="paper", encoder_bf16=False, batch_size=2)
+    cfg = tiny_config(preset="paper", precision="fp32", batch_size=2)
     batch = batch_at(ProceduralScenes(10**6, split="train"), 0, cfg)
     results = {}
     for path in ("dense", "folded"):
@@ -242,15 +242,16 @@ def test_time_steps_times_the_recipe_against_each_speed_up_undone(capsys):
     from basam_lite.train import step_times
 
     times = step_times(tiny_config(batch_size=1), repeats=1)
-    variants = ("recipe", "fp32_encoder", "per_prompt_decoder")
-    ratios = ("fp32_encoder_over_recipe", "per_prompt_decoder_over_recipe")
-    assert set(times) == {f"{v}_s" for v in variants} | set(ratios)
+    other = "fp32_encoder" if times["recipe_bf16"] else "bf16_encoder"
+    variants = ("recipe", other, "per_prompt_decoder")
+    ratios = (f"{other}_over_recipe", "per_prompt_decoder_over_recipe")
+    assert set(times) == {f"{v}_s" for v in variants} | set(ratios) | {"recipe_bf16"}
     assert all(times[f"{v}_s"] > 0 for v in variants)
     for variant, ratio in zip(variants[1:], ratios, strict=True):
         assert times[ratio] == pytest.approx(times[f"{variant}_s"] / times["recipe_s"])
     assert main(["train", "--time-steps", "1", "--batch-size", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "fp32 encoder" in out and "prompt-by-prompt decoder" in out
+    assert "fp32 encoder" in out and "bf16 encoder" in out and "prompt-by-prompt decoder" in out
     with pytest.raises(ValueError, match="--time-steps must be >= 1"):
         main(["train", "--time-steps", "0"])
 

@@ -18,13 +18,13 @@ Official layouts (thin constructors around ``FolderDataset``):
 from __future__ import annotations
 
 import bisect
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from .loading import image_size, load_image, load_mask
-from .sample import Sample, SampleSequence
+from ..errors import UserError
+from .loading import check_image, image_size, load_image, load_mask
+from .sample import Problem, Sample, SampleSequence, report_problems
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_EXTS = (".png", ".bmp", ".tif", ".tiff", ".gif", ".jpg", ".jpeg")
@@ -33,7 +33,7 @@ SHARED_FOLDER_IMAGE_EXTS = (".jpg", ".jpeg", ".webp")
 SHARED_FOLDER_MASK_EXTS = (".png", ".bmp", ".gif", ".tif", ".tiff")
 
 OnError = Literal["raise", "skip"]
-_MAX_LISTED = 10
+Verify = bool | Literal["header", "full"]
 
 
 def _files(folder: Path, exts: Sequence[str]) -> list[Path]:
@@ -45,21 +45,28 @@ def _files(folder: Path, exts: Sequence[str]) -> list[Path]:
     )
 
 
-def _report(problems: list[str], on_error: OnError, what: str) -> None:
-    """Raise one error listing every problem, or warn once per skipped file."""
-    if not problems:
-        return
-    if on_error == "skip":
-        for problem in problems:
-            warnings.warn(f"{what}: skipping {problem}", UserWarning, stacklevel=4)
-        return
-    listed = "\n  ".join(problems[:_MAX_LISTED])
-    more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-    raise ValueError(
-        f"{what}: {len(problems)} problem(s):\n  {listed}{more}\n"
-        "Fix or remove these files, or pass on_error='skip' to leave them out (with a warning "
-        "for each)."
-    )
+def check_pair(img_path: Path, mask_path: Path, full: bool = True) -> Problem | None:
+    """The problem of one image/mask pair, or None: unreadable (or, with ``full``, truncated)
+    files, sizes that differ, and with ``full`` an empty or label mask."""
+    try:
+        ih, iw = check_image(img_path) if full else image_size(img_path)
+        if full:
+            mask = load_mask(mask_path)
+            mh, mw = mask.shape
+        else:
+            mh, mw = image_size(mask_path)
+    except FileNotFoundError as exc:
+        return str(img_path), str(exc)
+    except ValueError as exc:  # loading's UserErrors name the file and the problem
+        text = str(exc)
+        bad = mask_path if str(mask_path) in text else img_path
+        text = text.split("; ")[0] if "cannot read" in text else text
+        return str(bad), text.replace(f"{bad} ", "the file ", 1)
+    if (ih, iw) != (mh, mw):
+        return str(img_path), f"the image is {iw}x{ih} (WxH) but its mask {mask_path} is {mw}x{mh}"
+    if full and not mask.any():
+        return str(mask_path), "empty mask (no object pixel): a prompt needs an object"
+    return None
 
 
 class FolderDataset(SampleSequence):
@@ -73,17 +80,21 @@ class FolderDataset(SampleSequence):
         mask_suffix: text that ends every mask stem and not the image's (ISIC's
             ``"_Segmentation"``); stripped before pairing.
         image_exts, mask_exts: accepted extensions (case-insensitive); defaults above.
-        on_error: "raise" (default) stops on the first construction with any image without a
-            mask, mask without an image, unreadable file or image/mask size mismatch, listing
-            them all; "skip" leaves those pairs out and warns once per file (never silently).
-        verify: read every file's header at construction (cheap), so unreadable files and size
-            mismatches show up before a long run rather than in the middle of it.
+        on_error: "raise" (default) refuses, at construction, a folder with any image without
+            a mask, mask without an image, unreadable or truncated file, image/mask size
+            mismatch, empty mask or label mask (``loading``'s rule), listing them all in one
+            :class:`~basam_lite.errors.UserError`; "skip" leaves those pairs out, warns once
+            per file and lists them in :meth:`problems` (never silently).
+        verify: ``True`` / ``"full"`` (default) decodes every image and mask once at
+            construction (nothing is kept: pixels are read again in ``__getitem__``), so bad
+            files show up before a long run rather than in the middle of it; ``"header"`` reads
+            only the headers (sizes and unreadable files); ``False`` checks nothing.
         name_prefix: prepended to the file stem to make ``Sample.name``.
         dataset: recorded in ``Sample.meta["dataset"]``.
 
     Raises:
         FileNotFoundError: ``root`` or a sub-folder does not exist.
-        ValueError: no image in the folder, or problems listed above with on_error="raise".
+        UserError: no image in the folder, or problems listed above with on_error="raise".
     """
 
     def __init__(
@@ -96,12 +107,14 @@ class FolderDataset(SampleSequence):
         image_exts: Sequence[str] | None = None,
         mask_exts: Sequence[str] | None = None,
         on_error: OnError = "raise",
-        verify: bool = True,
+        verify: Verify = True,
         name_prefix: str = "",
         dataset: str = "folder",
     ) -> None:
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+            raise UserError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if verify not in (True, False, "header", "full"):
+            raise UserError(f"verify must be True, False, 'header' or 'full', got {verify!r}")
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"dataset folder {self.root} does not exist or is not a folder")
@@ -134,56 +147,63 @@ class FolderDataset(SampleSequence):
         claimed = set(mask_files) if shared else set()
         image_files = [p for p in _files(self.image_dir, image_exts) if p not in claimed]
         if not image_files:
-            raise ValueError(
+            raise UserError(
                 f"{what}: no image files ({', '.join(image_exts)}) in {self.image_dir}; "
                 "check the path and the images=/image_exts= arguments"
             )
 
-        problems: list[str] = []
+        problems: list[Problem] = []
         by_stem: dict[str, Path] = {}
         for p in image_files:
             if p.stem in by_stem:
-                problems.append(f"{p}: another image has the same stem ({by_stem[p.stem].name})")
+                problems.append(
+                    (str(p), f"another image has the same stem ({by_stem[p.stem].name})")
+                )
             else:
                 by_stem[p.stem] = p
         mask_by_stem: dict[str, Path] = {}
         for p in mask_files:
             stem = p.stem[: len(p.stem) - len(mask_suffix)] if mask_suffix else p.stem
             if stem in mask_by_stem:
-                problems.append(f"{p}: another mask has the same stem ({mask_by_stem[stem].name})")
+                problems.append(
+                    (str(p), f"another mask has the same stem ({mask_by_stem[stem].name})")
+                )
             else:
                 mask_by_stem[stem] = p
         for stem, p in by_stem.items():
             if stem not in mask_by_stem:
                 problems.append(
-                    f"{p}: image without a mask (expected {self.mask_dir / stem}{mask_suffix}"
-                    f" with one of {', '.join(mask_exts)})"
+                    (
+                        str(p),
+                        f"image without a mask (expected {self.mask_dir / stem}{mask_suffix} with "
+                        f"one of {', '.join(mask_exts)})",
+                    )
                 )
         for stem, p in mask_by_stem.items():
             if stem not in by_stem:
-                problems.append(f"{p}: mask without an image (expected {self.image_dir / stem}.*)")
+                problems.append(
+                    (str(p), f"mask without an image (expected {self.image_dir / stem}.*)")
+                )
 
         pairs = [(by_stem[s], mask_by_stem[s]) for s in sorted(by_stem) if s in mask_by_stem]
         if verify:
             checked = []
             for img_path, mask_path in pairs:
-                try:
-                    ih, iw = image_size(img_path)
-                    mh, mw = image_size(mask_path)
-                except ValueError as exc:
-                    problems.append(str(exc).split("; ")[0])
-                    continue
-                if (ih, iw) != (mh, mw):
-                    problems.append(
-                        f"{img_path} is {iw}x{ih} (WxH) but its mask {mask_path} is {mw}x{mh}"
-                    )
-                    continue
-                checked.append((img_path, mask_path))
+                problem = check_pair(img_path, mask_path, full=verify != "header")
+                if problem is None:
+                    checked.append((img_path, mask_path))
+                else:
+                    problems.append(problem)
             pairs = checked
-        _report(problems, on_error, what)
+        self._problems = problems
+        report_problems(problems, on_error, what)
         if not pairs:
-            raise ValueError(f"{what}: no usable image/mask pair left (all were skipped)")
+            raise UserError(f"{what}: no usable image/mask pair left (all were skipped)")
         self.pairs: list[tuple[Path, Path]] = pairs
+
+    def problems(self) -> list[Problem]:
+        """(file, reason) for every file left out at construction (``on_error="skip"``)."""
+        return list(self._problems)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -198,7 +218,7 @@ class FolderDataset(SampleSequence):
         image = load_image(img_path)
         mask = load_mask(mask_path)
         if image.shape[:2] != mask.shape:
-            raise ValueError(
+            raise UserError(
                 f"{img_path} is {image.shape[1]}x{image.shape[0]} (WxH) but its mask "
                 f"{mask_path} is {mask.shape[1]}x{mask.shape[0]}; resize or replace the mask"
             )
@@ -231,6 +251,10 @@ class ConcatDataset(SampleSequence):
         start = self._ends[k - 1] if k else 0
         return self.parts[k][i - start]
 
+    def problems(self) -> list[Problem]:
+        """Every part's :meth:`~SampleSequence.problems`, in order."""
+        return [p for part in self.parts for p in getattr(part, "problems", list)()]
+
     def __repr__(self) -> str:
         return f"ConcatDataset({len(self.parts)} parts, {len(self)} samples)"
 
@@ -254,7 +278,7 @@ DIS5K_SPLITS = ("DIS-TR", "DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 
 
 def dis5k(
-    root: str | Path, split: str = "DIS-TE1", *, on_error: OnError = "raise", verify: bool = True
+    root: str | Path, split: str = "DIS-TE1", *, on_error: OnError = "raise", verify: Verify = True
 ) -> FolderDataset | ConcatDataset:
     """DIS5K (``root/<split>/im/*.jpg``, ``root/<split>/gt/*.png``); names are ``<split>/<stem>``.
 
@@ -266,7 +290,7 @@ def dis5k(
         tests = [s for s in DIS5K_SPLITS if s.startswith("DIS-TE")]
         return ConcatDataset([dis5k(root, s, on_error=on_error, verify=verify) for s in tests])
     if split not in DIS5K_SPLITS:
-        raise ValueError(
+        raise UserError(
             f"unknown DIS5K split {split!r}; expected one of {DIS5K_SPLITS} or 'DIS-TE'"
         )
     candidates = [root / split, root / "DIS5K" / split] + ([root] if root.name == split else [])
@@ -291,7 +315,9 @@ def dis5k(
     )
 
 
-def duts_te(root: str | Path, *, on_error: OnError = "raise", verify: bool = True) -> FolderDataset:
+def duts_te(
+    root: str | Path, *, on_error: OnError = "raise", verify: Verify = True
+) -> FolderDataset:
     """DUTS-TE (``DUTS-TE-Image/*.jpg``, ``DUTS-TE-Mask/*.png``).
 
     ``root`` is the DUTS-TE folder or the folder holding it.
@@ -307,7 +333,7 @@ def duts_te(root: str | Path, *, on_error: OnError = "raise", verify: bool = Tru
 
 
 def isic2016(
-    root: str | Path, *, on_error: OnError = "raise", verify: bool = True
+    root: str | Path, *, on_error: OnError = "raise", verify: Verify = True
 ) -> FolderDataset:
     """ISIC 2016 Part 1 test set; the mask of ``ISIC_0000003.jpg`` is
     ``ISIC_0000003_Segmentation.png`` (the suffix is stripped for pairing)."""
@@ -334,7 +360,9 @@ def isic2016(
     )
 
 
-def cod10k(root: str | Path, *, on_error: OnError = "raise", verify: bool = True) -> FolderDataset:
+def cod10k(
+    root: str | Path, *, on_error: OnError = "raise", verify: Verify = True
+) -> FolderDataset:
     """COD10K-v3 test set (``Test/Image/*.jpg``, ``Test/GT_Object/*.png``); ``root`` is
     COD10K-v3 or its ``Test`` folder."""
     root = Path(root)

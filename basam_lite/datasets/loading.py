@@ -5,13 +5,21 @@ channel is dropped (not composited), palette images are looked up, 16-bit data i
 (value / 257, rounded) and float data in [0, 1] is scaled by 255. EXIF orientation is ignored on
 purpose: dataset masks are drawn on the stored pixel grid, not on the rotated view.
 
-Masks become (H, W) bool:
+Masks become (H, W) bool, by one rule (never a silently empty mask):
 
-1. 1-bit images (mode "1") and masks whose values are all 0 or 1 (label masks, including palette
-   PNGs whose indices are {0, 1}, like PerSeg's) are True where the value is non-zero;
-2. anything else is converted to 8-bit grey (palette looked up, colour by luminance, alpha
-   dropped, 16-bit scaled by 1/257) and is True where the grey value is > 127, which keeps the
-   object of 0/255 masks and binarises anti-aliased or JPEG-compressed edges at half intensity.
+1. 1-bit images (mode "1") are used as they are;
+2. a mask with at most one value besides 0 is binary: any non-zero value is the object. This
+   covers 0/255 and 0/1 masks, palette PNGs whose indices are {0, 1} (PerSeg's) and 16-bit
+   0/65535 masks (colour masks are read by luminance, alpha dropped);
+3. a grey-level mask (not a palette) with more values whose top reaches the upper half of the
+   8-bit range (16-bit scaled by 1/257) is an anti-aliased or JPEG-compressed 0/255 mask: True
+   where the grey value is > 127, which cuts soft edges at half intensity;
+4. anything else is a label mask holding several objects (values such as {0, 1, 2}, or palette
+   indices beyond {0, v}): it is refused with a :class:`~basam_lite.errors.UserError` naming the
+   values found, since no single object can be chosen for it. Save one object as 0/255.
+
+An all-zero mask reads as empty; datasets report it as a problem when they open (a prompt needs
+an object).
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from ..errors import UserError
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -43,8 +53,10 @@ def _reading(path: Path) -> Iterator[None]:
         yield
     except FileNotFoundError:
         raise FileNotFoundError(f"file not found: {path}") from None
+    except UserError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(
+        raise UserError(
             f"cannot read {path} as an image ({type(exc).__name__}: {exc}); replace or remove "
             "the file (or load the dataset with on_error='skip')"
         ) from exc
@@ -90,21 +102,40 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 def load_mask(path: str | Path) -> np.ndarray:
-    """Read ``path`` as an (H, W) bool mask (conventions in the module docstring)."""
-    img = _open(Path(path))
+    """Read ``path`` as an (H, W) bool mask (the rule is in the module docstring)."""
+    path = Path(path)
+    img = _open(path)
     if img.mode == "1":
         return np.asarray(img, dtype=bool).copy()
     raw = np.asarray(img)
-    if raw.size and ((raw == 0) | (raw == 1)).all():
-        return raw > 0 if raw.ndim == 2 else (raw > 0).any(axis=2)
     if img.mode == "P":
-        grey = np.asarray(img.convert("RGB").convert("L"))
-    elif img.mode.startswith(("I", "F")):
-        grey = _to_uint8(raw)
-    elif img.mode == "L":
-        grey = raw
+        values = raw  # palette indices are labels, whatever colour they are drawn in
     elif img.mode == "LA":
-        grey = raw[..., 0]
-    else:
-        grey = np.asarray(img.convert("RGB").convert("L"))
-    return grey > 127
+        values = raw[..., 0]
+    elif raw.ndim == 3:
+        values = np.asarray(img.convert("RGB").convert("L"))
+    else:  # L, I;16, I, F
+        values = raw
+    distinct = np.unique(values)
+    nonzero = distinct[distinct != 0]
+    if len(nonzero) <= 1:
+        return values != 0
+    if img.mode != "P" and int(_to_uint8(distinct[-1:])[0]) > 127:
+        return _to_uint8(values) > 127
+    shown = ", ".join(str(v) for v in distinct[:8].tolist())
+    more = f", ... ({len(distinct)} values)" if len(distinct) > 8 else ""
+    raise UserError(
+        f"{path} is a label mask with the values {{{shown}{more}}}: a binary mask has 0 and one "
+        "other value (or grey levels reaching above 127); save the object you mean as a 0/255 "
+        "mask (e.g. mask == 2), or remove the file"
+    )
+
+
+def check_image(path: str | Path) -> tuple[int, int]:
+    """Decode every pixel of ``path`` (a truncated or corrupt file fails here, naming it) and
+    return its (H, W); nothing is kept."""
+    path = Path(path)
+    with _reading(path), Image.open(path) as img:
+        img.load()
+        w, h = img.size
+    return int(h), int(w)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..errors import UserError
 from .sample import Sample, SampleSequence
 from .shapes import SHAPE_KINDS, Shape, sample_shape, shape_area
 from .textures import (
@@ -68,17 +69,17 @@ class SceneMix:
     def __post_init__(self) -> None:
         probs = (self.plain, self.low_contrast, self.camouflage)
         if min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-9:
-            raise ValueError(
+            raise UserError(
                 f"plain, low_contrast and camouflage are the shares of target modes and must be "
                 f">= 0 and sum to 1, got {probs}"
             )
         if not 1 <= self.objects[0] <= self.objects[1]:
-            raise ValueError(
+            raise UserError(
                 f"objects must be an increasing range starting at >= 1, got {self.objects}"
             )
         fractions = (self.min_visible, self.lookalike, self.near_target)
         if not all(0.0 <= f <= 1.0 for f in fractions):
-            raise ValueError(
+            raise UserError(
                 f"min_visible, lookalike and near_target are fractions in [0, 1], got {fractions}"
             )
 
@@ -111,7 +112,7 @@ class SceneMix:
         """A mix by name, one of :data:`MIX_NAMES`."""
         if name not in MIX_NAMES:
             expected = " or ".join(repr(k) for k in MIX_NAMES)
-            raise ValueError(f"unknown scene mix {name!r}; expected {expected}")
+            raise UserError(f"unknown scene mix {name!r}; expected {expected}")
         return cls.hard() if name == "hard" else cls()
 
     @property
@@ -164,7 +165,7 @@ class Scene:
 def _as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
     h, w = (size, size) if isinstance(size, int | np.integer) else size
     if int(h) < 1 or int(w) < 1:
-        raise ValueError(f"size must be positive, got {size!r}")
+        raise UserError(f"size must be positive, got {size!r}")
     return int(h), int(w)
 
 
@@ -384,11 +385,11 @@ class ProceduralScenes(SampleSequence):
         mix: SceneMix | str = "standard",
     ) -> None:
         if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
+            raise UserError(f"n must be >= 0, got {n}")
         if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
+            raise UserError(f"seed must be >= 0, got {seed}")
         if not split:
-            raise ValueError("split must be a non-empty string such as 'train', 'val' or 'test'")
+            raise UserError("split must be a non-empty string such as 'train', 'val' or 'test'")
         self.n = int(n)
         self.seed = int(seed)
         self.size = _as_hw(size)

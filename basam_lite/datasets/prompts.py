@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from scipy import ndimage
 
+from ..errors import UserError
 from .sample import Sample
 
 if TYPE_CHECKING:
@@ -37,10 +38,10 @@ PROMPT_KINDS: tuple[str, ...] = ("box", "point", "center")
 def _foreground(mask: np.ndarray, what: str) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.ndim != 2:
-        raise ValueError(f"{what}: mask must be 2-D (H, W), got shape {mask.shape}")
+        raise UserError(f"{what}: mask must be 2-D (H, W), got shape {mask.shape}")
     mask = mask.astype(bool, copy=False)
     if not mask.any():
-        raise ValueError(f"{what}: the mask is empty (no foreground pixel), so no prompt exists")
+        raise UserError(f"{what}: the mask is empty (no foreground pixel), so no prompt exists")
     return mask
 
 
@@ -76,7 +77,7 @@ def random_points(
     """
     mask = _foreground(mask, "random_points")
     if n < 1:
-        raise ValueError(f"random_points: n must be >= 1, got {n}")
+        raise UserError(f"random_points: n must be >= 1, got {n}")
     rng = (
         rng_or_seed
         if isinstance(rng_or_seed, np.random.Generator)
@@ -104,12 +105,12 @@ class Prompt:
 
     def __post_init__(self) -> None:
         if (self.point_coords is None) != (self.point_labels is None):
-            raise ValueError("Prompt: point_coords and point_labels must be given together")
+            raise UserError("Prompt: point_coords and point_labels must be given together")
         if self.point_coords is not None:
             coords = np.asarray(self.point_coords, dtype=np.float64)
             labels = np.asarray(self.point_labels, dtype=np.int64)
             if coords.ndim != 2 or coords.shape[1] != 2 or labels.shape != (coords.shape[0],):
-                raise ValueError(
+                raise UserError(
                     f"Prompt: point_coords must be (N, 2) and point_labels (N,), got "
                     f"{coords.shape} and {labels.shape}"
                 )
@@ -118,10 +119,10 @@ class Prompt:
         if self.box is not None:
             box = np.asarray(self.box, dtype=np.float64).reshape(-1)
             if box.shape != (4,):
-                raise ValueError(f"Prompt: box must have 4 numbers (x0, y0, x1, y1), got {box}")
+                raise UserError(f"Prompt: box must have 4 numbers (x0, y0, x1, y1), got {box}")
             object.__setattr__(self, "box", box)
         if self.point_coords is None and self.box is None:
-            raise ValueError("Prompt: give points, a box, or both")
+            raise UserError("Prompt: give points, a box, or both")
 
     def predictor_kwargs(self) -> dict[str, np.ndarray | None]:
         """``point_coords``, ``point_labels`` and ``box`` for ``SamPredictor.predict``."""
@@ -157,14 +158,14 @@ def prompt_for(sample: Sample, kind: PromptKind = "box", seed: int = 0) -> Promp
     """
     what = f"sample {sample.name!r}"
     if not sample.mask.any():
-        raise ValueError(f"{what}: the mask is empty, so no {kind} prompt can be made")
+        raise UserError(f"{what}: the mask is empty, so no {kind} prompt can be made")
     if kind == "box":
         return Prompt(box=box_from_mask(sample.mask))
     if kind == "point":
         return Prompt(*random_points(sample.mask, 1, _stream(seed, sample.name)))
     if kind == "center":
         return Prompt(*center_point(sample.mask))
-    raise ValueError(f"unknown prompt kind {kind!r}; expected one of {PROMPT_KINDS}")
+    raise UserError(f"unknown prompt kind {kind!r}; expected one of {PROMPT_KINDS}")
 
 
 def batch_prompts(

@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
 import numpy as np
+
+from ..errors import UserError
+
+Problem = tuple[str, str]
+"""A bad item found when a dataset opens: (file or item name, reason)."""
+
+MAX_LISTED = 10
+
+
+def report_problems(problems: Sequence[Problem], on_error: str, what: str) -> None:
+    """Raise one :class:`UserError` listing every problem (``on_error="raise"``), or warn once
+    per problem (``"skip"``: the caller leaves those items out and keeps the list)."""
+    if not problems:
+        return
+    if on_error == "skip":
+        for item, reason in problems:
+            warnings.warn(f"{what}: skipping {item}: {reason}", UserWarning, stacklevel=4)
+        return
+    lines = [f"{item}: {reason}" for item, reason in problems]
+    listed = "\n  ".join(lines[:MAX_LISTED])
+    more = f"\n  ... and {len(lines) - MAX_LISTED} more" if len(lines) > MAX_LISTED else ""
+    raise UserError(
+        f"{what}: {len(lines)} problem(s):\n  {listed}{more}\n"
+        "Fix or remove these files, or open the dataset with on_error='skip' to leave them out "
+        "(each is listed by its problems() method)."
+    )
 
 
 @dataclass(eq=False)  # arrays inside: compare fields explicitly
@@ -51,6 +78,10 @@ class SampleSequence(Sequence[Sample]):
 
     @abstractmethod
     def sample(self, index: int) -> Sample: ...
+
+    def problems(self) -> list[Problem]:
+        """(item, reason) for every bad item left out when the dataset opened (none here)."""
+        return []
 
     @overload
     def __getitem__(self, index: int) -> Sample: ...
