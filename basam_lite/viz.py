@@ -179,3 +179,8 @@ def show_token_map(
     if colorbar:
         ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
     return im
+
+
+def show_outline(mask: object, ax: Axes, color: str = "white", linewidth: float = 1.5) -> None:
+    """The outline of a binary ``(H, W)`` mask (a true mask, drawn over a predicted one)."""
+    ax.contour(_np(mask).astype(float), levels=[0.5], colors=color, linewidths=linewidth)
