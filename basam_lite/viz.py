@@ -184,3 +184,32 @@ def show_token_map(
 def show_outline(mask: object, ax: Axes, color: str = "white", linewidth: float = 1.5) -> None:
     """The outline of a binary ``(H, W)`` mask (a true mask, drawn over a predicted one)."""
     ax.contour(_np(mask).astype(float), levels=[0.5], colors=color, linewidths=linewidth)
+
+
+def show_distance_from_uniform(
+    summary: object, axes: Sequence[Axes], base_keys: int | None = None, title: str = ""
+) -> None:
+    """Two panels from a table with columns ``keys``, ``variant``, ``entropy``: left the
+    distance from uniform attention ``ln n - H`` in nats, right the normalised entropy
+    ``H / ln n``. Both y-axes start at 0 (the right one ends at 1, uniform), so a difference
+    looks as large as it is; ``base_keys`` is marked by a dashed line."""
+    import pandas as pd
+
+    df = pd.DataFrame(summary).copy()
+    df["below_uniform"] = np.log(df["keys"]) - df["entropy"]
+    df["normalised"] = df["entropy"] / np.log(df["keys"])
+    left, right = axes
+    for variant, part in df.groupby("variant", sort=False):
+        left.plot(part["keys"], part["below_uniform"], "o-", label=variant)
+        right.plot(part["keys"], part["normalised"], "o-", label=variant)
+    left.set(ylabel="$\\ln n - H$ (nats below uniform)", ylim=(0, 1.15 * df["below_uniform"].max()))
+    right.set(ylabel="$H / \\ln n$ (1 = uniform)", ylim=(0, 1.02))
+    keys = sorted(df["keys"].unique())
+    for ax, what in ((left, "distance from uniform"), (right, "normalised entropy")):
+        if base_keys is not None:
+            ax.axvline(base_keys, color="grey", lw=0.8, ls="--", label="base size")
+        ax.set(xscale="log", xlabel="keys n", title=f"{title}: {what}" if title else what)
+        ax.set_xticks(keys, [str(k) for k in keys])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")

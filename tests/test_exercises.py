@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 import basam_lite as bl
 from basam_lite.exercises import Verdict, nb02, nb03, nb04, nb08
@@ -40,21 +41,68 @@ def test_nb02_check_window_keys() -> None:
 # --- notebook 03: the scaling factor ---------------------------------------------------------
 
 
-def test_nb03_check_lambda_768() -> None:
-    assert nb03.check_lambda_768(math.log((768 // 16) ** 2) / math.log((1024 // 16) ** 2))
-    assert nb03.check_lambda_768(bl.attention_scale((768 // 16) ** 2))
-    assert not nb03.check_lambda_768(768 / 1024)  # the side ratio is not lambda
+def test_nb03_check_lambda_accepts_library_and_names_mistakes(capsys) -> None:
+    assert nb03.check_lambda(lambda n, t: bl.attention_scale(n, train_keys=t))
+    assert nb03.check_lambda(lambda n, t: math.log2(n) / math.log2(t))  # any base
+    capsys.readouterr()
+    for wrong, why in [
+        (lambda n, t: math.log(t) / math.log(n), "upside down"),
+        (lambda n, t: math.log(n / t), "difference of logs"),
+        (lambda n, t: math.sqrt(n / t), "side ratio"),
+    ]:
+        assert not nb03.check_lambda(wrong)
+        out = capsys.readouterr().out
+        assert why in out and "case 0" in out, out
 
 
-def test_nb03_check_official_2560() -> None:
+def test_nb03_check_entropy_accepts_library_and_names_mistakes(capsys) -> None:
+    assert nb03.check_entropy(bl.analysis.entropy)
+    assert nb03.check_entropy(lambda p: torch.special.entr(p).sum(-1))
+    capsys.readouterr()
+    for wrong, why in [
+        (lambda p: -(p * p.log()).sum(-1), "NaN"),
+        (lambda p: -(p * torch.log2(p.clamp_min(1e-30))).sum(-1), "bits"),
+        (lambda p: -(p * p.clamp_min(1e-30).log()).sum(-2), "axis -2"),  # transposed
+        (lambda p: (p * p.clamp_min(1e-30).log()).sum(-1), "sign"),
+    ]:
+        assert not nb03.check_entropy(wrong)
+        out = capsys.readouterr().out
+        assert why in out, out
+
+
+def test_nb03_check_scale_prediction(capsys) -> None:
+    import pandas as pd
+
+    stats = pd.DataFrame(
+        {"variant": ["plain SAM", "with lambda"] * 2, "normalised_entropy": [0.9, 0.8, 0.88, 0.82]}
+    )
+    assert nb03.check_scale_prediction("sharper", stats)
+    assert nb03.check_scale_prediction(" Sharper ", stats)
+    assert not nb03.check_scale_prediction("softer", stats)
+    assert not nb03.check_scale_prediction(None, stats)
+    softer = stats.assign(variant=["with lambda", "plain SAM"] * 2)
+    assert nb03.check_scale_prediction("softer", softer)  # the measurement decides, not theory
+    assert "other effects win" in capsys.readouterr().out
+
+
+def test_nb03_check_official_2560(capsys) -> None:
     assert nb03.check_official_2560(math.log((2560 // 1024) ** 2 * 4096, 4096))
+    assert nb03.check_official_2560(1.167)  # rounded to the stated 3 decimals
     assert nb03.check_official_2560(bl.attention_scale((2560 // 16) ** 2, mode="official"))
-    assert not nb03.check_official_2560(bl.attention_scale((2560 // 16) ** 2))  # paper-like
+    capsys.readouterr()
+    assert not nb03.check_official_2560(round(bl.attention_scale((2560 // 16) ** 2), 3))
+    assert "paper-like" in capsys.readouterr().out
+    assert not nb03.check_official_2560(None)
 
 
-def test_nb03_check_tiny_lambda_512() -> None:
+def test_nb03_check_tiny_lambda_512(capsys) -> None:
     assert nb03.check_tiny_lambda_512(math.log((512 // 16) ** 2) / math.log((256 // 16) ** 2))
-    assert not nb03.check_tiny_lambda_512(bl.attention_scale((512 // 16) ** 2))  # n_train 4096
+    assert nb03.check_tiny_lambda_512(1.25)
+    capsys.readouterr()
+    assert not nb03.check_tiny_lambda_512(round(bl.attention_scale((512 // 16) ** 2), 3))
+    assert "4096" in capsys.readouterr().out
+    assert not nb03.check_tiny_lambda_512(2)
+    assert "side ratio" in capsys.readouterr().out
 
 
 # --- notebook 04: the bias-mode mask ---------------------------------------------------------
