@@ -213,3 +213,62 @@ def show_distance_from_uniform(
         ax.minorticks_off()
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
+
+
+def show_shared_token_maps(
+    maps: Sequence[object],
+    axes: Sequence[Axes],
+    titles: Sequence[str],
+    label: str = "value",
+    cmap: str = "viridis",
+    query: tuple[int, int] | None = None,
+) -> AxesImage:
+    """Several per-token ``(rows, cols)`` maps on **one** colour scale (the min and max over all
+    of them) with one colour bar for the whole row, so panels can be compared by colour."""
+    arrays = [_np(m).astype(float) for m in maps]
+    vmin = min(float(a.min()) for a in arrays)
+    vmax = max(float(a.max()) for a in arrays)
+    im = None
+    for a, ax, title in zip(arrays, axes, titles, strict=True):
+        im = show_token_map(
+            a, ax, title=title, cmap=cmap, query=query, colorbar=False, vmin=vmin, vmax=vmax
+        )
+    assert im is not None, "no maps given"
+    for ax in list(axes)[1:]:
+        ax.set_ylabel("")  # one label for the row: the panels share their axes' meaning
+    axes[0].figure.colorbar(im, ax=list(axes), fraction=0.02, pad=0.02, label=label)
+    return im
+
+
+def show_reach_curves(
+    prior: object,
+    model: object,
+    slopes: Sequence[float],
+    axes: Sequence[Axes],
+    model_name: str = "model",
+) -> None:
+    """Mean attention distance against the gain, one line per head: left the mask alone
+    (``prior``, a head x gain table), right the model with the mask (``model``, the same
+    layout) with the mask-alone curves dashed for comparison. Both panels have a legend; each
+    head keeps its colour and its slope is in the legend."""
+    import pandas as pd
+
+    prior_t, model_t = pd.DataFrame(prior), pd.DataFrame(model)
+    gains = list(prior_t.columns)
+    left, right = axes
+    for h, m in enumerate(slopes):
+        color = f"C{h % 10}"
+        label = f"head {h} (m = {float(m):.4f})"
+        left.plot(gains, prior_t.loc[h, gains], "o-", color=color, label=label)
+        right.plot(gains, model_t.loc[h, gains], "o-", color=color, label=label)
+        right.plot(gains, prior_t.loc[h, gains], "--", color=color, lw=0.8, alpha=0.7)
+    right.plot([], [], "--", color="grey", lw=0.8, label="mask alone (left panel)")
+    left.set(
+        title="Mask alone (q.k = 0), all queries",
+        xlabel="gain g",
+        ylabel="mean attention distance (px)",
+    )
+    right.set(title=f"{model_name} with the mask, global blocks", xlabel="gain g")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)

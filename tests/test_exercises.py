@@ -108,23 +108,64 @@ def test_nb03_check_tiny_lambda_512(capsys) -> None:
 # --- notebook 04: the bias-mode mask ---------------------------------------------------------
 
 
-def test_nb04_check_smallest_slope() -> None:
-    assert nb04.check_smallest_slope(bl.alibi_slopes(12).min().item())
-    assert not nb04.check_smallest_slope(bl.alibi_slopes(12)[-1].item())  # last is not smallest
-
-
-def test_nb04_check_mask_value(capsys) -> None:
-    assert nb04.check_mask_value(bl.bias_mode_mask((4, 5), 8)[0, 0, 0, 3 * 5 + 4].item())
+def test_nb04_check_alibi_slopes_accepts_library_and_names_mistakes(capsys) -> None:
+    assert nb04.check_alibi_slopes(bl.alibi_slopes)
+    assert nb04.check_alibi_slopes(lambda n: bl.alibi_slopes(n).tolist())  # a list is fine
     capsys.readouterr()
-    assert not nb04.check_mask_value(2.5)
+    for wrong, why in [
+        (lambda n: bl.alibi_slopes(n).sort().values, "order"),
+        (lambda n: bl.alibi_slopes(n).sort(descending=True).values, "order"),
+        (lambda n: [2.0 ** (-8 * (h + 1) / n) for h in range(n)], "shortcut"),
+        (lambda n: [2.0 ** (-8 * h / n) for h in range(n)], "off by one"),
+        (lambda n: bl.alibi_slopes(n).flip(0), "order"),
+    ]:
+        assert not nb04.check_alibi_slopes(wrong)
+        out = capsys.readouterr().out
+        assert why in out and "case" in out, out
+
+
+def _mask(grid, slopes, by_columns=False, sign=-1.0):
+    rows, cols = grid
+    i = torch.arange(rows * cols)
+    rc = (i % rows, i // rows) if by_columns else (i // cols, i % cols)
+    pos = torch.stack(rc, 1).float()
+    return sign * torch.as_tensor(slopes).float()[:, None, None] * torch.cdist(pos, pos)[None]
+
+
+def test_nb04_check_euclidean_mask_accepts_formula_and_names_mistakes(capsys) -> None:
+    assert nb04.check_euclidean_mask(_mask)
+    capsys.readouterr()
+    for wrong, why in [
+        (lambda g, s: _mask(g, s, sign=1.0), "sign"),
+        (lambda g, s: _mask(g, s, by_columns=True), "swapped"),  # transposed grid
+        (lambda g, s: -s[:, None, None] * bl.grid_distances(g, "flat")[None], "flat"),
+        (lambda g, s: -s[:, None, None] * bl.grid_distances(g, "manhattan")[None], "Manhattan"),
+    ]:
+        assert not nb04.check_euclidean_mask(wrong)
+        out = capsys.readouterr().out
+        assert why in out, out
+    assert not nb04.check_euclidean_mask(lambda g, s: _mask(g, s)[0])  # one head only: shape
+
+
+def test_nb04_check_mask_prediction(capsys) -> None:
+    measured = bl.bias_mode_mask((4, 5), 8)[0, 0, 0, 3 * 5 + 4].item()
+    assert nb04.check_mask_prediction(-2.5, measured)
+    assert nb04.check_mask_prediction(-2.5004, measured)  # within the stated 0.0006
+    capsys.readouterr()
+    assert not nb04.check_mask_prediction(2.5, measured)
     assert "sign" in capsys.readouterr().out
-    assert not nb04.check_mask_value(-5.0)
-    assert not nb04.check_mask_value(None)
+    assert not nb04.check_mask_prediction(-5.0, measured)
+    assert "slope" in capsys.readouterr().out
+    assert not nb04.check_mask_prediction(-3.5, measured)
+    assert "Manhattan" in capsys.readouterr().out
+    assert not nb04.check_mask_prediction(None, measured)
 
 
-def test_nb04_check_flat_distance() -> None:
+def test_nb04_check_flat_distance(capsys) -> None:
     assert nb04.check_flat_distance(bl.grid_distances((64, 64), "flat")[0, 64].item())
+    capsys.readouterr()
     assert not nb04.check_flat_distance(1)
+    assert "2-D distance" in capsys.readouterr().out
 
 
 # --- notebook 08: auditing the official code -------------------------------------------------
