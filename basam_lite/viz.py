@@ -234,9 +234,15 @@ def show_shared_token_maps(
             a, ax, title=title, cmap=cmap, query=query, colorbar=False, vmin=vmin, vmax=vmax
         )
     assert im is not None, "no maps given"
-    for ax in list(axes)[1:]:
-        ax.set_ylabel("")  # one label for the row: the panels share their axes' meaning
-    axes[0].figure.colorbar(im, ax=list(axes), fraction=0.02, pad=0.02, label=label)
+    for ax in axes:  # axis labels on the outer panels only, so titles and labels do not collide
+        spec = ax.get_subplotspec()
+        if spec is not None and not spec.is_first_col():
+            ax.set_ylabel("")
+        if spec is not None and not spec.is_last_row():
+            ax.set_xlabel("")
+    fig = axes[0].figure
+    fig.set_layout_engine("constrained")
+    fig.colorbar(im, ax=list(axes), fraction=0.02, pad=0.02, label=label)
     return im
 
 

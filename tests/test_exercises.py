@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 import basam_lite as bl
@@ -17,25 +18,87 @@ from basam_lite.exercises import Verdict, nb02, nb03, nb04, nb08
 # --- notebook 02: resolution is sequence length ---------------------------------------------
 
 
-def test_nb02_check_global_keys(capsys) -> None:
-    assert nb02.check_global_keys((768 // 16) ** 2)
-    assert not nb02.check_global_keys(196)
-    assert not nb02.check_global_keys(None)
-    out = capsys.readouterr().out
-    assert "Correct" in out and "Not yet" in out
-    assert "2304" not in out  # a hint never gives the answer away
+def test_nb02_check_dense_gib_accepts_formula_and_names_mistakes(capsys) -> None:
+    def gib(side, heads):
+        return heads * ((side // 16) ** 2) ** 2 * 4 / 2**30
+
+    assert nb02.check_dense_gib(gib)
+    capsys.readouterr()
+    for wrong, why in [
+        (lambda s, h: gib(s, h) / 4, "4 bytes"),
+        (lambda s, h: gib(s, h) * 2**30 / 1e9, "GB"),
+        (lambda s, h: h * (s // 16) ** 2 * 4 / 2**30, "N x N"),
+        (lambda s, h: gib(s, h) / h, "heads"),
+    ]:
+        assert not nb02.check_dense_gib(wrong)
+        out = capsys.readouterr().out
+        assert why in out and "case" in out, out
 
 
-def test_nb02_check_dense_memory() -> None:
-    n = (2048 // 16) ** 2
-    assert nb02.check_dense_memory(16 * n * n * 4 / 2**30)
-    assert not nb02.check_dense_memory(12 * n * n * 4 / 2**30)  # ViT-B's 12 heads
-    assert not nb02.check_dense_memory("sixteen")
+def test_nb02_check_resize_accepts_library_and_names_mistakes(capsys) -> None:
+    import torch.nn.functional as F
+
+    from basam_lite.resolution import resample_pos_embed
+
+    def interp(size=None, swap=False, back=True, **kw):
+        def fn(t, grid):
+            out = F.interpolate(t.permute(0, 3, 1, 2), size=grid[::-1] if swap else grid, **kw)
+            return out.permute(0, 2, 3, 1) if back else out
+
+        return fn
+
+    assert nb02.check_resize(resample_pos_embed)
+    assert nb02.check_resize(interp(mode="bicubic", align_corners=False))
+    capsys.readouterr()
+    for wrong, why in [
+        (interp(mode="bicubic", align_corners=False, swap=True), "swapped"),  # transposed grid
+        (interp(mode="bicubic", align_corners=False, back=False), "channels back last"),
+        (interp(mode="bilinear", align_corners=False), "bilinear"),
+        (interp(mode="bicubic", align_corners=True), "align_corners"),
+    ]:
+        assert not nb02.check_resize(wrong)
+        out = capsys.readouterr().out
+        assert why in out, out
 
 
-def test_nb02_check_window_keys() -> None:
-    assert nb02.check_window_keys(14 * 14)
-    assert not nb02.check_window_keys((2048 // 16) ** 2)
+def test_nb02_check_keys_prediction(capsys) -> None:
+    sam = bl.build_sam("tiny")  # random weights: only the shapes matter
+    measured = bl.analysis.keys_per_row(sam, 192)
+    assert measured == (16, 144)
+    assert tuple(bl.input_size(sam)) == (256, 256)  # returned to its base size
+    assert nb02.check_keys_prediction((16, 144), measured, 192)
+    capsys.readouterr()
+    assert not nb02.check_keys_prediction((36, 144), measured, 192)
+    assert "do not grow" in capsys.readouterr().out
+    assert not nb02.check_keys_prediction((16, 12), measured, 192)
+    assert "one side" in capsys.readouterr().out
+    assert not nb02.check_keys_prediction(None, measured, 192)
+
+
+def test_neighbour_correlation_against_references() -> None:
+    from basam_lite.embedding import neighbour_correlation, shuffled
+
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 32, 32, 8, generator=g)
+    assert abs(neighbour_correlation(noise)) < 0.05
+    x = torch.linspace(0, 1, 32)
+    smooth = (torch.sin(3 * x)[:, None] * torch.cos(2 * x)[None, :])[None, ..., None].repeat(
+        1, 1, 1, 4
+    )
+    assert neighbour_correlation(smooth) > 0.95
+    # a written-out reference for one channel: right and lower pairs pooled, Pearson
+    t = torch.randn(5, 6, 1, generator=g, dtype=torch.float64)
+    a = torch.cat([t[:, :-1].flatten(), t[:-1, :].flatten()])
+    b = torch.cat([t[:, 1:].flatten(), t[1:, :].flatten()])
+    ref = float(np.corrcoef(a.numpy(), b.numpy())[0, 1])
+    assert math.isclose(neighbour_correlation(t), ref, rel_tol=1e-9)
+    s = shuffled(smooth)
+    assert torch.equal(s.flatten().sort().values, smooth.flatten().sort().values)
+    assert neighbour_correlation(s) < 0.5
+    with pytest.raises(ValueError, match="constant"):
+        neighbour_correlation(torch.ones(1, 4, 4, 2))
+    with pytest.raises(ValueError, match="rows, cols"):
+        neighbour_correlation(torch.ones(1, 1, 4, 2))
 
 
 # --- notebook 03: the scaling factor ---------------------------------------------------------
@@ -193,5 +256,5 @@ def test_nb08_check_threshold_probability() -> None:
 
 
 def test_checkers_return_verdicts() -> None:
-    v = nb02.check_window_keys(None)
+    v = nb02.check_keys_prediction(None, (16, 144), 192)
     assert isinstance(v, Verdict) and not v and repr(v).startswith("Not yet: ")
