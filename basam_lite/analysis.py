@@ -208,6 +208,8 @@ def keys_per_row(sam: Sam, side: int) -> tuple[int, int]:
     """Keys per softmax row of the first windowed and the first global block at ``side`` px,
     counted from the attention maps captured for one query on a blank image (measured, not
     computed from a rule). ``sam`` is returned to the size it had."""
+    from .resolution import restore_input_size, set_input_size
+
     enc = sam.image_encoder
     windowed = next(i for i, b in enumerate(enc.blocks) if b.window_size)
     first_global = global_blocks(sam)[0]
