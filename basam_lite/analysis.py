@@ -213,6 +213,29 @@ def global_blocks(model: nn.Module) -> list[int]:
     return [i for i, b in enumerate(image_encoder_of(model).blocks) if b.window_size == 0]
 
 
+@torch.no_grad()
+def keys_per_row(sam: Sam, side: int) -> tuple[int, int]:
+    """Keys per softmax row of the first windowed and the first global block at ``side`` px,
+    counted from the attention maps captured for one query on a blank image (measured, not
+    computed from a rule). ``sam`` is returned to the size it had."""
+    from .resolution import restore_input_size, set_input_size
+
+    enc = sam.image_encoder
+    windowed = next(i for i, b in enumerate(enc.blocks) if b.window_size)
+    first_global = global_blocks(sam)[0]
+    before = input_size(sam)
+    set_input_size(sam, side)
+    try:
+        with capture_attention(sam, blocks=[windowed, first_global], queries=[(0, 0)]) as cap:
+            enc(torch.zeros(1, 3, side, side))
+    finally:
+        if tuple(before) == tuple(base_size(enc)):
+            restore_input_size(sam)
+        else:
+            set_input_size(sam, before)
+    return int(cap.maps[windowed].shape[-1]), int(cap.maps[first_global].shape[-1])
+
+
 def architecture_table(names: Sequence[str] = ("vit_b", "vit_l", "vit_h", "tiny")) -> pd.DataFrame:
     """Encoder layout of SAM models by name, read from models built on PyTorch's ``meta``
     device (no memory, no weights: the numbers depend on the architecture only).

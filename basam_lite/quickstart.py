@@ -259,3 +259,99 @@ def plot_size_curves(
     ax.set(xlabel="input size (px)", ylabel=ylabel or y, title=title or f"{y} against input size")
     ax.legend(fontsize=8)
     return ax
+
+
+def scene_table(
+    sam: Sam,
+    scenes: ProceduralScenes,
+    sizes: Sequence[int],
+    variants: Sequence[str] = ("vanilla", "paper"),
+    prompt: str = "box",
+    seed: int = 0,
+) -> pd.DataFrame:
+    """:func:`segment` on every scene of ``scenes`` at every size under every variant.
+
+    Returns one row per (scene, variant, size) with columns ``scene``, ``variant``, ``size``,
+    ``iou`` and ``score`` (NaN where the variant cannot run at that size).
+    """
+    rows = [
+        {"scene": i, "variant": r.variant, "size": r.size, "iou": r.iou, "score": r.score}
+        for i in range(len(scenes))
+        for r in segment_grid(sam, scenes, i, sizes, variants, prompt, seed)
+    ]
+    return pd.DataFrame(rows)
+
+
+def scene_differences(
+    table: pd.DataFrame, variant: str = "paper", reference: str = "vanilla"
+) -> pd.DataFrame:
+    """IoU of ``variant`` minus IoU of ``reference`` on the same scene: one row per scene, one
+    column per size, and a last column ``mean`` (the mean over sizes), from :func:`scene_table`."""
+    wide = table.pivot_table(index="scene", columns=["variant", "size"], values="iou")
+    diff = wide[variant] - wide[reference]
+    diff.columns.name = "input size (px)"
+    return diff.assign(mean=diff.mean(axis=1))
+
+
+def median_scene(differences: pd.DataFrame) -> int:
+    """The scene whose mean difference over sizes (``differences["mean"]``, from
+    :func:`scene_differences`) is the median; for an even number of scenes, the lower of the
+    two middle ones (ties broken by the lower scene index)."""
+    order = differences["mean"].reset_index().sort_values(["mean", "scene"], kind="stable")
+    return int(order["scene"].iloc[(len(order) - 1) // 2])
+
+
+def plot_scene_differences(differences: pd.DataFrame, chosen: int | None = None, ax=None):
+    """Every scene's IoU difference (one dot per scene) at each size, the mean over scenes with
+    a paired 95 % interval (mean +- 1.96 standard errors) and, if given, scene ``chosen``
+    circled in red. Returns the axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4))
+    sizes = [c for c in differences.columns if c != "mean"]
+    rng = np.random.default_rng(0)  # horizontal jitter only, so dots do not hide each other
+    for k, s in enumerate(sizes):
+        d = differences[s].dropna()
+        x = k + rng.uniform(-0.12, 0.12, len(d))
+        ax.scatter(x, d, s=18, color="tab:blue", alpha=0.7, label="one scene" if k == 0 else None)
+        half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+        ax.errorbar(
+            k + 0.3,
+            d.mean(),
+            yerr=half,
+            fmt="s",
+            color="black",
+            capsize=4,
+            label="mean, 95 % interval" if k == 0 else None,
+        )
+        if chosen is not None and chosen in d.index:
+            ax.scatter(
+                x[list(d.index).index(chosen)],
+                d[chosen],
+                s=90,
+                facecolor="none",
+                edgecolor="red",
+                linewidth=1.5,
+                label=f"scene {chosen}" if k == 0 else None,
+            )
+    ax.axhline(0, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(range(len(sizes)), [f"{s} px" for s in sizes])
+    ax.set(
+        ylabel="IoU difference (paper - vanilla)",
+        xlabel="input size",
+        title=f"{len(differences)} scenes, the same scene in both variants",
+    )
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def count_tokens(sam: Sam, side: int) -> int:
+    """The number of image tokens ``sam``'s encoder makes from a ``side`` x ``side`` px image,
+    measured by running its patch embedding on a blank image (no resizing rule assumed)."""
+    import torch
+
+    with torch.no_grad():
+        grid = sam.image_encoder.patch_embed(torch.zeros(1, 3, side, side))  # (1, rows, cols, C)
+    return int(grid.shape[1] * grid.shape[2])

@@ -179,3 +179,102 @@ def show_token_map(
     if colorbar:
         ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
     return im
+
+
+def show_outline(mask: object, ax: Axes, color: str = "white", linewidth: float = 1.5) -> None:
+    """The outline of a binary ``(H, W)`` mask (a true mask, drawn over a predicted one)."""
+    ax.contour(_np(mask).astype(float), levels=[0.5], colors=color, linewidths=linewidth)
+
+
+def show_distance_from_uniform(
+    summary: object, axes: Sequence[Axes], base_keys: int | None = None, title: str = ""
+) -> None:
+    """Two panels from a table with columns ``keys``, ``variant``, ``entropy``: left the
+    distance from uniform attention ``ln n - H`` in nats, right the normalised entropy
+    ``H / ln n``. Both y-axes start at 0 (the right one ends at 1, uniform), so a difference
+    looks as large as it is; ``base_keys`` is marked by a dashed line."""
+    import pandas as pd
+
+    df = pd.DataFrame(summary).copy()
+    df["below_uniform"] = np.log(df["keys"]) - df["entropy"]
+    df["normalised"] = df["entropy"] / np.log(df["keys"])
+    left, right = axes
+    for variant, part in df.groupby("variant", sort=False):
+        left.plot(part["keys"], part["below_uniform"], "o-", label=variant)
+        right.plot(part["keys"], part["normalised"], "o-", label=variant)
+    left.set(ylabel="$\\ln n - H$ (nats below uniform)", ylim=(0, 1.15 * df["below_uniform"].max()))
+    right.set(ylabel="$H / \\ln n$ (1 = uniform)", ylim=(0, 1.02))
+    keys = sorted(df["keys"].unique())
+    for ax, what in ((left, "distance from uniform"), (right, "normalised entropy")):
+        if base_keys is not None:
+            ax.axvline(base_keys, color="grey", lw=0.8, ls="--", label="base size")
+        ax.set(xscale="log", xlabel="keys n", title=f"{title}: {what}" if title else what)
+        ax.set_xticks(keys, [str(k) for k in keys])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+
+
+def show_shared_token_maps(
+    maps: Sequence[object],
+    axes: Sequence[Axes],
+    titles: Sequence[str],
+    label: str = "value",
+    cmap: str = "viridis",
+    query: tuple[int, int] | None = None,
+) -> AxesImage:
+    """Several per-token ``(rows, cols)`` maps on **one** colour scale (the min and max over all
+    of them) with one colour bar for the whole row, so panels can be compared by colour."""
+    arrays = [_np(m).astype(float) for m in maps]
+    vmin = min(float(a.min()) for a in arrays)
+    vmax = max(float(a.max()) for a in arrays)
+    im = None
+    for a, ax, title in zip(arrays, axes, titles, strict=True):
+        im = show_token_map(
+            a, ax, title=title, cmap=cmap, query=query, colorbar=False, vmin=vmin, vmax=vmax
+        )
+    assert im is not None, "no maps given"
+    for ax in axes:  # axis labels on the outer panels only, so titles and labels do not collide
+        spec = ax.get_subplotspec()
+        if spec is not None and not spec.is_first_col():
+            ax.set_ylabel("")
+        if spec is not None and not spec.is_last_row():
+            ax.set_xlabel("")
+    fig = axes[0].figure
+    fig.set_layout_engine("constrained")
+    fig.colorbar(im, ax=list(axes), fraction=0.02, pad=0.02, label=label)
+    return im
+
+
+def show_reach_curves(
+    prior: object,
+    model: object,
+    slopes: Sequence[float],
+    axes: Sequence[Axes],
+    model_name: str = "model",
+) -> None:
+    """Mean attention distance against the gain, one line per head: left the mask alone
+    (``prior``, a head x gain table), right the model with the mask (``model``, the same
+    layout) with the mask-alone curves dashed for comparison. Both panels have a legend; each
+    head keeps its colour and its slope is in the legend."""
+    import pandas as pd
+
+    prior_t, model_t = pd.DataFrame(prior), pd.DataFrame(model)
+    gains = list(prior_t.columns)
+    left, right = axes
+    for h, m in enumerate(slopes):
+        color = f"C{h % 10}"
+        label = f"head {h} (m = {float(m):.4f})"
+        left.plot(gains, prior_t.loc[h, gains], "o-", color=color, label=label)
+        right.plot(gains, model_t.loc[h, gains], "o-", color=color, label=label)
+        right.plot(gains, prior_t.loc[h, gains], "--", color=color, lw=0.8, alpha=0.7)
+    right.plot([], [], "--", color="grey", lw=0.8, label="mask alone (left panel)")
+    left.set(
+        title="Mask alone (q.k = 0), all queries",
+        xlabel="gain g",
+        ylabel="mean attention distance (px)",
+    )
+    right.set(title=f"{model_name} with the mask, global blocks", xlabel="gain g")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)

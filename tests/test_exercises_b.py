@@ -17,18 +17,55 @@ from basam_lite.sweep import SweepConfig
 # --- notebook 01: quick start ----------------------------------------------------------------
 
 
-def test_nb01_check_tokens_2x(capsys) -> None:
-    assert nb01.check_tokens_2x((512 // 16) ** 2)
-    assert not nb01.check_tokens_2x((256 // 16) ** 2 * 2)  # doubling the side is not 2x tokens
-    assert not nb01.check_tokens_2x(None)
-    out = capsys.readouterr().out
-    assert "Correct" in out and "Not yet" in out and "1024" not in out
+def test_nb01_check_tokens_prediction(capsys) -> None:
+    measured = (1024 // 16) ** 2
+    assert nb01.check_tokens_prediction(4096, measured, base_tokens=256)
+    capsys.readouterr()
+    assert not nb01.check_tokens_prediction(1024, measured, base_tokens=256)
+    assert "4 x the base tokens" in capsys.readouterr().out
+    assert not nb01.check_tokens_prediction(64, measured, base_tokens=256)
+    assert "one side" in capsys.readouterr().out
+    assert not nb01.check_tokens_prediction(None, measured)
 
 
-def test_nb01_check_lambda_half() -> None:
-    assert nb01.check_lambda_half(bl.attention_scale((128 // 16) ** 2, train_keys=256))
-    assert not nb01.check_lambda_half(bl.attention_scale((128 // 16) ** 2))  # n_train 4096
-    assert not nb01.check_lambda_half("0.75x")
+def test_nb01_check_lambda_3x(capsys) -> None:
+    exact = math.log(48 * 48) / math.log(16 * 16)
+    assert nb01.check_lambda_3x(exact)
+    assert nb01.check_lambda_3x(round(exact, 3))  # rounded to the stated 3 decimals
+    assert nb01.check_lambda_3x(bl.attention_scale(48 * 48, train_keys=256))
+    capsys.readouterr()
+    assert not nb01.check_lambda_3x(round(bl.attention_scale(48 * 48), 3))  # n_train 4096
+    assert "4096" in capsys.readouterr().out
+    assert not nb01.check_lambda_3x(3)
+    assert "ratio of sides" in capsys.readouterr().out
+    assert not nb01.check_lambda_3x(math.log(2304 / 256))
+    assert "ln(n / n_train)" in capsys.readouterr().out
+    assert not nb01.check_lambda_3x(None)
+    assert nb01.check_lambda_3x(math.log(192**2) / math.log(64**2), base=1024)  # a real SAM
+
+
+def test_nb01_check_mask_iou_accepts_library_and_rejects_mistakes(capsys) -> None:
+    assert nb01.check_mask_iou(bl.analysis.mask_iou)
+
+    def inter(p, g):
+        return np.count_nonzero(np.asarray(p) & np.asarray(g))
+
+    def dice(p, g):
+        s = np.count_nonzero(p) + np.count_nonzero(g)
+        return 2 * inter(p, g) / s if s else 1.0
+
+    def recall(p, g):
+        return inter(p, g) / np.count_nonzero(g) if np.count_nonzero(g) else 1.0
+
+    def nan_on_empty(p, g):
+        with np.errstate(invalid="ignore"):
+            return np.float64(inter(p, g)) / np.count_nonzero(np.asarray(p) | np.asarray(g))
+
+    capsys.readouterr()
+    for wrong, why in [(dice, "Dice"), (recall, "recall"), (nan_on_empty, "empty")]:
+        assert not nb01.check_mask_iou(wrong)
+        out = capsys.readouterr().out
+        assert why in out and "case" in out, out
 
 
 def test_nb01_check_scaled_box(capsys) -> None:
