@@ -8,7 +8,7 @@ distance of a query at :math:`p_i` is :math:`\sum_j p_j \lVert p_i - p_j \rVert`
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 import pandas as pd
@@ -20,9 +20,10 @@ from torch import Tensor, nn
 from .capture import capture_attention
 from .datasets import Prompt
 from .masks import Metric, alibi_slopes, grid_positions, pairwise_distance
-from .patch import BASAMConfig, apply_basam, image_encoder_of, remove_basam
-from .resolution import base_size, input_size, patch_size, restore_input_size, set_input_size
+from .patch import BASAMConfig, image_encoder_of
+from .resolution import base_size, input_size, patch_size
 from .scaling import attention_scale
+from .variants import variant_at
 
 
 def lambda_table(sides: Iterable[int], patch: int = 16, train_side: int = 1024) -> pd.DataFrame:
@@ -149,45 +150,41 @@ def attention_statistics(
     patch = patch_size(enc)
     rgb = torch.as_tensor(to_rgb_uint8(np.asarray(image))).permute(2, 0, 1).float()[None]
     rows = []
-    try:
-        for side in sides:
-            set_input_size(sam, side)
-            x = torch.nn.functional.interpolate(
-                rgb, size=(side, side), mode="bilinear", antialias=True, align_corners=False
-            )
-            x = sam.preprocess(x[0])[None]
-            g = side // patch
-            rng = np.random.default_rng(seed + side)
-            flat = rng.choice(g * g, size=min(num_queries, g * g), replace=False)
-            queries = [(int(i // g), int(i % g)) for i in flat]
-            qpos = torch.tensor(queries)
-            for name, config in configs.items():
+    for side in sides:
+        resized = torch.nn.functional.interpolate(
+            rgb, size=(side, side), mode="bilinear", antialias=True, align_corners=False
+        )
+        g = side // patch
+        rng = np.random.default_rng(seed + side)
+        flat = rng.choice(g * g, size=min(num_queries, g * g), replace=False)
+        queries = [(int(i // g), int(i % g)) for i in flat]
+        qpos = torch.tensor(queries)
+        for name, config in configs.items():
+            with ExitStack() as stack:
                 try:
-                    apply_basam(sam, config)
+                    stack.enter_context(variant_at(sam, config, side))
                 except ValueError:
                     continue  # the official rule below its training size
+                x = sam.preprocess(resized[0])[None]
                 with capture_attention(sam, blocks=blocks, queries=queries) as cap:
                     with torch.no_grad():
                         sam.image_encoder(x)
-                for b in blocks:
-                    probs = cap.maps[b]
-                    ent = entropy(probs)[0]  # [heads, Q]
-                    dist = mean_attention_distance(probs, cap.grids[b], qpos, patch)[0]
-                    for h in range(probs.shape[1]):
-                        rows.append(
-                            {
-                                "side": side,
-                                "variant": name,
-                                "block": b,
-                                "head": h,
-                                "entropy": ent[h].mean().item(),
-                                "normalised_entropy": (ent[h] / np.log(g * g)).mean().item(),
-                                "distance_px": dist[h].mean().item(),
-                            }
-                        )
-    finally:
-        remove_basam(sam)
-        restore_input_size(sam)
+            for b in blocks:
+                probs = cap.maps[b]
+                ent = entropy(probs)[0]  # [heads, Q]
+                dist = mean_attention_distance(probs, cap.grids[b], qpos, patch)[0]
+                for h in range(probs.shape[1]):
+                    rows.append(
+                        {
+                            "side": side,
+                            "variant": name,
+                            "block": b,
+                            "head": h,
+                            "entropy": ent[h].mean().item(),
+                            "normalised_entropy": (ent[h] / np.log(g * g)).mean().item(),
+                            "distance_px": dist[h].mean().item(),
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -311,15 +308,8 @@ def configured(sam: Sam, config: BASAMConfig | None) -> Iterator[Sam]:
     if config is None:
         yield sam
         return
-    previous = getattr(sam.image_encoder, "basam_config", None)
-    apply_basam(sam, config)
-    try:
+    with variant_at(sam, config, input_size(sam)):
         yield sam
-    finally:
-        if previous is None:
-            remove_basam(sam)
-        else:
-            apply_basam(sam, previous)
 
 
 @torch.no_grad()

@@ -260,6 +260,44 @@ def set_attention_path(model: nn.Module, path: AttentionPath) -> nn.Module:
     return model
 
 
+@dataclass(frozen=True)
+class DetachedPatch:
+    """A patch taken off a model by :func:`detach_patch`: its config and the values of its
+    parameters and rel-pos tables, for :func:`reattach_patch`."""
+
+    config: BASAMConfig
+    values: dict[str, Tensor]
+
+
+def detach_patch(model: nn.Module) -> DetachedPatch | None:
+    """Remove the patch of ``model`` (as :func:`remove_basam`) and return it; None when the
+    model has none."""
+    encoder = image_encoder_of(model)
+    if not is_patched(encoder):
+        return None
+    values = {
+        k: v.detach().clone()
+        for k, v in encoder.state_dict().items()
+        if "basam_" in k or "rel_pos" in k
+    }
+    detached = DetachedPatch(encoder.basam_config, values)
+    remove_basam(encoder)
+    return detached
+
+
+def reattach_patch(model: nn.Module, detached: DetachedPatch | None) -> nn.Module:
+    """Put back a patch from :func:`detach_patch` (None: leave ``model`` unpatched)."""
+    if detached is None:
+        return model
+    encoder = image_encoder_of(model)
+    apply_basam(encoder, detached.config)
+    current = encoder.state_dict()
+    with torch.no_grad():
+        for k, v in detached.values.items():
+            current[k].copy_(v)
+    return model
+
+
 def remove_basam(model: nn.Module) -> nn.Module:
     """Undo :func:`apply_basam` exactly: original forwards, rel-pos tables and parameters."""
     encoder = image_encoder_of(model)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-VARIANT_ORDER = ("vanilla", "scale", "bias", "paper", "official", "resize")
+from .variants import variant_names
+
 BASE_SIZES = {"tiny": 256, "tiny-vanilla": 256, "tiny-basam": 256}
 BASE_SIZES.update({"vit_b": 1024, "vit_l": 1024, "vit_h": 1024})
 
@@ -35,6 +36,14 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"] if "status" in df else df
 
 
+def variant_order(variants: object) -> list[str]:
+    """The distinct values of ``variants``: the registry's (:mod:`basam_lite.variants`) in its
+    order, then any other name in order of first appearance (plotted too, never dropped)."""
+    seen = list(dict.fromkeys(str(v) for v in variants))
+    known = [v for v in variant_names() if v in seen]
+    return known + [v for v in seen if v not in known]
+
+
 def summary_table(df: pd.DataFrame, metric: str = "iou") -> pd.DataFrame:
     """Mean ``metric`` with rows (model, prompt, variant) and one column per resolution.
 
@@ -44,7 +53,7 @@ def summary_table(df: pd.DataFrame, metric: str = "iou") -> pd.DataFrame:
     table = ok.pivot_table(
         index=["model", "prompt", "variant"], columns="resolution", values=metric, aggfunc="mean"
     )
-    order = {v: i for i, v in enumerate(VARIANT_ORDER)}
+    order = {v: i for i, v in enumerate(variant_order(ok["variant"]))}
     return table.sort_index(key=lambda idx: idx.map(order) if idx.name == "variant" else idx)
 
 
@@ -58,7 +67,7 @@ def plot_sweep(
     import seaborn as sns
 
     ok = _ok(df)
-    hue_order = [v for v in VARIANT_ORDER if v in set(ok["variant"])]
+    hue_order = variant_order(ok["variant"])
     grid = sns.relplot(
         data=ok,
         x="resolution",

@@ -10,7 +10,7 @@
 - :func:`optional_sam`: a named model, or ``None`` with a clear message when its checkpoint is
   missing (notebooks keep running).
 
-Every function leaves the model as it found it: unpatched, at its base size.
+Every function leaves the model as it found it (patch and input size).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from .analysis import mask_iou
 from .analysis import segment as segment_image
 from .datasets import ProceduralScenes, Prompt, prompt_for
 from .models import build_sam
-from .patch import remove_basam
 from .resolution import base_size, restore_input_size, set_input_size
-from .sweep import PROMPTS, VARIANTS, configure
+from .sweep import PROMPTS
+from .variants import get_variant, variant_at
 
 
 @dataclass(eq=False)
@@ -52,17 +52,9 @@ class Segmentation:
 
 
 def _check(variant: str, prompt: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}: choose from {', '.join(VARIANTS)}")
+    get_variant(variant)
     if prompt not in PROMPTS:
         raise ValueError(f"unknown prompt {prompt!r}: choose from {', '.join(PROMPTS)}")
-
-
-def reset(sam: Sam) -> Sam:
-    """Remove any BA-SAM patch and return ``sam`` to its base input size."""
-    remove_basam(sam)
-    restore_input_size(sam)
-    return sam
 
 
 def segment(
@@ -84,17 +76,13 @@ def segment(
     sample = scenes.sample(index, size=(size, size))
     p = prompt_for(sample, PROMPTS[prompt], seed)
     try:
-        configure(sam, variant, size)
+        with variant_at(sam, variant, size):
+            out = segment_image(sam, sample.image, p)
     except ValueError as e:
-        reset(sam)
         reason = str(e).splitlines()[0]
         return Segmentation(
             variant, size, sample.image, sample.mask, p, None, np.nan, np.nan, reason
         )
-    try:
-        out = segment_image(sam, sample.image, p)
-    finally:
-        reset(sam)
     mask = np.asarray(out["mask"], dtype=bool)
     return Segmentation(
         variant, size, sample.image, sample.mask, p, mask, mask_iou(mask, sample.mask), out["score"]

@@ -41,11 +41,9 @@ from tqdm.auto import tqdm
 from .datasets import ProceduralScenes, Sample, open_dataset, prompt_for
 from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS, legacy_threshold_metrics, segmentation_metrics
 from .models import OFFICIAL_NAMES, build_sam
-from .patch import BASAMConfig, apply_basam, remove_basam
 from .predictor import BASAMPredictor, FitResize
-from .resolution import base_size, set_input_size
+from .variants import get_variant, variant_at, variant_names
 
-VARIANTS = ("vanilla", "scale", "bias", "paper", "official", "resize")
 PROMPTS = {"box": "box", "point": "center", "click": "point"}
 """Sweep prompt name -> :func:`basam_lite.datasets.prompt_for` kind."""
 
@@ -72,7 +70,7 @@ class SweepConfig:
 
     models: tuple[str, ...] = ("tiny-vanilla", "tiny-basam")
     checkpoint: str | None = None
-    variants: tuple[str, ...] = VARIANTS
+    variants: tuple[str, ...] = variant_names()
     resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS
     dataset: str = DEFAULT_DATASET
     prompts: tuple[str, ...] = ("box", "point")
@@ -83,26 +81,13 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         for v in self.variants:
-            if v not in VARIANTS:
-                raise ValueError(f"unknown variant {v!r}: choose from {', '.join(VARIANTS)}")
+            get_variant(v)
         for p in self.prompts:
             if p not in PROMPTS:
                 raise ValueError(f"unknown prompt {p!r}: choose from {', '.join(PROMPTS)}")
         k, n = self.shard
         if not 0 <= k < n:
             raise ValueError(f"shard {k}/{n}: need 0 <= K < N")
-
-
-def configure(sam: Sam, variant: str, size: int) -> None:
-    """Put ``sam`` in the state a variant runs at input ``size`` (raises ValueError where the
-    variant cannot run, e.g. ``official`` below the base size)."""
-    remove_basam(sam)
-    if variant == "resize":
-        set_input_size(sam, base_size(sam.image_encoder))
-        return
-    set_input_size(sam, size)
-    if variant != "vanilla":
-        apply_basam(sam, BASAMConfig.preset(variant))
 
 
 def load_models(cfg: SweepConfig) -> dict[str, Sam]:
@@ -131,10 +116,17 @@ def _scored(logits: torch.Tensor, gt: np.ndarray) -> dict[str, float]:
 def run_variant(
     sam: Sam, sample: Sample, variant: str, size: int, prompts: Sequence[str], seed: int
 ) -> list[dict[str, object]]:
-    """Rows (metrics, seconds) of one image at one size for one variant, one per prompt."""
-    configure(sam, variant, size)
+    """Rows (metrics, seconds) of one image at one size for one variant, one per prompt; the
+    model is left as it was (raises ValueError where the variant cannot run at ``size``)."""
+    with variant_at(sam, variant, size):
+        return _variant_rows(sam, sample, variant, size, prompts, seed)
+
+
+def _variant_rows(
+    sam: Sam, sample: Sample, variant: str, size: int, prompts: Sequence[str], seed: int
+) -> list[dict[str, object]]:
     image, frame_hw = sample.image, sample.hw
-    if variant == "resize":
+    if get_variant(variant).transform == "resize_to_base":
         # The information available at S: the image fit to S, then the model's own resize.
         fit = FitResize((size, size))
         if max(sample.hw) != size:
@@ -387,9 +379,6 @@ def run_sweep(
                         bar.close()
                         return existing_rows(out)
     bar.close()
-    for sam in models.values():  # leave the models as they were built
-        remove_basam(sam)
-        set_input_size(sam, base_size(sam.image_encoder))
     df = existing_rows(out)
     df = df.drop_duplicates(subset=list(KEY), keep="first")
     write_final(out, df, {**meta, "complete": True, "rows": len(df)})
@@ -418,7 +407,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="tiny-vanilla, tiny-basam, tiny, vit_b, vit_l, vit_h (several allowed)",
     )
     p.add_argument("--checkpoint", default=None, help="weights of the official model (.pth)")
-    p.add_argument("--variants", nargs="+", default=list(d.variants), choices=VARIANTS)
+    p.add_argument("--variants", nargs="+", default=list(d.variants), choices=variant_names())
     p.add_argument("--resolutions", nargs="+", type=int, default=list(d.resolutions))
     p.add_argument(
         "--dataset",
