@@ -1,36 +1,46 @@
 r"""Attention maps of one image across input sizes, variants, blocks, heads and query points.
 
-:class:`AttentionAtlas` runs the encoder once per (input side, variant), captures the attention
-rows of a few query points in every block (:func:`basam_lite.capture_attention` recomputes only
-those rows, so a 1024 px input on the tiny model, a 64 x 64 grid, costs a few query rows and not
-a 4096 x 4096 matrix) and caches them, so that switching block, head or query is free and each new
-(side, variant) costs one forward pass. Query points are given as fractions (y, x) of the image, so
-the same point is followed across sizes.
+:class:`AttentionAtlas` runs the encoder once per (input side, variant) with the attention rows of
+its query points captured in every block (:func:`basam_lite.capture_attention` recomputes only
+those rows, so a 1024 px input on the tiny model, a 64 x 64 grid, costs a few query rows and not a
+4096 x 4096 matrix) and caches them, so that switching block or head is free and each new (side,
+variant) costs one forward pass. A query point added later (a click) costs one more forward pass
+per (side, variant) it is drawn at. Query points are fractions (y, x) of the image, so the same
+point is followed across sizes.
 
 For one map :math:`p` (a query at grid position :math:`p_i`, keys :math:`j`) the figures report
+the entropy :math:`H = -\sum_j p_j \ln p_j` (nats) and the mean attention distance
+:math:`D = s \sum_j p_j \lVert p_i - p_j \rVert` (pixels of the resized input, patch size
+:math:`s`), both computed by :mod:`basam_lite.analysis` (:func:`~basam_lite.analysis.entropy`,
+:func:`~basam_lite.analysis.mean_attention_distance`).
 
-.. math:: H = -\sum_j p_j \ln p_j, \qquad D = s \sum_j p_j \lVert p_i - p_j \rVert,
+Colour scale: maps are drawn on a log scale by default, spanning ``decades`` powers of ten below
+the peak, so both the peak and a tail at the level of uniform attention (1/N: 2.4e-4 at a 64 x 64
+grid) stay readable at every size. Panels drawn together share one scale unless asked otherwise.
+Windowed blocks are zoomed to the query's window and its neighbours where the window would
+otherwise be a speck (a 4 x 4-token window on a 64 x 64 grid); the title says so.
 
-the entropy (nats) and the mean attention distance (pixels of the resized input, patch size
-:math:`s`).
-
-:func:`attention_explorer` wraps an atlas in ipywidgets controls and also draws the default view
-as a static figure, so a notebook shows something when rendered without a live kernel.
+:func:`attention_explorer` builds :class:`AttentionExplorer`: controls above one matplotlib figure
+(an ipympl canvas) that is redrawn in place; clicking the image makes the nearest token the query.
+Rendered without a kernel, the widget's output falls back to a PNG of its default view.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from matplotlib.colors import LogNorm, Normalize
 from segment_anything.modeling import Sam
 
-from .analysis import entropy, mean_attention_distance
+from . import analysis
 from .capture import capture_attention
+from .errors import UserError
 from .patch import BASAMConfig, apply_basam, remove_basam
 from .predictor import to_rgb_uint8
 from .resolution import base_size, patch_size, restore_input_size, set_input_size
@@ -47,19 +57,34 @@ DEFAULT_QUERIES: dict[str, Point] = {
 COMPARE = "compare"
 """The explorer's variant choice that draws every variant side by side."""
 
+SCALES = ("log", "linear")
+"""Colour scales of the maps: log10 of the probability (default) or the probability itself."""
+
+DECADES = 4.0
+"""Powers of ten the log colour scale spans below the peak."""
+
 
 @dataclass
 class CapturedMaps:
     """The maps of one (side, variant): ``maps[block]`` is ``[heads, queries, rows, cols]``
-    (float32; for windowed blocks, zero outside the query's window)."""
+    (float32; for windowed blocks, zero outside the query's window), queries in the order of
+    ``names``."""
 
     side: int
     variant: str
     image: np.ndarray  # (side, side, 3) uint8, what the encoder saw
     grid: tuple[int, int]
+    names: list[str]
     tokens: list[tuple[int, int]]  # (row, col) of each query on the grid
     maps: dict[int, np.ndarray]
-    window_sizes: dict[int, int]
+    window_sizes: dict[int, int] = field(default_factory=dict)
+
+    def extend(self, other: CapturedMaps) -> None:
+        """Append the queries of ``other`` (same side and variant)."""
+        self.names += other.names
+        self.tokens += other.tokens
+        for b in self.maps:
+            self.maps[b] = np.concatenate([self.maps[b], other.maps[b]], axis=1)
 
 
 def resize_square(image: np.ndarray, side: int) -> np.ndarray:
@@ -68,6 +93,41 @@ def resize_square(image: np.ndarray, side: int) -> np.ndarray:
     rgb = torch.as_tensor(to_rgb_uint8(np.asarray(image))).permute(2, 0, 1).float()[None]
     x = F.interpolate(rgb, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def map_entropy(p: np.ndarray) -> float:
+    """Entropy (nats) of one attention map (any shape, summing to 1): :func:`analysis.entropy`."""
+    return float(analysis.entropy(torch.as_tensor(np.asarray(p, dtype=np.float64)).reshape(-1)))
+
+
+def map_distance(p: np.ndarray, token: tuple[int, int], patch: int) -> float:
+    """Mean attention distance (px) of a ``(rows, cols)`` map from the query ``token``:
+    :func:`analysis.mean_attention_distance`."""
+    p = np.asarray(p, dtype=np.float32)
+    return float(analysis.mean_attention_distance(p.reshape(1, -1), p.shape, [token], patch)[0])
+
+
+def colour_norm(
+    maps: Sequence[np.ndarray], scale: str = "log", decades: float = DECADES
+) -> Normalize:
+    """One colour scale for ``maps``: from 0 (linear) or ``10**-decades`` of the peak (log) to
+    the largest value of all of them."""
+    if scale not in SCALES:
+        raise UserError(f"colour scale {scale!r} is not one of {SCALES}: pick one of those")
+    peak = max(float(np.max(m)) for m in maps)
+    peak = peak if peak > 0 else 1.0
+    if scale == "log":
+        return LogNorm(vmin=peak * 10.0**-decades, vmax=peak, clip=False)
+    return Normalize(vmin=0.0, vmax=peak)
+
+
+def nearest_token(x: float, y: float, side: int, grid: tuple[int, int]) -> tuple[int, int]:
+    """(row, col) of the token whose patch holds the image point (x, y), in px of a side x side
+    image drawn with extent (0, side, side, 0), clamped onto the grid."""
+    rows, cols = grid
+    r = int(np.clip(np.floor(y / side * rows), 0, rows - 1))
+    c = int(np.clip(np.floor(x / side * cols), 0, cols - 1))
+    return r, c
 
 
 def _configs(variants: Sequence[str] | Mapping[str, BASAMConfig]) -> dict[str, BASAMConfig]:
@@ -102,14 +162,13 @@ class AttentionAtlas:
         self.image = to_rgb_uint8(np.asarray(image))
         self.sides = [int(s) for s in sides]
         self.configs = _configs(variants)
-        self.queries = dict(DEFAULT_QUERIES if queries is None else queries)
-        if not self.sides or not self.configs or not self.queries:
-            raise ValueError("give at least one side, one variant and one query point")
-        for name, (y, x) in self.queries.items():
-            if not (0 <= y < 1 and 0 <= x < 1):
-                raise ValueError(
-                    f"query {name!r}: (y, x) must be fractions in [0, 1), got {(y, x)}"
-                )
+        self.queries: dict[str, Point] = {}
+        if not self.sides or not self.configs:
+            raise UserError("give at least one side and one variant")
+        for name, point in (DEFAULT_QUERIES if queries is None else queries).items():
+            self.add_query(name, point)
+        if not self.queries:
+            raise UserError("give at least one query point, as name -> (y, x) fractions")
         enc = sam.image_encoder
         self.patch = patch_size(enc)
         self.base = base_size(enc)[0]
@@ -123,21 +182,36 @@ class AttentionAtlas:
     def variants(self) -> list[str]:
         return list(self.configs)
 
+    def add_query(self, name: str, point: Point) -> str:
+        """Register query point ``name`` at (y, x) fractions of the image; returns ``name``."""
+        y, x = (float(v) for v in point)
+        if not (0 <= y < 1 and 0 <= x < 1):
+            raise UserError(f"query {name!r}: (y, x) must be fractions in [0, 1), got {(y, x)}")
+        if name in self.queries and self.queries[name] != (y, x):
+            raise UserError(f"query {name!r} already exists at {self.queries[name]}: rename it")
+        self.queries[name] = (y, x)
+        return name
+
+    def add_token_query(self, side: int, token: tuple[int, int]) -> str:
+        """Register the centre of ``token`` (row, col) on the grid at ``side`` as a query point
+        (named after the token and side) and return its name."""
+        g = side // self.patch
+        r, c = token
+        return self.add_query(f"token ({r}, {c}) @ {side} px", ((r + 0.5) / g, (c + 0.5) / g))
+
     def token(self, side: int, query: str) -> tuple[int, int]:
         """(row, col) of query point ``query`` on the token grid at ``side``."""
         y, x = self.queries[query]
         g = side // self.patch
         return int(y * g), int(x * g)
 
+    def window_size(self, block: int) -> int:
+        """Window side (tokens) of ``block``; 0 for a global block."""
+        return int(self.sam.image_encoder.blocks[block].window_size)
+
     @torch.no_grad()
-    def capture(self, side: int, variant: str) -> CapturedMaps:
-        """The maps of every block for every query at (side, variant), computed once."""
-        key = (int(side), variant)
-        if key in self._cache:
-            return self._cache[key]
-        if variant not in self.configs:
-            raise ValueError(f"unknown variant {variant!r}: this atlas has {self.variants}")
-        sam, names = self.sam, list(self.queries)
+    def _run(self, side: int, variant: str, names: list[str]) -> CapturedMaps:
+        sam = self.sam
         tokens = [self.token(side, q) for q in names]
         image = resize_square(self.image, side)
         try:
@@ -153,33 +227,68 @@ class AttentionAtlas:
         finally:
             remove_basam(sam)
             restore_input_size(sam)
-        captured = CapturedMaps(key[0], variant, image, grid, tokens, maps, windows)
-        self._cache[key] = captured
-        return captured
+        return CapturedMaps(side, variant, image, grid, list(names), tokens, maps, windows)
+
+    def capture(
+        self, side: int, variant: str, queries: Sequence[str] | None = None
+    ) -> CapturedMaps:
+        """The maps of every block at (side, variant) for ``queries`` (default: all registered),
+        computed once; queries added later cost one forward pass for all of them together."""
+        key = (int(side), variant)
+        if variant not in self.configs:
+            raise UserError(f"unknown variant {variant!r}: this atlas has {self.variants}")
+        if key[0] not in self.sides:
+            raise UserError(f"side {side} px is not one of this atlas's sides {self.sides}")
+        wanted = list(self.queries) if queries is None else list(queries)
+        for q in wanted:
+            if q not in self.queries:
+                raise UserError(f"unknown query {q!r}: add it with add_query first")
+        have = self._cache.get(key)
+        missing = [q for q in wanted if have is None or q not in have.names]
+        if missing:
+            new = self._run(key[0], variant, missing)
+            if have is None:
+                self._cache[key] = have = new
+            else:
+                have.extend(new)
+        assert have is not None
+        return have
 
     def map(self, side: int, variant: str, block: int, head: int, query: str) -> np.ndarray:
         """One ``(rows, cols)`` attention map."""
-        cap = self.capture(side, variant)
-        return cap.maps[block][head, list(self.queries).index(query)]
+        cap = self.capture(side, variant, [query])
+        return cap.maps[block][head, cap.names.index(query)]
 
     def stats(self, side: int, variant: str, block: int, head: int, query: str) -> dict:
         """Entropy (nats), its uniform bound ln N and the mean attention distance (px)."""
         p = self.map(side, variant, block, head, query)
-        window = self.capture(side, variant).window_sizes[block]
+        window = self.window_size(block)
         keys = p.size if window == 0 else window * window
         return {
-            "entropy": float(entropy(p.reshape(-1))),
+            "entropy": map_entropy(p),
             "uniform_entropy": float(np.log(keys)),
-            "distance_px": float(
-                mean_attention_distance(
-                    p.reshape(1, -1), p.shape, [self.token(side, query)], self.patch
-                )[0]
-            ),
+            "distance_px": map_distance(p, self.token(side, query), self.patch),
         }
 
     def describe_block(self, block: int) -> str:
-        ws = self.sam.image_encoder.blocks[block].window_size
+        ws = self.window_size(block)
         return f"block {block} (global)" if ws == 0 else f"block {block} ({ws}x{ws} windows)"
+
+    def view_box(
+        self, side: int, block: int, query: str
+    ) -> tuple[float, float, float, float] | None:
+        """(x0, x1, y0, y1) in px to zoom to for a windowed block whose window would be a speck
+        (the query's window with one window of margin, when that is under half the image);
+        None to show the whole image."""
+        ws = self.window_size(block)
+        g = side // self.patch
+        if ws == 0 or 3 * ws > g / 2:
+            return None
+        r, c = self.token(side, query)
+        r0, c0 = (r // ws) * ws, (c // ws) * ws
+        y0, y1 = max(0, r0 - ws), min(g, r0 + 2 * ws)
+        x0, x1 = max(0, c0 - ws), min(g, c0 + 2 * ws)
+        return x0 * self.patch, x1 * self.patch, y0 * self.patch, y1 * self.patch
 
     def draw(
         self,
@@ -189,29 +298,121 @@ class AttentionAtlas:
         block: int,
         head: int,
         query: str,
-        log: bool = False,
+        norm: Normalize | None = None,
+        scale: str = "log",
         colorbar: bool = True,
-        vmax: float | None = None,
+        title: str | None = None,
     ):
-        """One map over the resized image on ``ax`` (title: variant, side, entropy, distance)."""
-        from .viz import show_attention
-
-        cap = self.capture(side, variant)
+        """One map over the resized image on ``ax``; ``norm`` (default: this map's own
+        :func:`colour_norm`) sets the colour scale. Returns the map's ``AxesImage``."""
+        cap = self.capture(side, variant, [query])
+        p = self.map(side, variant, block, head, query)
+        norm = colour_norm([p], scale) if norm is None else norm
+        log = isinstance(norm, LogNorm)
         s = self.stats(side, variant, block, head, query)
-        title = (
-            f"{variant} @ {side} px: H = {s['entropy']:.2f} nats "
-            f"(max {s['uniform_entropy']:.2f}), D = {s['distance_px']:.0f} px"
+        box = self.view_box(side, block, query)
+        if title is None:
+            title = (
+                f"{variant} @ {side} px: H = {s['entropy']:.2f} nats "
+                f"(max {s['uniform_entropy']:.2f}), D = {s['distance_px']:.0f} px"
+            )
+        if box is not None:
+            title += "\n(zoomed to the query's window)"
+        ax.imshow(cap.image, extent=(0, side, side, 0))
+        data = np.ma.masked_less_equal(p, 0.0) if log else p
+        im = ax.imshow(
+            data,
+            cmap="magma",
+            norm=norm,
+            alpha=0.75,
+            extent=(0, side, side, 0),
+            interpolation="nearest",
         )
-        return show_attention(
-            self.map(side, variant, block, head, query),
-            ax,
-            image=cap.image,
-            query=self.token(side, query),
-            title=title,
-            log=log,
-            colorbar=colorbar,
-            vmax=vmax,
+        r, c = self.token(side, query)
+        ax.scatter(
+            [(c + 0.5) * self.patch],
+            [(r + 0.5) * self.patch],
+            marker="x",
+            s=80,
+            color="cyan",
+            linewidths=2,
+            zorder=3,
         )
+        if box is not None:
+            ax.set_xlim(box[0], box[1])
+            ax.set_ylim(box[3], box[2])
+        ax.set_xlabel("x (px)")
+        ax.set_ylabel("y (px)")
+        ax.set_title(title, fontsize=9)
+        if colorbar:
+            label = "attention probability" + (" (log scale)" if log else "")
+            ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
+        return im
+
+    def _panels(
+        self,
+        fig,
+        panels: Sequence[tuple[int, str, int, int, str]],
+        ncols: int,
+        scale: str,
+        shared: bool,
+        titles: Sequence[str | None] | None = None,
+    ) -> list:
+        """Draw ``panels`` ((side, variant, block, head, query) each) on ``fig`` in rows of
+        ``ncols``; one colour scale for all of them when ``shared``. Returns the AxesImages."""
+        maps = [self.map(*p) for p in panels]
+        common = colour_norm(maps, scale) if shared else None
+        nrows = -(-len(panels) // ncols)
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax in axes[len(panels) :]:
+            ax.axis("off")
+        images = []
+        for i, (ax, p) in enumerate(zip(axes, panels, strict=False)):
+            norm = common if shared else colour_norm([maps[i]], scale)
+            last_in_row = (i % ncols == ncols - 1) or i == len(panels) - 1
+            images.append(
+                self.draw(
+                    ax,
+                    *p,
+                    norm=norm,
+                    scale=scale,
+                    colorbar=(not shared) or last_in_row,
+                    title=None if titles is None else titles[i],
+                )
+            )
+            if i % ncols:
+                ax.set_ylabel("")
+        return images
+
+    def _scale_note(self, scale: str, shared: bool) -> str:
+        base = f"log scale, {DECADES:.0f} decades below the peak" if scale == "log" else "linear"
+        return base + (", one colour scale for all panels" if shared else ", own scale per panel")
+
+    def draw_view(
+        self,
+        fig,
+        side: int,
+        block: int,
+        head: int,
+        query: str,
+        variants: Sequence[str] | None = None,
+        scale: str = "log",
+        shared: bool = True,
+    ) -> list:
+        """The explorer's view on ``fig`` (cleared first): one panel per variant at one side,
+        for one block, head and query. Returns the panels' AxesImages."""
+        variants = self.variants if variants is None else list(variants)
+        fig.clear()
+        images = self._panels(
+            fig, [(side, v, block, head, query) for v in variants], len(variants), scale, shared
+        )
+        fig.suptitle(
+            f"{self.describe_block(block)}, head {head}, query '{query}' at token "
+            f"{self.token(side, query)} ({self._scale_note(scale, shared)})",
+            fontsize=10,
+        )
+        fig.tight_layout()
+        return images
 
     def figure(
         self,
@@ -220,22 +421,16 @@ class AttentionAtlas:
         head: int,
         query: str,
         variants: Sequence[str] | None = None,
-        log: bool = False,
+        scale: str = "log",
+        shared: bool = True,
         size: float = 4.2,
     ):
-        """The explorer's view: one panel per variant at one side, for one block, head, query."""
+        """:meth:`draw_view` on a new pyplot figure."""
         import matplotlib.pyplot as plt
 
-        variants = self.variants if variants is None else list(variants)
-        fig, axes = plt.subplots(1, len(variants), figsize=(size * 1.25 * len(variants), size))
-        for ax, v in zip(np.atleast_1d(axes), variants, strict=True):
-            self.draw(ax, side, v, block, head, query, log=log)
-        fig.suptitle(
-            f"{self.describe_block(block)}, head {head}, query '{query}' at token "
-            f"{self.token(side, query)}",
-            fontsize=11,
-        )
-        fig.tight_layout()
+        n = len(self.variants if variants is None else variants)
+        fig = plt.figure(figsize=(size * 1.25 * n, size))
+        self.draw_view(fig, side, block, head, query, variants, scale, shared)
         return fig
 
     def across_sides(
@@ -244,56 +439,222 @@ class AttentionAtlas:
         head: int,
         query: str,
         variants: Sequence[str] | None = None,
-        log: bool = True,
+        scale: str = "log",
+        shared: bool = True,
         size: float = 3.0,
     ):
         """A grid: one row per variant, one column per side, one block/head/query."""
         import matplotlib.pyplot as plt
 
         variants = self.variants if variants is None else list(variants)
-        fig, axes = plt.subplots(
-            len(variants),
-            len(self.sides),
-            figsize=(size * 1.3 * len(self.sides), size * len(variants)),
-            squeeze=False,
-        )
-        for r, v in enumerate(variants):
-            for c, side in enumerate(self.sides):
-                ax = axes[r, c]
-                self.draw(ax, side, v, block, head, query, log=log)
-                s = self.stats(side, v, block, head, query)
-                ax.set_title(
-                    f"{v} @ {side} px\nH = {s['entropy']:.2f}, D = {s['distance_px']:.0f} px",
-                    fontsize=9,
-                )
-                if c:
-                    ax.set_ylabel("")
-        fig.suptitle(
-            f"{self.describe_block(block)}, head {head}, query '{query}'"
-            + (" (log10 scale)" if log else ""),
-            fontsize=11,
-        )
-        fig.tight_layout()
-        return fig
-
-    def heads(self, side: int, variant: str, block: int, query: str, log: bool = True, ncols=3):
-        """Every head of one block at one side and variant, for one query."""
-        from .viz import grid_figure
-
-        fig, axes = grid_figure(self.num_heads, ncols=ncols, size=3.6)
-        for h, ax in enumerate(axes):
-            self.draw(ax, side, variant, block, h, query, log=log)
-            s = self.stats(side, variant, block, h, query)
-            ax.set_title(
-                f"head {h}: H = {s['entropy']:.2f}, D = {s['distance_px']:.0f} px", fontsize=9
+        fig = plt.figure(figsize=(size * 1.3 * len(self.sides), size * len(variants)))
+        panels = [(s, v, block, head, query) for v in variants for s in self.sides]
+        titles = []
+        for p in panels:
+            st = self.stats(*p)
+            titles.append(
+                f"{p[1]} @ {p[0]} px\nH = {st['entropy']:.2f}, D = {st['distance_px']:.0f} px"
             )
+        self._panels(fig, panels, len(self.sides), scale, shared, titles)
         fig.suptitle(
-            f"{variant} @ {side} px, {self.describe_block(block)}, query '{query}'"
-            + (" (log10 scale)" if log else ""),
+            f"{self.describe_block(block)}, head {head}, query '{query}' "
+            f"({self._scale_note(scale, shared)})",
             fontsize=11,
         )
         fig.tight_layout()
         return fig
+
+    def heads(
+        self,
+        side: int,
+        variant: str,
+        block: int,
+        query: str,
+        scale: str = "log",
+        shared: bool = True,
+        ncols: int = 3,
+        slopes: Sequence[float] | None = None,
+    ):
+        """Every head of one block at one side and variant, for one query; ``slopes`` (one per
+        head, e.g. the mask's ALiBi slopes) go into the panel titles."""
+        import matplotlib.pyplot as plt
+
+        nrows = -(-self.num_heads // ncols)
+        fig = plt.figure(figsize=(3.6 * 1.2 * ncols, 3.6 * nrows))
+        panels = [(side, variant, block, h, query) for h in range(self.num_heads)]
+        titles = []
+        for h, p in enumerate(panels):
+            st = self.stats(*p)
+            slope = "" if slopes is None else f", m = {slopes[h]:.3g}"
+            titles.append(
+                f"head {h}{slope}\nH = {st['entropy']:.2f}, D = {st['distance_px']:.0f} px"
+            )
+        self._panels(fig, panels, ncols, scale, shared, titles)
+        fig.suptitle(
+            f"{variant} @ {side} px, {self.describe_block(block)}, query '{query}' "
+            f"({self._scale_note(scale, shared)})",
+            fontsize=11,
+        )
+        fig.tight_layout()
+        return fig
+
+
+class AttentionExplorer:
+    """Controls above one figure that is redrawn in place (an ipympl canvas).
+
+    ``widget`` is what a notebook displays; :meth:`on_click` is the canvas's
+    ``button_press_event`` handler (a click on a map makes the nearest token the query, at every
+    side); :attr:`figure` stays the same object across updates. Rendered without a kernel (an
+    HTML export, a notebook reopened without running it), the output falls back to a PNG of the
+    view drawn when it was displayed.
+    """
+
+    def __init__(self, atlas: AttentionAtlas, default: Mapping[str, object] | None = None) -> None:
+        import ipywidgets as widgets
+        from matplotlib.figure import Figure
+
+        try:
+            from ipympl.backend_nbagg import Canvas, FigureManager
+        except ImportError as e:  # pragma: no cover - ipympl is a declared dependency
+            raise UserError(
+                "the explorer needs ipympl: pip install -e '.[notebooks]' (or pip install ipympl)"
+            ) from e
+
+        self.atlas = atlas
+        last_global = atlas.global_blocks[-1] if atlas.global_blocks else atlas.blocks[-1]
+        state = {
+            "side": atlas.base if atlas.base in atlas.sides else atlas.sides[0],
+            "variant": COMPARE,
+            "block": last_global,
+            "head": 0,
+            "query": next(iter(atlas.queries)),
+            "scale": "log",
+            "shared": True,
+            **(default or {}),
+        }
+        self.controls = {
+            "side": widgets.SelectionSlider(options=atlas.sides, description="side (px)"),
+            "variant": widgets.ToggleButtons(
+                options=[*atlas.variants, COMPARE], description="variant"
+            ),
+            "block": widgets.Dropdown(
+                options=[(atlas.describe_block(b), b) for b in atlas.blocks], description="block"
+            ),
+            "head": widgets.IntSlider(min=0, max=atlas.num_heads - 1, description="head"),
+            "query": widgets.Dropdown(options=list(atlas.queries), description="query"),
+            "scale": widgets.ToggleButtons(options=list(SCALES), description="colours"),
+            "shared": widgets.Checkbox(description="one colour scale for all panels"),
+        }
+        for name, w in self.controls.items():
+            w.value = state[name]
+        self.status = widgets.HTML()
+        n = len(atlas.variants)
+        self.figure = Figure(figsize=(4.2 * 1.25 * n, 4.6), dpi=90)
+        self.canvas = Canvas(self.figure)
+        self.manager = FigureManager(self.canvas, 0)
+        self.canvas.header_visible = False
+        self.canvas.toolbar_visible = False
+        self.canvas.mpl_connect("button_press_event", self.on_click)
+        self.images: list = []
+        self._quiet = False
+        self.update()
+        for w in self.controls.values():
+            w.observe(self.update, names="value")
+        c = self.controls
+        self.widget = _explorer_box_class()(
+            [
+                widgets.HBox([c["side"], c["variant"]]),
+                widgets.HBox([c["block"], c["head"]]),
+                widgets.HBox([c["query"], c["scale"], c["shared"]]),
+                self.status,
+                self.canvas,
+            ],
+            explorer=self,
+        )
+
+    def settings(self) -> dict:
+        return {k: w.value for k, w in self.controls.items()}
+
+    def update(self, _change: object = None) -> None:
+        """Redraw the view of the current settings on the same figure."""
+        if self._quiet:
+            return
+        s = self.settings()
+        chosen = None if s["variant"] == COMPARE else [s["variant"]]
+        self.status.value = "<i>drawing...</i>"
+        self.images = self.atlas.draw_view(
+            self.figure,
+            s["side"],
+            s["block"],
+            s["head"],
+            s["query"],
+            chosen,
+            s["scale"],
+            s["shared"],
+        )
+        self.canvas.draw_idle()
+        self.status.value = (
+            "Click a token on a map to make it the query (the presets are in the query list). "
+            "A new side, variant or point costs one forward pass; what was seen is cached."
+        )
+
+    def select_token(self, token: tuple[int, int]) -> str:
+        """Make ``token`` (row, col) at the current side the query and redraw; returns the
+        query's name."""
+        side = self.controls["side"].value
+        name = self.atlas.add_token_query(side, token)
+        q = self.controls["query"]
+        if name not in q.options:
+            self._quiet = True  # new options may reset the value: draw once, below
+            try:
+                q.options = [*q.options, name]
+            finally:
+                self._quiet = False
+        if q.value == name:
+            self.update()
+        else:
+            q.value = name  # triggers update()
+        return name
+
+    def on_click(self, event) -> str | None:
+        """``button_press_event`` handler: the token nearest the click on any map panel."""
+        if event.inaxes is None or event.xdata is None or event.ydata is None:
+            return None
+        if not any(im.axes is event.inaxes for im in self.images):
+            return None  # a colour bar, not a map
+        side = self.controls["side"].value
+        grid = (side // self.atlas.patch, side // self.atlas.patch)
+        return self.select_token(nearest_token(event.xdata, event.ydata, side, grid))
+
+    def png(self) -> bytes:
+        """The current view as PNG bytes."""
+        import io
+
+        buf = io.BytesIO()
+        self.figure.savefig(buf, format="png", dpi=self.figure.dpi)
+        return buf.getvalue()
+
+
+@functools.cache
+def _explorer_box_class():
+    import ipywidgets as widgets
+
+    class ExplorerBox(widgets.VBox):
+        """The explorer's VBox, whose display bundle also carries a PNG of the view, shown
+        wherever the live widget cannot be (an HTML export without widget state)."""
+
+        def __init__(self, children, explorer: AttentionExplorer, **kwargs) -> None:
+            super().__init__(children, **kwargs)
+            self.explorer = explorer
+
+        def _repr_mimebundle_(self, **kwargs):
+            import base64
+
+            data = super()._repr_mimebundle_(**kwargs) or {}
+            data["image/png"] = base64.b64encode(self.explorer.png()).decode("ascii")
+            return data
+
+    return ExplorerBox
 
 
 def attention_explorer(
@@ -304,91 +665,29 @@ def attention_explorer(
     queries: Mapping[str, Point] | None = None,
     default: Mapping[str, object] | None = None,
     atlas: AttentionAtlas | None = None,
-    show_default: bool = True,
 ):
-    """An ipywidgets explorer of attention maps (side, variant, block, head, query, log scale).
+    """The explorer's widget (side, variant or all side by side, block, head, query, colour
+    scale): controls above one figure redrawn in place; a click on a map picks the query.
 
-    Draws the default view as a static figure first, so the notebook shows it without a live
-    kernel, then returns the widget (a ``VBox``: controls and an
-    output area that redraws when a control moves). Captures are cached per (side, variant) in
-    the :class:`AttentionAtlas` (pass ``atlas`` to share one that is already filled).
+    Needs a running kernel; without one (a reopened notebook, an HTML export) the output shows a
+    PNG of the default view. Captures are cached per (side, variant) in the
+    :class:`AttentionAtlas` (pass ``atlas`` to share one that is already filled).
 
     Args:
         sides: input sides; default half, one, two and four times the model's base size.
         default: starting values for ``side``, ``variant``, ``block``, ``head``, ``query``,
-            ``log``; default: the base size, every variant side by side (``"compare"``), the last
-            global block, head 0, the first query, linear scale.
-    """
-    import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
+            ``scale``, ``shared``; default: the base size, every variant side by side
+            (``"compare"``), the last global block, head 0, the first query, log scale shared by
+            the panels.
 
+    Returns the widget; ``widget.explorer`` is the :class:`AttentionExplorer`.
+    """
     if atlas is None:
         if sides is None:
             b = base_size(sam.image_encoder)[0]
             sides = [b // 2, b, 2 * b, 4 * b]
         atlas = AttentionAtlas(sam, image, sides, variants, queries)
-    last_global = atlas.global_blocks[-1] if atlas.global_blocks else atlas.blocks[-1]
-    state = {
-        "side": atlas.base if atlas.base in atlas.sides else atlas.sides[0],
-        "variant": COMPARE,
-        "block": last_global,
-        "head": 0,
-        "query": next(iter(atlas.queries)),
-        "log": False,
-        **(default or {}),
-    }
-    controls = {
-        "side": widgets.SelectionSlider(options=atlas.sides, description="side (px)"),
-        "variant": widgets.ToggleButtons(options=[*atlas.variants, COMPARE], description="variant"),
-        "block": widgets.Dropdown(
-            options=[(atlas.describe_block(b), b) for b in atlas.blocks], description="block"
-        ),
-        "head": widgets.IntSlider(min=0, max=atlas.num_heads - 1, description="head"),
-        "query": widgets.Dropdown(options=list(atlas.queries), description="query"),
-        "log": widgets.Checkbox(description="log10 scale"),
-    }
-    for name, w in controls.items():
-        w.value = state[name]
-    out = widgets.Output()
-
-    def view() -> dict:
-        return {k: w.value for k, w in controls.items()}
-
-    def draw(settings: Mapping[str, object]):
-        s = dict(settings)
-        chosen = None if s["variant"] == COMPARE else [s["variant"]]
-        return atlas.figure(s["side"], s["block"], s["head"], s["query"], chosen, s["log"])
-
-    def redraw(_change=None) -> None:
-        with out:
-            out.clear_output(wait=True)
-            fig = draw(view())
-            display(fig)
-            plt.close(fig)
-
-    for w in controls.values():
-        w.observe(redraw, names="value")
-    if show_default:
-        fig = draw(state)
-        display(fig)
-        plt.close(fig)
-    caption = widgets.HTML(
-        "The figure above is the default view. Move a control to draw another view here "
-        "(each new side or variant costs one forward pass, then it is cached)."
-    )
-    ui = widgets.VBox(
-        [
-            widgets.HBox([controls["side"], controls["variant"]]),
-            widgets.HBox([controls["block"], controls["head"]]),
-            widgets.HBox([controls["query"], controls["log"]]),
-            caption,
-            out,
-        ]
-    )
-    ui.atlas = atlas  # for callers and tests
-    ui.controls = controls
-    return ui
+    return AttentionExplorer(atlas, default).widget
 
 
 def scene_queries(mask: np.ndarray) -> dict[str, Point]:
@@ -436,6 +735,7 @@ def plot_statistics(
     The entropy panels add its ceiling ln N (uniform attention) as a dotted line."""
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.lines import Line2D
 
     labels = {
         "entropy": "entropy H (nats)",
@@ -479,8 +779,14 @@ def plot_statistics(
                 xlabel="input side (px)",
                 ylabel=labels.get(metric, metric),
             )
-    handles = axes[0, -1].get_legend()
-    if handles is not None:
-        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
+    legend = axes[0, -1].get_legend()
+    if legend is not None:  # seaborn's legend, plus the ceiling line drawn by hand
+        handles = list(legend.legend_handles)
+        texts = [t.get_text() for t in legend.get_texts()]
+        if "entropy" in metrics:
+            handles.append(Line2D([], [], color="k", ls=":", lw=1))
+            texts.append("ln N (uniform attention)")
+        legend.remove()
+        axes[0, -1].legend(handles, texts, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
     fig.tight_layout()
     return fig

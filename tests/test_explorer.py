@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import basam_lite as bl
-from basam_lite import explorer
-from basam_lite.analysis import entropy, mean_attention_distance
+from basam_lite import analysis, explorer
 from basam_lite.datasets import ProceduralScenes
+from basam_lite.errors import UserError
 
 QUERIES = {"centre": (0.5, 0.5), "corner": (0.1, 0.9)}
 
@@ -78,16 +78,20 @@ def test_stats_and_figures(atlas):
     )
     fig = atlas.across_sides(atlas.global_blocks[-1], 0, "centre")
     assert sum(1 for ax in fig.axes if ax.get_title()) == 4  # 2 variants x 2 sides (+ colour bars)
-    fig = atlas.heads(128, "paper", atlas.global_blocks[-1], "corner")
-    assert sum(1 for ax in fig.axes if ax.get_title().startswith("head")) == 6
+    slopes = bl.alibi_slopes(6).tolist()
+    fig = atlas.heads(128, "paper", atlas.global_blocks[-1], "corner", slopes=slopes)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title().startswith("head")]
+    assert len(titles) == 6 and titles[5].startswith(f"head 5, m = {slopes[5]:.3g}")
 
 
 def test_map_helpers():
     p = np.zeros((3, 3))
     p[1, 1], p[1, 2] = 0.5, 0.5
-    assert float(entropy(p.reshape(-1))) == pytest.approx(np.log(2))
-    distance = mean_attention_distance(p.reshape(1, -1), p.shape, [(1, 1)], patch=16)
-    assert float(distance[0]) == pytest.approx(8.0)
+    assert explorer.map_entropy(p) == pytest.approx(np.log(2))
+    assert explorer.map_distance(p, (1, 1), patch=16) == pytest.approx(8.0)
+    # the same numbers as analysis's batched statistics (one implementation)
+    t = torch.as_tensor(p, dtype=torch.float32).reshape(1, 1, 1, 9)
+    assert float(analysis.entropy(t)) == pytest.approx(explorer.map_entropy(p), rel=1e-6)
     img = explorer.resize_square(np.zeros((30, 50), dtype=np.uint8), 64)
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8
 
@@ -121,18 +125,103 @@ def test_plot_statistics():
     )
     fig = explorer.plot_statistics(stats)
     assert len(fig.axes) == 4
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert "ln N (uniform attention)" in labels and "paper" in labels
     assert fig.axes[0].get_xlabel() == "input side (px)"
 
 
-def test_explorer_widget_draws_and_redraws(atlas, capsys):
+class Click:
+    """A synthetic matplotlib ``button_press_event``: what the canvas passes to the handler."""
+
+    def __init__(self, ax, x: float, y: float) -> None:
+        self.inaxes, self.xdata, self.ydata, self.button = ax, x, y, 1
+
+
+def test_explorer_updates_one_figure_in_place(atlas):
     ui = explorer.attention_explorer(atlas.sam, atlas.image, atlas=atlas)
-    assert ui.atlas is atlas
-    controls = ui.controls
-    assert controls["side"].value == 256 and controls["variant"].value == explorer.COMPARE
-    assert controls["block"].value == atlas.global_blocks[-1]
-    controls["variant"].value = "paper"  # triggers a redraw
-    controls["side"].value = 128
-    controls["query"].value = "corner"
-    controls["log"].value = True
-    with pytest.raises(ValueError):
+    ex = ui.explorer
+    assert ex.atlas is atlas and ex.canvas in ui.children
+    c = ex.controls
+    assert c["side"].value == 256 and c["variant"].value == explorer.COMPARE
+    assert c["block"].value == atlas.global_blocks[-1] and c["scale"].value == "log"
+    fig, canvas = ex.figure, ex.canvas
+    assert len(ex.images) == 2
+    c["variant"].value = "paper"  # each change redraws
+    c["side"].value = 128
+    c["query"].value = "corner"
+    c["scale"].value = "linear"
+    assert ex.figure is fig and ex.canvas is canvas and fig.canvas is canvas
+    assert len(ex.images) == 1 and ex.images[0].axes.figure is fig
+    assert ex.images[0].norm.vmin == 0.0  # linear now
+    bundle = ui._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["image/png"]  # the fallback a renderer without widgets shows
+
+
+def test_a_click_selects_the_nearest_token(atlas):
+    ex = explorer.AttentionExplorer(atlas, {"side": 256, "variant": "vanilla"})
+    ax = ex.images[0].axes
+    # 256 px, 16 x 16 tokens of 16 px: (x, y) = (70.0, 200.9) lies in column 4, row 12
+    name = ex.on_click(Click(ax, 70.0, 200.9))
+    assert ex.controls["query"].value == name
+    assert atlas.token(256, name) == (12, 4)
+    assert atlas.token(128, name) == (6, 2)  # the same image point at another side
+    block = atlas.global_blocks[-1]
+    sam = atlas.sam
+    x = torch.as_tensor(atlas.capture(256, "vanilla").image).permute(2, 0, 1).float()
+    with bl.capture_attention(sam, blocks=[block], queries=[(12, 4)]) as cap:
+        with torch.no_grad():
+            sam.image_encoder(sam.preprocess(x)[None])
+    np.testing.assert_allclose(
+        atlas.map(256, "vanilla", block, 0, name), cap.grid_maps(block)[0, 0, 0].numpy(), atol=1e-6
+    )
+    # the figure shows the new query's map
+    np.testing.assert_allclose(
+        np.ma.getdata(ex.images[0].get_array()), atlas.map(256, "vanilla", block, 0, name)
+    )
+    assert ex.on_click(Click(None, 10.0, 10.0)) is None  # outside any axes
+    assert ex.on_click(Click(ax, None, None)) is None
+
+
+def test_nearest_token_clamps_to_the_grid():
+    assert explorer.nearest_token(0.0, 0.0, 256, (16, 16)) == (0, 0)
+    assert explorer.nearest_token(255.9, 15.99, 256, (16, 16)) == (0, 15)
+    assert explorer.nearest_token(300.0, -4.0, 256, (16, 16)) == (0, 15)
+
+
+def test_compared_panels_share_one_colour_scale(atlas):
+    block = atlas.global_blocks[-1]
+    ex = explorer.AttentionExplorer(atlas, {"variant": explorer.COMPARE})
+    limits = {im.get_clim() for im in ex.images}
+    assert len(ex.images) == 2 and len(limits) == 1
+    peak = max(atlas.map(256, v, block, 0, "centre").max() for v in atlas.variants)
+    vmin, vmax = limits.pop()
+    assert vmax == pytest.approx(peak) and vmin == pytest.approx(peak * 10**-explorer.DECADES)
+    ex.controls["shared"].value = False
+    own = [im.get_clim()[1] for im in ex.images]
+    want = [atlas.map(256, v, block, 0, "centre").max() for v in atlas.variants]
+    np.testing.assert_allclose(own, want, rtol=1e-6)
+    fig = atlas.across_sides(block, 0, "centre")
+    maps = [a.images[-1] for a in fig.axes if a.images and a.get_title()]
+    assert len(maps) == 4 and len({im.get_clim() for im in maps}) == 1
+
+
+def test_windowed_blocks_zoom_where_the_window_is_a_speck():
+    sam = bl.build_sam("tiny")
+    image = ProceduralScenes(1, seed=0).sample(0, size=128).image
+    big = explorer.AttentionAtlas(sam, image, [256, 512], ["vanilla"], {"c": (0.5, 0.5)})
+    assert big.view_box(256, 0, "c") is None  # 4 x 4 windows on 16 x 16 tokens: visible
+    assert big.view_box(512, big.global_blocks[0], "c") is None  # global: whole image
+    # 512 px: 32 x 32 tokens, the query (16, 16) is in the window of rows/cols 16-19
+    assert big.view_box(512, 0, "c") == (12 * 16, 24 * 16, 12 * 16, 24 * 16)
+    with pytest.raises(UserError, match="colour scale"):
+        explorer.colour_norm([np.ones(3)], "sqrt")
+
+
+def test_bad_queries_are_refused(atlas):
+    with pytest.raises(ValueError, match="fractions"):
         explorer.AttentionAtlas(atlas.sam, atlas.image, [128], ["vanilla"], {"bad": (1.5, 0.2)})
+    with pytest.raises(ValueError, match="unknown query"):
+        atlas.capture(128, "vanilla", ["nowhere"])
+    with pytest.raises(ValueError, match="not one of"):
+        atlas.capture(512, "vanilla")

@@ -69,7 +69,9 @@ def check_implementation(
         bad = ~np.isclose(got, want, rtol=rtol, atol=atol)
         if bad.any():
             where = tuple(int(j) for j in np.argwhere(bad)[0])
-            hint = f"case {i}: at index {where} you give {got[where]:.6g}, expected {want[where]:.6g}"
+            hint = (
+                f"case {i}: at index {where} you give {got[where]:.6g}, expected {want[where]:.6g}"
+            )
             why = diagnose(got, want) if diagnose is not None else None
             return verdict(False, right, hint + (f" ({why})" if why else "") + ".")
     return verdict(True, right, "")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from . import Verdict, close, verdict
+from . import Verdict, check_implementation, close, verdict
+from .predictions import check_prediction
 
 
 def _expected_rows(cfg: object) -> int:
@@ -44,23 +46,144 @@ def check_shard(answer: object) -> Verdict:
     )
 
 
-def best_variant(table: pd.DataFrame, model: str = "tiny-vanilla", prompt: str = "box") -> str:
-    """The variant with the highest value at the largest resolution of a ``summary_table``."""
-    models = table.index.get_level_values("model")
-    if model not in set(models):
-        model = str(models[0])
-    part = table.xs((model, prompt), level=("model", "prompt"))
-    return str(part[max(part.columns)].idxmax())
+Z95 = 1.959963984540054
+"""The normal quantile of a two-sided 95% interval."""
+
+INTERVAL_OPTIONS = ("above zero", "below zero", "includes zero")
 
 
-def check_best_variant(
-    answer: object, table: pd.DataFrame, model: str = "tiny-vanilla", prompt: str = "box"
+def paired_interval_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[mean, low, high]`` of the paired differences ``a - b`` (per-image scores of two
+    variants on the same images), from :func:`basam_lite.quickstart.paired_difference`: the mean
+    +- 1.96 standard errors (standard deviation with ddof=1 over sqrt(images))."""
+    from ..quickstart import paired_difference
+
+    n = len(a)
+    rows = [
+        {"model": "m", "prompt": "p", "resolution": 0, "image": i, "variant": v, "iou": x}
+        for v, xs in (("a", a), ("b", b))
+        for i, x in enumerate(np.asarray(xs, dtype=float))
+    ]
+    d = paired_difference(pd.DataFrame(rows), "a", reference="b").iloc[0]
+    assert int(d["images"]) == n
+    mean, se = float(d["mean_iou_difference"]), float(d["standard_error"])
+    return np.array([mean, mean - Z95 * se, mean + Z95 * se])
+
+
+def interval_cases(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-image score pairs for :func:`check_paired_interval` (correlated, as real ones)."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for n in (24, 7, 100):
+        base = rng.uniform(0.4, 0.9, n)
+        cases.append((base + rng.normal(0.01, 0.03, n), base))
+    return cases
+
+
+def _diagnose_interval(got: np.ndarray, want: np.ndarray) -> str | None:
+    mean, _, high = want
+    half = high - mean
+    g_mean, _, g_high = got
+    if np.isclose(g_mean, -mean, atol=1e-9) and not np.isclose(mean, 0):
+        return "wrong sign: the difference is a - b (the variant minus the reference)"
+    if np.isclose(g_mean, mean, atol=1e-9):
+        ratio = (g_high - g_mean) / half
+        if np.isclose(ratio, 1 / Z95, rtol=1e-3):
+            return "that is +- 1 standard error; a 95% interval is +- 1.96 standard errors"
+        if 0.9 < ratio < 1.0:
+            return "the standard deviation needs ddof=1 (the sample standard deviation)"
+        if ratio > 1.0:
+            return (
+                f"the interval is {ratio:.1f}x too wide: use the standard error of the per-image "
+                "differences a - b (their standard deviation over sqrt(images)), not the spread "
+                "of a and b taken separately"
+            )
+    return None
+
+
+def check_paired_interval(paired_interval) -> Verdict:
+    """Implement it: ``paired_interval(a, b)`` returns ``[mean, low, high]`` of the paired
+    differences ``a - b``, 95% normal interval (rtol 1e-4, atol 1e-5)."""
+    return check_implementation(
+        lambda a, b: np.asarray(paired_interval(a, b), dtype=float).reshape(-1),
+        paired_interval_reference,
+        interval_cases(),
+        rtol=1e-4,
+        atol=1e-5,
+        right="your interval matches quickstart.paired_difference's mean +- 1.96 SE.",
+        diagnose=_diagnose_interval,
+    )
+
+
+def interval_outcome(
+    table: pd.DataFrame, variant: str, model: str, prompt: str, resolution: int
+) -> tuple[str, np.ndarray]:
+    """Where the 95% paired interval of ``variant - vanilla`` lies for one cell of a sweep
+    ``table`` (one of :data:`INTERVAL_OPTIONS`), and ``[mean, low, high]``."""
+    from ..quickstart import paired_difference
+
+    d = paired_difference(table, variant, reference="vanilla").loc[(model, prompt, resolution)]
+    mean, se = float(d["mean_iou_difference"]), float(d["standard_error"])
+    iv = np.array([mean, mean - Z95 * se, mean + Z95 * se])
+    outcome = "above zero" if iv[1] > 0 else "below zero" if iv[2] < 0 else "includes zero"
+    return outcome, iv
+
+
+def check_interval(
+    answer: object, table: pd.DataFrame, variant: str, model: str, prompt: str, resolution: int
 ) -> Verdict:
-    """Which variant has the highest mean IoU at the largest resolution of ``table``."""
-    expected = best_variant(table, model, prompt)
+    """Whether the 95% paired interval of ``variant - vanilla`` (mean +- 1.96 SE over images)
+    in one cell of ``table`` lies above zero, below zero or includes zero."""
+    expected, _ = interval_outcome(table, variant, model, prompt, resolution)
+    said = str(answer).strip().lower() if answer is not None else ""
+    hint = (
+        f"answer with one of {list(INTERVAL_OPTIONS)}: compute the mean difference and its "
+        "standard error with quickstart.paired_difference, then mean +- 1.96 SE."
+    )
+    if said in INTERVAL_OPTIONS:
+        hint = (
+            "not that one: the interval is mean +- 1.96 standard errors of the per-image "
+            "differences (not +- 1 SE, not the spread of the images themselves)."
+        )
     return verdict(
-        isinstance(answer, str) and answer.strip().lower() == expected,
-        "read the last column of the model's box rows and take the largest.",
-        "give a variant name as a string (e.g. 'scale'); look at the rows of the model "
-        "(tiny-vanilla) with box prompts, in the column of the largest resolution.",
+        said == expected,
+        "only an interval that excludes zero separates the variant from vanilla; one that "
+        "includes it is a null result on these scenes, to be reported as such.",
+        hint,
+    )
+
+
+SE_OPTIONS = ("half", "the same", "twice", "four times")
+
+
+def se_outcome(table: pd.DataFrame, variant: str, parts: int = 4) -> tuple[str, float]:
+    """How the standard error of ``variant - vanilla`` changes with 1/``parts`` of the images
+    against all of them, as one of :data:`SE_OPTIONS`, and the ratio: the median over the
+    (model, prompt, resolution) cells of ``table`` of the root mean square of the standard errors
+    of ``parts`` disjoint subsets of images (by index modulo ``parts``) over the full one."""
+    from ..quickstart import paired_difference
+
+    sorted_index = {name: i for i, name in enumerate(sorted(set(table["image"])))}
+    se_all = paired_difference(table, variant)["standard_error"]
+    part = table["image"].map(sorted_index) % parts
+    squares = sum(
+        paired_difference(table[part == k], variant)["standard_error"] ** 2 for k in range(parts)
+    )
+    ratio = float((np.sqrt(squares / parts) / se_all).median())
+    targets = np.log([0.5, 1.0, 2.0, 4.0])
+    return SE_OPTIONS[int(np.argmin(abs(targets - np.log(ratio))))], ratio
+
+
+def check_se_prediction(prediction: object, table: pd.DataFrame, variant: str = "paper") -> Verdict:
+    """Predict, then run: with a quarter of the images, is the standard error of ``variant -
+    vanilla`` about half, the same, twice or four times the one with all of them?"""
+    outcome, ratio = se_outcome(table, variant)
+    return check_prediction(
+        prediction,
+        outcome,
+        SE_OPTIONS,
+        f"with a quarter of the images the standard error is {ratio:.2f}x the full one (median "
+        "over the table's cells; root mean square over four disjoint quarters). It shrinks like "
+        "1/sqrt(images): four times the scenes halve it. A single subset scatters around that, "
+        "because its spread is itself estimated from few images.",
     )
