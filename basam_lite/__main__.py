@@ -15,6 +15,7 @@ COMMANDS = {
     "sweep": ("basam_lite.sweep", "zero-shot resolution sweep: model x variant x size x data"),
     "train": ("basam_lite.train", "train or fine-tune a tiny SAM on procedural scenes"),
     "bench": ("basam_lite.bench", "attention speed and memory, side by side"),
+    "grade": ("basam_lite.grade", "run students' notebooks and tabulate every exercise verdict"),
 }
 
 
