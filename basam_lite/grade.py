@@ -7,7 +7,7 @@ cell that raises counts as not done for the exercises it holds, and the cells af
 reached are not done. The exercises expected in a notebook are the ``nbNN.check_*(...)`` calls in
 its source; the checkers report their verdicts through ``$BASAM_GRADE_LOG``
 (:mod:`basam_lite.exercises`). The table, one row per notebook and exercise, is printed and, with
-``--csv``, written for the class folder.
+``--csv``, written for the class folder::
 
     python -m basam_lite grade class/*/03_scaling_factor.ipynb --csv grades.csv --timeout 300
 """

@@ -25,7 +25,6 @@ import http.server
 import os
 import sys
 import threading
-from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -45,13 +44,13 @@ SCREENSHOT_PAGES = ("index.html", "teacher_guide.html", "notebooks/05_*.html",
 # ---------------------------------------------------------------- links, without a browser
 
 
-@dataclass
 class _Page(HTMLParser):
-    urls: list[str] = field(default_factory=list)
-    ids: set[str] = field(default_factory=set)
+    """The link targets (``href``, ``src``) and anchors (``id``, ``<a name>``) of one page."""
 
-    def __post_init__(self) -> None:
-        HTMLParser.__init__(self)
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.ids: set[str] = set()
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
@@ -73,7 +72,8 @@ def check_links(out: Path) -> list[str]:
     """Every relative link of every page resolves to a file (and its #fragment to an id)."""
     failures = []
     parsed: dict[Path, _Page] = {}
-    pages = sorted(out.rglob("*.html"))
+    pages = [p for p in sorted(out.rglob("*.html"))
+             if p.relative_to(out).parts[0] not in ("_static", "_sources")]  # theme templates
     for path in pages:
         parsed[path] = _parse(path)
     for path in pages:
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.out}", file=sys.stderr)
         return 2
     failures = check_links(out)
-    print(f"links: {len(list(out.rglob('*.html')))} pages, {len(failures)} broken")
+    print(f"links: {len(failures)} broken")
     if not args.links_only:
         shots = args.screenshots or (Path(default_shots) / "site-screenshots" if default_shots
                                      else out.parent / "site-screenshots")

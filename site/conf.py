@@ -41,7 +41,7 @@ suppress_warnings = ["myst.header"]  # notebooks' heading levels are the authors
 # Execution: every notebook, cached by its code in BASAM_SITE_CACHE (kept between builds).
 nb_execution_mode = "cache"
 nb_execution_cache_path = os.environ.get("BASAM_SITE_CACHE", str(ROOT / "build" / "site-cache"))
-nb_execution_timeout = int(os.environ.get("BASAM_SITE_TIMEOUT", "900"))  # seconds per cell
+nb_execution_timeout = int(os.environ.get("BASAM_SITE_TIMEOUT", "1800"))  # seconds per cell
 nb_execution_raise_on_error = True  # a notebook that fails fails the build, as in CI
 nb_execution_in_temp = False  # run in the staged notebooks/ folder, as Jupyter would
 nb_ipywidgets_js = {}  # widgets need a live kernel: the explorer's static figure is shown instead
@@ -66,4 +66,16 @@ html_theme_options = {
         "notebook_interface": "jupyterlab",
     },
 }
-html_last_updated_fmt = ""
+html_context = {"default_mode": "light"}  # else the theme logs a console error on first visit
+
+
+def _problematic_as_text(app, doctree, docname) -> None:
+    """Show a docstring's stray ``|x|`` or ``*`` as the text it is, not a dangling error link."""
+    from docutils import nodes
+
+    for node in list(doctree.findall(nodes.problematic)):
+        node.replace_self(nodes.Text(node.astext()))
+
+
+def setup(app) -> None:
+    app.connect("doctree-resolved", _problematic_as_text)
