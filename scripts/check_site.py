@@ -81,10 +81,7 @@ def check_links(out: Path) -> list[str]:
             parts = urlsplit(url)
             if parts.scheme or parts.netloc or url.startswith(("mailto:", "javascript:", "data:")):
                 continue
-            if parts.path:
-                target = (path.parent / unquote(parts.path)).resolve()
-            else:
-                target = path
+            target = (path.parent / unquote(parts.path)).resolve() if parts.path else path
             if target.is_dir():
                 target = target / "index.html"
             where = path.relative_to(out).as_posix()
@@ -110,7 +107,8 @@ async () => {
     if (r.loaded && new URL(r.src, location.href).origin === location.origin) {
       const scale = Math.min(1, 400 / Math.max(r.w, r.h));
       const c = document.createElement("canvas");
-      c.width = Math.max(1, Math.round(r.w * scale)); c.height = Math.max(1, Math.round(r.h * scale));
+      c.width = Math.max(1, Math.round(r.w * scale));
+      c.height = Math.max(1, Math.round(r.h * scale));
       const ctx = c.getContext("2d");
       ctx.drawImage(img, 0, 0, c.width, c.height);
       const d = ctx.getImageData(0, 0, c.width, c.height).data;

@@ -32,7 +32,8 @@ def pages(teacher: bool) -> dict[str, Path]:
     for pattern in ("docs/*.md", "data/checkpoints/*.md", "notebooks/*.ipynb"):
         out.update({str(p.relative_to(ROOT)): p for p in sorted(ROOT.glob(pattern))})
     if teacher:
-        out.update({str(p.relative_to(ROOT)): p for p in sorted(ROOT.glob("notebooks/solutions/*.md"))})
+        solutions = sorted(ROOT.glob("notebooks/solutions/*.md"))
+        out.update({str(p.relative_to(ROOT)): p for p in solutions})
     for p in sorted(SITE.glob("*.md")):
         out[p.name] = p
     return out
@@ -81,11 +82,11 @@ def api_pages() -> dict[str, str]:
     sys.path.insert(0, str(ROOT))
     import basam_lite
 
-    names = ["basam_lite"] + sorted(
+    names = ["basam_lite", *sorted(
         m.name
         for m in pkgutil.walk_packages(basam_lite.__path__, "basam_lite.")
         if not m.name.endswith("__main__")
-    )
+    )]
     out = {}
     for name in names:
         out[f"api/{name}.md"] = (
@@ -111,7 +112,7 @@ def toctrees(staged: dict[str, Path], teacher: bool) -> str:
     teachers = ["teacher_guide.md"] if "teacher_guide.md" in staged else []
     if teacher:
         teachers += sorted(d for d in staged if d.startswith("notebooks/solutions/"))
-    project = ["README.md"] + sorted(d for d in staged if d.startswith(("docs/", "data/")))
+    project = ["README.md", *sorted(d for d in staged if d.startswith(("docs/", "data/")))]
     parts = [toc("The notebooks", notebooks), toc("For teachers", teachers),
              toc("Reference", ["api/index.md"]), toc("The project", project)]
     return "\n".join(p for p in parts if "\n\n\n" not in p)
@@ -165,9 +166,11 @@ def main() -> int:
     parser.add_argument("work", type=Path, help="the folder to stage the sources into")
     parser.add_argument("--teacher", action="store_true", help="include notebooks/solutions/")
     args = parser.parse_args()
-    if args.work.resolve() == ROOT or ROOT in args.work.resolve().parents and \
-            args.work.resolve().relative_to(ROOT).parts[0] in ("notebooks", "site", "basam_lite"):
-        print(f"error: {args.work}: stage outside the project's sources (e.g. build/site)")
+    work = args.work.resolve()
+    if work == ROOT or (ROOT in work.parents
+                        and work.relative_to(ROOT).parts[0] in ("notebooks", "site", "basam_lite")):
+        print(f"error: {args.work}: stage outside the project's sources (e.g. build/site)",
+              file=sys.stderr)
         return 2
     staged = stage(args.work, args.teacher)
     print(f"staged {len(staged)} files into {args.work}")
