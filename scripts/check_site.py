@@ -222,6 +222,10 @@ def check_in_browser(out: Path, shots: Path | None) -> tuple[list[str], dict[str
                 if shots is not None and rel in shot_pages:
                     name = rel.replace("/", "_").removesuffix(".html") + ".png"
                     page.screenshot(path=str(shots / name), full_page=False)
+                    figures = page.locator(".cell_output img")
+                    if figures.count():  # and the first figure of a notebook, in view
+                        figures.first.scroll_into_view_if_needed()
+                        page.screenshot(path=str(shots / name.replace(".png", "-figure.png")))
                 page.close()
             counts["external requests blocked"] = len(blocked)
             browser.close()
