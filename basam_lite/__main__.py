@@ -22,6 +22,7 @@ COMMANDS = {
     "study": ("basam_lite.study", "detail or length: both axes on many images, paired statistics"),
     "train": ("basam_lite.train", "train or fine-tune a tiny SAM on procedural scenes"),
     "bench": ("basam_lite.bench", "attention speed and memory, side by side"),
+    "grade": ("basam_lite.grade", "run students' notebooks and tabulate every exercise verdict"),
 }
 
 USAGE_ERROR = 2

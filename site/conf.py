@@ -1,0 +1,81 @@
+"""Sphinx configuration of the course site (built by ``bash scripts/site.sh OUT_DIR``).
+
+Why Sphinx + myst-nb (and not Jupyter Book 2 or mkdocs-jupyter):
+- it builds fully offline from PyPI packages alone: Jupyter Book 2 is a front end to mystmd,
+  which needs Node.js and fetches its theme at build time; mkdocs-jupyter has no docstring
+  reference of the library;
+- myst-nb executes the notebooks through jupyter-cache (``nb_execution_mode = "cache"``): outputs
+  are keyed by the notebooks' code, so a rebuild after a change of text re-executes nothing;
+- ``sphinx.ext.autodoc`` builds the library's reference from its docstrings in the same site;
+- MathJax is served from the site itself (sphinx-mathjax-offline) and no widget JavaScript is
+  fetched from a CDN (``nb_ipywidgets_js = {}``), so the pages load with no network.
+
+``scripts/site.sh`` stages the sources (``site/stage.py``) into a work folder and runs
+sphinx-build there; this file is copied beside them. ``-t teacher`` adds the solutions.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(os.environ.get("BASAM_SITE_ROOT", Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(ROOT))  # autodoc documents this checkout's basam_lite
+
+project = "basam-lab"
+author = "basam-lab contributors"
+copyright = "basam-lab contributors, Apache-2.0"
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",
+]
+exclude_patterns = ["_build", "**/.ipynb_checkpoints", "**/runs"]
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
+myst_heading_anchors = 3
+suppress_warnings = ["myst.header"]  # notebooks' heading levels are the authors' choice
+
+# Execution: every notebook, cached by its code in BASAM_SITE_CACHE (kept between builds).
+nb_execution_mode = "cache"
+nb_execution_cache_path = os.environ.get("BASAM_SITE_CACHE", str(ROOT / "build" / "site-cache"))
+nb_execution_timeout = int(os.environ.get("BASAM_SITE_TIMEOUT", "1800"))  # seconds per cell
+nb_execution_raise_on_error = True  # a notebook that fails fails the build, as in CI
+nb_execution_in_temp = False  # run in the staged notebooks/ folder, as Jupyter would
+nb_ipywidgets_js = {}  # widgets need a live kernel: the explorer's static figure is shown instead
+nb_merge_streams = True
+
+autodoc_member_order = "bysource"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_typehints = "description"
+
+html_theme = "sphinx_book_theme"
+html_title = "BA-SAM, learned and tested"
+html_theme_options = {
+    "repository_url": "https://github.com/basam-lab/basam-lab",
+    "use_repository_button": True,
+    "home_page_in_toc": True,
+    "show_toc_level": 2,
+    "repository_branch": "main",
+    "path_to_docs": "",  # the staged tree mirrors the repository: notebooks/ is notebooks/
+    "launch_buttons": {
+        "binderhub_url": "https://mybinder.org",
+        "colab_url": "https://colab.research.google.com",
+        "notebook_interface": "jupyterlab",
+    },
+}
+html_context = {"default_mode": "light"}  # else the theme logs a console error on first visit
+
+
+def _problematic_as_text(app, doctree, docname) -> None:
+    """Show a docstring's stray ``|x|`` or ``*`` as the text it is, not a dangling error link."""
+    from docutils import nodes
+
+    for node in list(doctree.findall(nodes.problematic)):
+        node.replace_self(nodes.Text(node.astext()))
+
+
+def setup(app) -> None:
+    app.connect("doctree-resolved", _problematic_as_text)
