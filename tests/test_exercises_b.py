@@ -44,7 +44,7 @@ def test_nb01_check_lambda_3x(capsys) -> None:
 
 
 def test_nb01_check_mask_iou_accepts_library_and_rejects_mistakes(capsys) -> None:
-    assert nb01.check_mask_iou(bl.analysis.mask_iou)
+    assert nb01.check_mask_iou(bl.metrics.mask_iou)
 
     def inter(p, g):
         return np.count_nonzero(np.asarray(p) & np.asarray(g))

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..analysis import mask_iou
+from ..metrics import mask_iou
 from . import Verdict, check_implementation, close, verdict
 
 
@@ -83,7 +83,7 @@ def iou_cases(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def check_mask_iou(learner: Callable[[np.ndarray, np.ndarray], float]) -> Verdict:
-    """A learner's ``iou(pred, gt)`` against :func:`basam_lite.analysis.mask_iou`, within 1e-6."""
+    """A learner's ``iou(pred, gt)`` against :func:`basam_lite.metrics.mask_iou`, within 1e-6."""
     cases = iou_cases()
     alternatives = []  # (reference value, mistake's value, name) per case
     for pred, gt in cases:
