@@ -74,7 +74,7 @@ def _problematic_as_text(app, doctree, docname) -> None:
     from docutils import nodes
 
     for node in list(doctree.findall(nodes.problematic)):
-        node.replace_self(nodes.Text(node.astext()))
+        node.replace_self(nodes.inline(node.rawsource, node.astext(), ids=node["ids"]))
 
 
 def setup(app) -> None:
