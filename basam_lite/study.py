@@ -45,8 +45,9 @@ def main_job(args: argparse.Namespace) -> int:
     from .sweep import read_table, run
 
     for axis in ("zoom", "extent"):
-        print(f"== {axis} axis")
-        status = run(_axis_args(args, axis))
+        one = _axis_args(args, axis)
+        one.header = f"== {axis} axis"  # printed once the run has succeeded
+        status = run(one)
         if status:
             return status
     if not args.no_plot and "{" not in args.out:  # a sharded --out: plot after the merge

@@ -1261,6 +1261,8 @@ def run(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
         t0 = time.perf_counter()
         df = run_sweep(cfg, out, on_error=args.on_error, overwrite=args.overwrite)
+        if getattr(args, "header", None):  # the main job names each axis's output
+            print(args.header)
         print(f"{len(df)} rows in {out} ({time.perf_counter() - t0:.0f} s this run)")
         errors = df[df["status"] == "error"].drop_duplicates("image")
         for _, row in errors.iterrows():
