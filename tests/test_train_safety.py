@@ -11,10 +11,16 @@ import pytest
 import torch
 
 import basam_lite as bl
-from basam_lite.__main__ import main
+from basam_lite.__main__ import main as cli_main
 from basam_lite.errors import UserError
 from basam_lite.models import tiny_checkpoint_path
 from basam_lite.train import TrainConfig, load_state, train
+
+
+def main(argv: list[str]) -> int:
+    """The CLI with ``--debug``, so a refusal surfaces as the UserError the library raised (the
+    one-line ``error:`` and exit 2 of the plain CLI are tested in test_sweep_trust)."""
+    return cli_main(["--debug", *argv])
 
 TINY_RUN = ["--steps", "1", "--batch-size", "1", "--threads", "1", "--eval-n", "1"]
 
