@@ -41,9 +41,10 @@ from segment_anything.modeling import Sam
 from . import analysis
 from .capture import capture_attention
 from .errors import UserError
-from .patch import BASAMConfig, apply_basam, remove_basam
+from .patch import BASAMConfig
 from .predictor import to_rgb_uint8
-from .resolution import base_size, patch_size, restore_input_size, set_input_size
+from .resolution import base_size, patch_size
+from .variants import variant_at
 
 Point = tuple[float, float]
 
@@ -214,9 +215,7 @@ class AttentionAtlas:
         sam = self.sam
         tokens = [self.token(side, q) for q in names]
         image = resize_square(self.image, side)
-        try:
-            set_input_size(sam, side)
-            apply_basam(sam, self.configs[variant])
+        with variant_at(sam, self.configs[variant], side):
             x = torch.as_tensor(image).permute(2, 0, 1).float().to(sam.device)
             x = sam.preprocess(x)[None]
             with capture_attention(sam, blocks=self.blocks, queries=tokens) as cap:
@@ -224,9 +223,6 @@ class AttentionAtlas:
             maps = {b: cap.grid_maps(b)[0].float().cpu().numpy() for b in self.blocks}
             grid = cap.grids[self.blocks[0]]
             windows = dict(cap.window_sizes)
-        finally:
-            remove_basam(sam)
-            restore_input_size(sam)
         return CapturedMaps(side, variant, image, grid, list(names), tokens, maps, windows)
 
     def capture(

@@ -29,7 +29,7 @@ from pathlib import Path
 from .errors import UserError
 from .exercises import GRADE_LOG
 
-CHECK_CALL = re.compile(r"\b(nb\d\d)\.(check_\w+)\s*\(")
+CHECK_CALL = re.compile(r"\b(nb\d\d[a-z]?)\.(check_\w+)\s*\(")
 """A checker call in a notebook's source: ``nb03.check_lambda_768(...)``."""
 
 CORRECT, WRONG, NOT_DONE = "correct", "wrong", "not done"

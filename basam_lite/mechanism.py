@@ -32,9 +32,10 @@ from .capture import capture_attention
 from .datasets import Sample
 from .datasets.extent import ExtentSample
 from .errors import UserError
-from .patch import BASAMConfig, apply_basam, remove_basam
+from .patch import BASAMConfig
 from .predictor import BASAMPredictor
-from .resolution import base_size, input_size, patch_size, set_input_size
+from .resolution import base_size, patch_size
+from .variants import variant_at
 
 MECHANISM_VARIANTS = ("vanilla", "scale", "bias", "paper")
 """The variants whose attention the mechanism study compares (presets of those names)."""
@@ -102,60 +103,52 @@ def attention_along_axes(
     patch = patch_size(enc)
     base = base_size(enc)[0]
     blocks = [i for i, b in enumerate(enc.blocks) if b.window_size == 0]
-    previous_size = input_size(sam)
-    previous = getattr(enc, "basam_config", None)
     samplers = {axis: AxisSampler(dataset, axis, seed=seed, patch=patch) for axis in sizes}
     rows = []
-    try:
-        for i in range(min(images, len(dataset))):
-            tile = samplers.get("extent", AxisSampler(dataset, "extent", seed=seed)).view(base)
-            target = tile.tile(i)
-            tokens = object_tokens(target.mask, patch)
-            rng = np.random.default_rng([seed, zlib.crc32(target.name.encode())])
-            pick = tokens[np.sort(rng.choice(len(tokens), min(queries, len(tokens)), False))]
-            for axis, axis_sizes in sizes.items():
-                for size in axis_sizes:
-                    try:
-                        sample = samplers[axis].sample(i, size, base)
-                    except TargetDoesNotFit:
-                        continue
-                    if axis == "zoom" and sample.hw != (size, size):
-                        sample = _square(sample, size)
-                    qs = query_tokens(sample, pick, axis, size, base, patch)
-                    grid = (size // patch, size // patch)
-                    qpos = torch.tensor(qs)
-                    set_input_size(sam, size)
-                    for name, config in variants.items():
-                        remove_basam(sam)
-                        if config is not None:
-                            apply_basam(sam, config)
-                        with capture_attention(sam, blocks=blocks, queries=qs) as cap:
-                            BASAMPredictor(sam).set_image(sample.image)
-                        for b in blocks:
-                            probs = cap.maps[b]  # [1, heads, Q, N]
-                            ent = entropy(probs)[0]
-                            dist = mean_attention_distance(probs, grid, qpos, patch=1)[0]
-                            n = grid[0] * grid[1]
-                            rows.append(
-                                {
-                                    "image": sample.name,
-                                    "axis": axis,
-                                    "resolution": size,
-                                    "keys": n,
-                                    "extent": size / base,
-                                    "variant": name,
-                                    "block": b,
-                                    "entropy": ent.mean().item(),
-                                    "normalised_entropy": (ent / np.log(n)).mean().item(),
-                                    "distance_tokens": dist.mean().item(),
-                                    "distance_px": dist.mean().item() * patch,
-                                }
-                            )
-    finally:
-        remove_basam(sam)
-        set_input_size(sam, previous_size)
-        if previous is not None:
-            apply_basam(sam, previous)
+    for i in range(min(images, len(dataset))):
+        tile = samplers.get("extent", AxisSampler(dataset, "extent", seed=seed)).view(base)
+        target = tile.tile(i)
+        tokens = object_tokens(target.mask, patch)
+        rng = np.random.default_rng([seed, zlib.crc32(target.name.encode())])
+        pick = tokens[np.sort(rng.choice(len(tokens), min(queries, len(tokens)), False))]
+        for axis, axis_sizes in sizes.items():
+            for size in axis_sizes:
+                try:
+                    sample = samplers[axis].sample(i, size, base)
+                except TargetDoesNotFit:
+                    continue
+                if axis == "zoom" and sample.hw != (size, size):
+                    sample = _square(sample, size)
+                qs = query_tokens(sample, pick, axis, size, base, patch)
+                grid = (size // patch, size // patch)
+                qpos = torch.tensor(qs)
+                for name, config in variants.items():
+                    run = config if config is not None else "vanilla"
+                    with (
+                        variant_at(sam, run, size),
+                        capture_attention(sam, blocks=blocks, queries=qs) as cap,
+                    ):
+                        BASAMPredictor(sam).set_image(sample.image)
+                    for b in blocks:
+                        probs = cap.maps[b]  # [1, heads, Q, N]
+                        ent = entropy(probs)[0]
+                        dist = mean_attention_distance(probs, grid, qpos, patch=1)[0]
+                        n = grid[0] * grid[1]
+                        rows.append(
+                            {
+                                "image": sample.name,
+                                "axis": axis,
+                                "resolution": size,
+                                "keys": n,
+                                "extent": size / base,
+                                "variant": name,
+                                "block": b,
+                                "entropy": ent.mean().item(),
+                                "normalised_entropy": (ent / np.log(n)).mean().item(),
+                                "distance_tokens": dist.mean().item(),
+                                "distance_px": dist.mean().item() * patch,
+                            }
+                        )
     return pd.DataFrame(rows)
 
 

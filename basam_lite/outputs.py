@@ -34,6 +34,9 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
     )
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes it 0600; a result file is not a secret
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:

@@ -30,8 +30,10 @@ A bad image stops the run (``--on-error stop``, rows so far kept) or is recorded
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -788,11 +790,26 @@ def merge_shards(
 # ---------------------------------------------------------------- the sweep
 
 
-def _open(cfg: SweepConfig) -> Sequence[Sample]:
+def _open(cfg: SweepConfig, on_error: str = "stop") -> Sequence[Sample]:
+    """The sweep's dataset, every file checked as it opens: under "stop" one UserError lists
+    every bad file before anything runs; under "skip" they are left out, and
+    :func:`skipped_files` lists them for the table's meta (the log beside the table)."""
     try:
-        return open_dataset(cfg.dataset, seed=cfg.seed)
+        return open_dataset(
+            cfg.dataset, seed=cfg.seed, on_error="skip" if on_error == "skip" else "raise"
+        )
     except (ValueError, OSError) as e:  # the spec or the files: the user's to fix
-        raise UserError(str(e)) from e
+        message = str(e).replace(
+            "open the dataset with on_error='skip' to leave them out (each is listed by its "
+            "problems() method)",
+            "rerun with --on-error skip to leave them out (listed in the table's meta)",
+        )
+        raise UserError(message) from e
+
+
+def skipped_files(ds: Sequence[Sample]) -> list[dict[str, str]]:
+    """The files a dataset left out as it opened (``on_error="skip"``), with their reasons."""
+    return [{"file": f, "reason": r} for f, r in getattr(ds, "problems", list)()]
 
 
 def _image_label(ds: Sequence[Sample], index: int) -> str:
@@ -888,7 +905,7 @@ def run_sweep(
     out = Path(out)
     _table_files(out)  # a folder, another extension or another program's table: refused now
     check_runnable(cfg)
-    ds = _open(cfg)
+    ds = _open(cfg, on_error)
     selected(cfg, ds)
     ident = identity(cfg, ds)
     if not overwrite:
@@ -930,7 +947,9 @@ def _run_locked(
     repair_partial(sink)
     done = existing_rows(out)
     done_keys = set(map(tuple, done[list(KEY)].astype(str).to_numpy())) if len(done) else set()
-    meta = {**metadata(cfg, ident), "on_error": on_error}
+    meta = {**metadata(cfg, ident), "on_error": on_error, "skipped_files": skipped_files(ds)}
+    for skipped in meta["skipped_files"]:
+        print(f"skipped {skipped['file']}: {skipped['reason']}", file=sys.stderr)
     write_meta(out, {**meta, "complete": False})
     models = LazyModels(cfg, models)
     sampler = AxisSampler(ds, cfg.axis, seed=cfg.seed)
@@ -1217,12 +1236,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def extent_path(out: str | Path) -> Path:
+    """Where the extent table of a two-axis run goes: ``OUT_extent.csv`` beside ``OUT``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_extent{out.suffix}")
+
+
+def _axis_args(args: argparse.Namespace, axis: str) -> argparse.Namespace:
+    one = copy.copy(args)
+    one.axis = axis
+    one.no_plot = True
+    if axis == "extent":
+        one.out = str(extent_path(args.out))
+        one.resolutions = list(args.extent_resolutions)
+        limits = [x for x in (args.limit, args.extent_limit) if x is not None]
+        one.limit = min(limits) if limits else None
+    return one
+
+
+def main_job(args: argparse.Namespace) -> int:
+    """Both axes (see the module docstring); returns the exit status."""
+    from .plots import plot_axes
+
+    for axis in ("zoom", "extent"):
+        one = _axis_args(args, axis)
+        one.header = f"== {axis} axis"  # printed once the run has succeeded
+        status = run(one)
+        if status:
+            return status
+    if not args.no_plot and "{" not in args.out:  # a sharded --out: plot after the merge
+        zoom = read_table(args.out)
+        extent = read_table(extent_path(args.out))
+        png = plot_axes(zoom, extent, Path(args.out).with_suffix(".png"), metric=args.metric)
+        print(f"plot: {png}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from .plots import plot_sweep, summary_table
 
     if getattr(args, "axis", "zoom") == "both" and not args.merge:
-        from .study import main_job
-
         return main_job(args)
     if args.metric not in NUMERIC_COLUMNS:
         raise UserError(

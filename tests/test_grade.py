@@ -13,14 +13,19 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from basam_lite import exercises, grade
-from basam_lite.__main__ import main
+from basam_lite.__main__ import main as cli_main
 from basam_lite.errors import UserError
 from basam_lite.exercises import nb03
 
 ROOT = Path(__file__).resolve().parents[1]
-LAMBDA_768 = math.log(48 * 48) / math.log(64 * 64)  # the formula written out
+LAMBDA_512 = math.log(32 * 32) / math.log(16 * 16)  # tiny model at 512 px: the formula written out
 OFFICIAL_2560 = math.log(2**2 * 4096) / math.log(4096)
 IMPORT = "from basam_lite.exercises import nb03"
+
+
+def main(argv: list[str]) -> int:
+    """The CLI with ``--debug``, so a refusal surfaces as its UserError."""
+    return cli_main(["--debug", *argv])
 
 
 def student(tmp_path: Path, name: str, *cells: str) -> Path:
@@ -38,7 +43,7 @@ def by_exercise(rows: list[grade.Row]) -> dict[str, grade.Row]:
 def test_checker_name_found_from_the_stack(tmp_path, monkeypatch) -> None:
     log = tmp_path / "log.jsonl"
     monkeypatch.setenv(exercises.GRADE_LOG, str(log))
-    nb03.check_lambda_768(LAMBDA_768)
+    nb03.check_tiny_lambda_512(LAMBDA_512)
     nb03.check_official_2560(1.0)
     # a checker built on check_implementation, in an exercise module the test makes up
     space = {"__name__": "basam_lite.exercises.nb99", "exercises": exercises}
@@ -51,7 +56,7 @@ def test_checker_name_found_from_the_stack(tmp_path, monkeypatch) -> None:
     space["check_double"](lambda x: x + 1)
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["checker"], r["correct"]) for r in records] == [
-        ("nb03.check_lambda_768", True),
+        ("nb03.check_tiny_lambda_512", True),
         ("nb03.check_official_2560", False),
         ("nb99.check_double", True),
         ("nb99.check_double", False),
@@ -61,18 +66,18 @@ def test_checker_name_found_from_the_stack(tmp_path, monkeypatch) -> None:
 def test_no_log_without_the_variable(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv(exercises.GRADE_LOG, raising=False)
     monkeypatch.chdir(tmp_path)
-    assert nb03.check_lambda_768(LAMBDA_768)
+    assert nb03.check_tiny_lambda_512(LAMBDA_512)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_expected_exercises_from_source(tmp_path) -> None:
     path = student(
-        tmp_path, "s", IMPORT, "# nb03.check_tiny_lambda_512(1)\nnb03.check_lambda_768(x)",
-        "nb03.check_official_2560 (y); nb03.check_lambda_768(z)",
+        tmp_path, "s", IMPORT, "# nb03.check_lambda(f)\nnb03.check_tiny_lambda_512(x)",
+        "nb03.check_official_2560 (y); nb03.check_tiny_lambda_512(z)",
     )
     nb = nbformat.read(path, as_version=4)
     assert grade.expected_exercises(nb) == [
-        ("nb03.check_lambda_768", 3), ("nb03.check_official_2560", 4)
+        ("nb03.check_tiny_lambda_512", 3), ("nb03.check_official_2560", 4)
     ]
 
 
@@ -89,15 +94,19 @@ def test_every_real_notebook_calls_existing_checkers(path: Path) -> None:
 @pytest.mark.slow
 def test_right_wrong_and_raising_copies(tmp_path, capsys) -> None:
     right = student(
-        tmp_path, "alice", IMPORT,
-        f"nb03.check_lambda_768({LAMBDA_768!r})", f"nb03.check_official_2560({OFFICIAL_2560!r})",
+        tmp_path,
+        "alice",
+        IMPORT,
+        f"nb03.check_tiny_lambda_512({LAMBDA_512!r})",
+        f"nb03.check_official_2560({OFFICIAL_2560!r})",
     )
     wrong = student(
-        tmp_path, "bob", IMPORT, "nb03.check_lambda_768(0.75)", "nb03.check_official_2560(1.25)"
+        tmp_path, "bob", IMPORT, "nb03.check_tiny_lambda_512(0.75)",
+        "nb03.check_official_2560(1.25)",
     )
     raising = student(
         tmp_path, "carol", IMPORT,
-        "answer = undefined_name\nnb03.check_lambda_768(answer)",
+        "answer = undefined_name\nnb03.check_tiny_lambda_512(answer)",
         f"nb03.check_official_2560({OFFICIAL_2560!r})",
     )
     out = tmp_path / "grades.csv"
@@ -107,14 +116,14 @@ def test_right_wrong_and_raising_copies(tmp_path, capsys) -> None:
     with out.open() as f:
         table = list(csv.DictReader(f))
     assert [(Path(r["student"]).stem, r["exercise"], r["result"]) for r in table] == [
-        ("alice", "nb03.check_lambda_768", "correct"),
+        ("alice", "nb03.check_tiny_lambda_512", "correct"),
         ("alice", "nb03.check_official_2560", "correct"),
-        ("bob", "nb03.check_lambda_768", "wrong"),
+        ("bob", "nb03.check_tiny_lambda_512", "wrong"),
         ("bob", "nb03.check_official_2560", "wrong"),
-        ("carol", "nb03.check_lambda_768", "not done"),
+        ("carol", "nb03.check_tiny_lambda_512", "not done"),
         ("carol", "nb03.check_official_2560", "correct"),
     ]
-    assert "ln n / ln n_train" in table[2]["detail"]  # the checker's hint
+    assert "ratio of their logarithms" in table[2]["detail"]  # the checker's hint
     assert table[4]["detail"] == "cell 3 raised NameError: name 'undefined_name' is not defined"
     for r in table:  # the printed table holds every CSV row
         assert r["exercise"] in printed and r["result"] in printed
@@ -126,11 +135,11 @@ def test_hanging_cell_stops_the_notebook_and_is_named(tmp_path) -> None:
     path = student(
         tmp_path, "dave", "import time",
         "while True:\n    time.sleep(0.05)",
-        f"{IMPORT}\nnb03.check_lambda_768({LAMBDA_768!r})",
+        f"{IMPORT}\nnb03.check_tiny_lambda_512({LAMBDA_512!r})",
     )
     rows = grade.grade_notebook(path, timeout=3)
     assert [(r.exercise, r.result, r.cell) for r in rows] == [
-        ("nb03.check_lambda_768", "not done", 4)
+        ("nb03.check_tiny_lambda_512", "not done", 4)
     ]
     assert rows[0].detail == (
         "stopped at cell 3 ('while True:'): it ran past the 3 s per-cell limit"
@@ -141,7 +150,7 @@ def test_hanging_cell_stops_the_notebook_and_is_named(tmp_path) -> None:
 def test_notebook_timeout(tmp_path) -> None:
     path = student(
         tmp_path, "erin", "import time", "time.sleep(30)", "time.sleep(30)",
-        f"{IMPORT}\nnb03.check_lambda_768(1)",
+        f"{IMPORT}\nnb03.check_tiny_lambda_512(1)",
     )
     (row,) = grade.grade_notebook(path, timeout=60, notebook_timeout=3)
     assert (row.result, row.cell) == ("not done", 5)

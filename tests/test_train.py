@@ -253,7 +253,7 @@ def test_time_steps_times_the_recipe_against_each_speed_up_undone(capsys):
     out = capsys.readouterr().out
     assert "fp32 encoder" in out and "bf16 encoder" in out and "prompt-by-prompt decoder" in out
     with pytest.raises(ValueError, match="--time-steps must be >= 1"):
-        main(["train", "--time-steps", "0"])
+        main(["--debug", "train", "--time-steps", "0"])
 
 
 def test_evaluation_at_a_size_off_the_patch_grid_pads_the_token_grid_mask():
