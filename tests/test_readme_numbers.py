@@ -17,9 +17,12 @@ SWEEP = ROOT / "results" / "sweep.csv"
 CARDS = ROOT / "data" / "checkpoints"
 
 
-def section_rows(heading: str) -> list[list[str]]:
-    """Body rows (cells stripped) of the tables in the README section ``## heading...``."""
+def section_rows(heading: str, sub: str | None = None) -> list[list[str]]:
+    """Body rows (cells stripped) of the tables in the README section ``## heading...`` before
+    its first ``###`` subsection, or in its subsection ``### sub...``."""
     text = README.split(f"\n## {heading}")[1].split("\n## ")[0]
+    text = text.split("\n### ")[0] if sub is None else text.split(f"\n### {sub}")[1]
+    text = text.split("\n### ")[0]
     return [
         [c.strip() for c in line.strip().strip("|").split("|")]
         for line in text.splitlines()
@@ -31,17 +34,22 @@ def number(cell: str) -> float:
     return float("nan") if cell == "-" else float(cell)
 
 
-@pytest.mark.skipif(not SWEEP.exists(), reason="results/sweep.csv is not committed here")
-def test_readme_sweep_table_is_the_committed_sweep() -> None:
-    summary = summary_table(read_table(SWEEP)).round(3)
-    rows = section_rows("Results of the main job")
+@pytest.mark.parametrize(
+    ("table", "sub"), [("sweep.csv", None), ("sweep_extent.csv", "The extent axis")]
+)
+def test_readme_sweep_table_is_the_committed_sweep(table: str, sub: str | None) -> None:
+    path = ROOT / "results" / table
+    if not path.exists():
+        pytest.skip(f"results/{table} is not committed here")
+    summary = summary_table(read_table(path)).round(3)
+    rows = section_rows("Results of the main job", sub)
     model = None
     for cells in rows:
         model = cells[0].strip("`") or model
         expected = summary.loc[(model, "box", cells[1].split()[0])].tolist()
         shown = [number(c) for c in cells[2:]]
         assert shown == pytest.approx(expected, abs=5e-4, nan_ok=True), (
-            f"README row {cells} disagrees with results/sweep.csv: {expected}"
+            f"README row {cells} disagrees with results/{table}: {expected}"
         )
     assert len(rows) >= 6
 
@@ -68,3 +76,28 @@ def test_readme_checkpoint_table_is_the_model_cards(name: str) -> None:
     # The card rounds to 4 decimals and the README to 3: 0.67652 is 0.6765 on the card and 0.677
     # in the README, 5e-4 apart.
     assert shown == pytest.approx(scores, abs=5.5e-4)
+
+
+FINDINGS = ROOT / "results" / "sweep.findings.md"
+
+
+@pytest.mark.skipif(not FINDINGS.exists(), reason="results/sweep.findings.md is not committed here")
+def test_readme_findings_quote_the_committed_findings() -> None:
+    """Every paired difference the README's results section quotes, written
+    ``+1.2 points [-0.3, +2.7]`` after its model, axis, size, prompt and variant in the form
+    ``(tiny-vanilla, zoom, 512 px, box, paper)``, is a row of the committed findings table."""
+    section = README.split("\n## Results of the main job")[1].split("\n## ")[0]
+    quoted = re.findall(
+        r"\(([\w-]+), (zoom|extent), (\d+) px, (box|point), (\w+)\): "
+        r"([+-]\d+\.\d) points \[([+-]\d+\.\d), ([+-]\d+\.\d)\]",
+        section,
+    )
+    rows = {
+        tuple(c.strip() for c in line.strip("|").split("|"))[:7]
+        for line in FINDINGS.read_text().splitlines()
+        if line.startswith("| tiny")
+    }
+    for model, axis, size, prompt, variant, mean, lo, hi in quoted:
+        row = (model, axis, size, prompt, variant, mean, f"[{lo}, {hi}]")
+        assert row in rows, f"README quotes {row}, which results/sweep.findings.md does not hold"
+    assert len(quoted) >= 4, "the README's findings quote no paired difference"
