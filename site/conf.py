@@ -45,6 +45,9 @@ nb_execution_timeout = int(os.environ.get("BASAM_SITE_TIMEOUT", "1800"))  # seco
 nb_execution_raise_on_error = True  # a notebook that fails fails the build, as in CI
 nb_execution_in_temp = False  # run in the staged notebooks/ folder, as Jupyter would
 nb_ipywidgets_js = {}  # widgets need a live kernel: the explorer's static figure is shown instead
+# ...and a static page cannot draw a widget view at all: drop that mime type, so an output that
+# carries a PNG beside it (the explorer's) shows the PNG.
+nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json", None)]
 nb_merge_streams = True
 
 autodoc_member_order = "bysource"

@@ -183,7 +183,9 @@ def test_main_job_rows_unchanged(tmp_path):
         df[shared].reset_index(drop=True),
         committed[shared].reset_index(drop=True),
         check_exact=False,
-        rtol=1e-6,
+        # float rounding only: the committed table was computed with two torch threads, the
+        # test runs with the machine's default (up to 1.6e-6 relative seen on mean_f)
+        rtol=1e-5,
         atol=1e-7,
     )
 
