@@ -812,8 +812,8 @@ def skipped_files(ds: Sequence[Sample]) -> list[dict[str, str]]:
     return [{"file": f, "reason": r} for f, r in getattr(ds, "problems", list)()]
 
 
-def _image_label(ds: Sequence[Sample], index: int) -> str:
-    """The file(s) behind image ``index`` (for messages), or its position."""
+def _part_of(ds: Sequence[Sample], index: int) -> tuple[Sequence[Sample], int]:
+    """The dataset part holding image ``index`` (in concatenated datasets), and its index there."""
     part, i = ds, index
     while hasattr(part, "parts"):
         for p in part.parts:
@@ -821,6 +821,12 @@ def _image_label(ds: Sequence[Sample], index: int) -> str:
                 part = p
                 break
             i -= len(p)
+    return part, i
+
+
+def _image_label(ds: Sequence[Sample], index: int) -> str:
+    """The file(s) behind image ``index`` (for messages), or its position."""
+    part, i = _part_of(ds, index)
     if hasattr(part, "pairs"):
         image, mask = part.pairs[i]
         return f"{image} (mask {mask})"
@@ -828,13 +834,7 @@ def _image_label(ds: Sequence[Sample], index: int) -> str:
 
 
 def _image_name(ds: Sequence[Sample], index: int) -> str:
-    part, i = ds, index
-    while hasattr(part, "parts"):
-        for p in part.parts:
-            if i < len(p):
-                part = p
-                break
-            i -= len(p)
+    part, i = _part_of(ds, index)
     if hasattr(part, "names"):
         return part.names[i]
     return f"image-{index:05d}"
