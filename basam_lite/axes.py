@@ -109,15 +109,16 @@ def _region_of(sample: Sample) -> tuple[int, int, int, int]:
     return 0, 0, h, w
 
 
-def scored(logits: torch.Tensor, sample: Sample) -> dict[str, float]:
+def scored(logits: torch.Tensor, sample: Sample, sod: bool = True) -> dict[str, float]:
     """Metrics of ``(H, W)`` logits on the sample's grid: every metric column on the target's
-    region (the whole image for a plain sample), ``canvas_iou`` on the whole image."""
+    region (the whole image for a plain sample), ``canvas_iou`` on the whole image; ``sod=False``
+    leaves ``metrics.SOD_COLUMNS`` NaN."""
     t, lft, b, r = _region_of(sample)
     x = logits.numpy()
     prob = torch.sigmoid(logits).clamp(0, 1).double().numpy()
     gt = sample.mask
     out = {
-        **segmentation_metrics(prob[t:b, lft:r], gt[t:b, lft:r]),
+        **segmentation_metrics(prob[t:b, lft:r], gt[t:b, lft:r], sod=sod),
         **legacy_threshold_metrics(x[t:b, lft:r], gt[t:b, lft:r]),
     }
     if (t, lft, b, r) == (0, 0, *sample.hw):

@@ -91,7 +91,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--target-se", type=float, default=0.01, help="for the images-needed column")
+    p.add_argument(
+        "--metrics",
+        default="binary",
+        choices=("binary", "all"),
+        help="binary (default: IoU, Dice, MAE; the findings read IoU) or all metric columns",
+    )
     p.add_argument("--findings-only", action="store_true", help="tables exist: just report")
+    p.add_argument(
+        "--mechanism-only",
+        action="store_true",
+        help="just the attention-entropy study (e.g. after merging the shards of a study)",
+    )
     p.add_argument(
         "--mechanism-images",
         type=int,
@@ -117,6 +128,7 @@ def sweep_args(args: argparse.Namespace) -> argparse.Namespace:
         "--out", args.out,
         "--shard", args.shard,
         "--device", args.device,
+        "--metrics", args.metrics,
     ]  # fmt: skip
     if args.variants:
         argv += ["--variants", *args.variants]
@@ -156,10 +168,24 @@ def run(args: argparse.Namespace) -> int:
 
     if args.images < 2:
         raise UserError(f"--images {args.images}: the extent axis needs at least 2 images")
+    if args.mechanism_only:
+        if args.findings_only or not args.mechanism_images:
+            raise UserError(
+                "--mechanism-only runs the attention-entropy study: leave out --findings-only "
+                "and give --mechanism-images 1 or more"
+            )
+        print(mechanism_study(args))
+        return 0
     if not args.findings_only:
         status = main_job(sweep_args(args))
         if status:
             return status
+        if "{" in args.out:  # one shard of a study: the findings need every shard
+            print(
+                f"shard {args.shard} written; merge the shards with `sweep --merge` (each axis), "
+                "then run `study --findings-only` and `study --mechanism-only` on the merged --out"
+            )
+            return 0
         if args.mechanism_images:
             print(mechanism_study(args))
     print(report(args.out, args.target_se))

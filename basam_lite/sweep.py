@@ -59,7 +59,7 @@ from .axes import (
 )
 from .datasets import ProceduralScenes, Sample, open_dataset, prompt_for
 from .errors import UserError
-from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS
+from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS, SOD_COLUMNS
 from .models import MODEL_NAMES, OFFICIAL_NAMES, TINY, TINY_NAMES, build_sam, tiny_checkpoint_path
 from .outputs import output_lock, write_text_atomic, write_with
 from .predictor import BASAMPredictor
@@ -96,6 +96,9 @@ COLUMNS = (
 
 DEFAULT_RESOLUTIONS = (128, 192, 256, 384, 512, 768, 1024)
 DEFAULT_DATASET = "synthetic:24"
+METRIC_SETS = ("all", "binary")
+"""``SweepConfig.metrics``: every metric column, or the binary ones only (``metrics.SOD_COLUMNS``
+NaN), for a study that reads IoU."""
 EXTENT_RESOLUTIONS = (192, 256, 512)
 """The main job's canvas sides on the extent axis (0.75x to 2x the tiny models' 256 px; the
 full study, ``python -m basam_lite study``, adds 128 and 768 px). 192 rather than 128: a
@@ -148,9 +151,15 @@ class SweepConfig:
     limit: int | None = None
     shard: tuple[int, int] = (0, 1)
     axis: str = "zoom"  # zoom: more pixels per scene; extent: more canvas (basam_lite.axes)
+    metrics: str = "all"  # all, or "binary": IoU, Dice, MAE (metrics.SOD_COLUMNS left NaN)
 
     def __post_init__(self) -> None:
         check_axis(self.axis)
+        if self.metrics not in METRIC_SETS:
+            raise UserError(
+                f"metrics {self.metrics!r}: choose from {', '.join(METRIC_SETS)} (binary skips "
+                "the S, E and F measures, about half the scoring time of a large image)"
+            )
         for what, values, allowed in (
             ("model", self.models, MODEL_NAMES),
             ("variant", self.variants, variant_names()),
@@ -420,16 +429,29 @@ def load_models(cfg: SweepConfig) -> dict[str, Sam]:
 
 @torch.no_grad()
 def run_variant(
-    sam: Sam, sample: Sample, variant: str, size: int, prompts: Sequence[str], seed: int
+    sam: Sam,
+    sample: Sample,
+    variant: str,
+    size: int,
+    prompts: Sequence[str],
+    seed: int,
+    sod: bool = True,
 ) -> list[dict[str, object]]:
     """Rows (metrics, seconds) of one image at one size for one variant, one per prompt; the
-    model is left as it was (raises ValueError where the variant cannot run at ``size``)."""
+    model is left as it was (raises ValueError where the variant cannot run at ``size``).
+    ``sod=False`` leaves ``metrics.SOD_COLUMNS`` NaN."""
     with variant_at(sam, variant, size):
-        return _variant_rows(sam, sample, variant, size, prompts, seed)
+        return _variant_rows(sam, sample, variant, size, prompts, seed, sod)
 
 
 def _variant_rows(
-    sam: Sam, sample: Sample, variant: str, size: int, prompts: Sequence[str], seed: int
+    sam: Sam,
+    sample: Sample,
+    variant: str,
+    size: int,
+    prompts: Sequence[str],
+    seed: int,
+    sod: bool = True,
 ) -> list[dict[str, object]]:
     image, frame_hw = sample.image, sample.hw
     if get_variant(variant).transform == "resize_to_base":
@@ -464,7 +486,7 @@ def _variant_rows(
                 "prompt": name,
                 "status": "ok",
                 "reason": "",
-                **scored(logits, sample),
+                **scored(logits, sample, sod),
                 "seconds": encode + decode,
                 "encode_seconds": encode,
             }
@@ -1003,7 +1025,10 @@ def _run_locked(
                         assert sample is not None
                         extra = axis_columns(sample, cfg.axis, size, side, patch)
                         try:
-                            rows = run_variant(sam, sample, variant, size, prompts, cfg.seed)
+                            rows = run_variant(
+                                sam, sample, variant, size, prompts, cfg.seed,
+                                sod=cfg.metrics == "all",
+                            )  # fmt: skip
                         except ValueError as e:
                             if variant != "official":
                                 raise
@@ -1207,6 +1232,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument(
+        "--metrics",
+        default="all",
+        choices=METRIC_SETS,
+        help="all metric columns (default), or binary: IoU, Dice and MAE only, the S, E and F "
+        "measures left empty (about half the time of a 1024 px image; the study's choice)",
+    )
+    p.add_argument(
         "--metric",
         default="iou",
         help=f"metric of the printed summary and the plot: {', '.join(NUMERIC_COLUMNS)} "
@@ -1282,6 +1314,11 @@ def run(args: argparse.Namespace) -> int:
             f"--metric {args.metric!r} is not a column of the sweep table: choose from "
             f"{', '.join(NUMERIC_COLUMNS)}"
         )
+    if getattr(args, "metrics", "all") == "binary" and args.metric in SOD_COLUMNS:
+        raise UserError(
+            f"--metric {args.metric} is left empty by --metrics binary: choose iou, dice or mae, "
+            "or run with --metrics all"
+        )
     auto = args.shard == "auto" and not args.merge
     shard = shard_from_env() if auto else (0, 1) if args.merge else args.shard
     out = Path(args.out)
@@ -1309,6 +1346,7 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit,
             shard=shard,
             axis=getattr(args, "axis", "zoom"),
+            metrics=getattr(args, "metrics", "all"),
         )
         if args.threads:
             torch.set_num_threads(args.threads)
