@@ -218,28 +218,34 @@ def plot_axis_examples(dataset, index: int, base: int, side: int, size: float = 
 
 def plot_mechanism(df: pd.DataFrame, path: str | Path | None = None, statistic: str = "entropy"):
     """``statistic`` of the global blocks' attention (:func:`basam_lite.mechanism.
-    attention_along_axes`) against the number of keys: one panel per (axis, block), one line
-    per variant, mean over images. Saved to ``path`` (returned), or the figure when None."""
+    attention_along_axes`) against the number of keys: one panel per (model, axis, block) (a
+    ``model`` column, where there is one, is never averaged over), one line per variant, mean
+    over images. Saved to ``path`` (returned), or the figure when None."""
     import matplotlib.pyplot as plt
 
     blocks = sorted(df["block"].unique())
     axes_names = [a for a in ("zoom", "extent") if a in set(df["axis"])]
+    models = list(dict.fromkeys(df["model"])) if "model" in df.columns else [None]
+    panel_rows = [(m, a) for m in models for a in axes_names]
     fig, axes = plt.subplots(
-        len(axes_names), len(blocks), figsize=(3.2 * len(blocks), 2.8 * len(axes_names)),
+        len(panel_rows), len(blocks), figsize=(3.2 * len(blocks), 2.8 * len(panel_rows)),
         sharey=True, squeeze=False,
     )  # fmt: skip
     order = variant_order(df["variant"])
-    for r, axis in enumerate(axes_names):
+    for r, (model, axis) in enumerate(panel_rows):
         for c, block in enumerate(blocks):
             ax = axes[r, c]
             part = df[(df["axis"] == axis) & (df["block"] == block)]
+            if model is not None:
+                part = part[part["model"] == model]
             means = part.groupby(["variant", "keys"])[statistic].mean()
             for variant in order:
                 if variant in means.index.get_level_values(0):
                     line = means.loc[variant]
                     ax.plot(line.index, line.values, marker="o", ms=3, label=variant)
             ax.set_xscale("log", base=2)
-            ax.set_title(f"{axis}, block {block}", fontsize=9)
+            where = f"{model}, " if model is not None and len(models) > 1 else ""
+            ax.set_title(f"{where}{axis}, block {block}", fontsize=9)
             ax.set_xlabel("keys per softmax row")
             ax.grid(alpha=0.3)
         axes[r, 0].set_ylabel(statistic.replace("_", " "))

@@ -1,15 +1,17 @@
 """Detail or length: the sweep along both axes, and the full study with paired statistics.
 
 ``python -m basam_lite sweep`` (no arguments) is :func:`basam_lite.sweep.main_job`: the zoom
-sweep into ``--out`` (``results/sweep.csv``), the extent sweep into ``OUT_extent.csv`` on fewer
-sizes and images (``--extent-resolutions``, default 192, 256 and 512 px; ``--extent-limit``,
-default 12), both summaries printed, and one figure (``OUT.png``) with the two axes side by side
-and the token-grid ceiling on each.
+sweep into ``--out`` (``results/sweep.csv``: 12 procedural scenes at 128 to 768 px), the extent
+sweep into ``OUT_extent.csv`` (``--extent-resolutions``, default 192, 256 and 512 px;
+``--extent-limit``, default 12), both summaries printed, and one figure (``OUT.png``) with the
+two axes side by side and the token-grid ceiling on each: a demonstration within 10 minutes.
 
-``python -m basam_lite study`` is the same two sweeps on enough images that the paired standard
-error of each variant's difference from vanilla is about one IoU point at the key sizes, written
-to ``results/study/``, with the findings table (:func:`basam_lite.stats.findings_table`: paired
-differences, bootstrap intervals, Holm-significant cells) printed and saved.
+``python -m basam_lite study`` is the evidence: the same two sweeps on :data:`STUDY_IMAGES`
+scenes at the key sizes (:data:`STUDY_ZOOM`, :data:`STUDY_EXTENT`), IoU, Dice and MAE only
+(``--metrics binary``), written to ``results/study/``, with the findings table
+(:func:`basam_lite.stats.findings_table`: paired differences, bootstrap intervals,
+Holm-significant cells, each cell's standard error) printed and saved, and the attention-entropy
+study (:func:`mechanism_study`). ``--shard K/N`` splits it; the README gives the merge steps.
 """
 
 from __future__ import annotations
@@ -66,15 +68,18 @@ def tables(out: str | Path) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- the full study
 
-STUDY_IMAGES = 340
-"""Images of the full study. Sized from the per-image SD of the paired differences from vanilla
-(SE = SD / sqrt(n), so n = (SD / 0.01)^2 for one IoU point): the largest SD was 0.182 on the
-zoom axis (``results/sweep.csv``, 24 scenes: tiny-basam, box, paper at 1024 px, 332 images) and
-0.179 on the extent axis (a pilot of 8 scenes at 512 and 768 px: tiny-vanilla, point, paper at
-768 px, 321 images); the median cell needs about 40. 340 images bring every such cell to about
-one point."""
-STUDY_ZOOM = (128, 256, 512, 1024)
-STUDY_EXTENT = (128, 192, 256, 512, 768)
+STUDY_IMAGES = 240
+"""Images of the study. Sized from the per-image SD of the paired differences from vanilla
+(SE = SD / sqrt(n), so n = (SD / 0.01)^2 for one IoU point): in the 24-scene zoom pilot the
+largest SD was 0.182 (tiny-basam, box, paper at 1024 px: 332 images) and the median cell needs
+about 40. 240 images is what two CPU cores run in about an hour at the sizes below; they bring a
+cell of SD 0.15 to one point and the largest pilot SD to 1.2 points. The findings table states
+each cell's measured SE and the images it would need."""
+STUDY_ZOOM = (128, 512, 1024)
+"""The study's key zoom sizes: half, twice and four times the tiny models' 256 px."""
+STUDY_EXTENT = (128, 512)
+"""The study's key extent sizes: a window half as wide (targets that fit it), a canvas twice as
+wide."""
 STUDY_OUT = "results/study/sweep.csv"
 
 
@@ -98,6 +103,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="binary (default: IoU, Dice, MAE; the findings read IoU) or all metric columns",
     )
     p.add_argument("--findings-only", action="store_true", help="tables exist: just report")
+    p.add_argument(
+        "--figure",
+        action="store_true",
+        help="with --findings-only: also draw OUT.png, both axes side by side (e.g. after "
+        "merging the shards of a study; a full run draws it anyway)",
+    )
     p.add_argument(
         "--mechanism-only",
         action="store_true",
@@ -168,6 +179,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.images < 2:
         raise UserError(f"--images {args.images}: the extent axis needs at least 2 images")
+    if args.figure and not args.findings_only:
+        raise UserError("--figure goes with --findings-only (a full run draws OUT.png anyway)")
+    if args.figure and not extent_path(args.out).exists():
+        raise UserError(
+            f"--figure needs both axes' tables: {extent_path(args.out)} is missing (run the "
+            "extent axis, or merge its shards, first)"
+        )
     if args.mechanism_only:
         if args.findings_only or not args.mechanism_images:
             raise UserError(
@@ -189,6 +207,12 @@ def run(args: argparse.Namespace) -> int:
         if args.mechanism_images:
             print(mechanism_study(args))
     print(report(args.out, args.target_se))
+    if args.findings_only and args.figure:  # e.g. after merging a sharded study
+        from .plots import plot_axes
+        from .sweep import read_table
+
+        png = Path(args.out).with_suffix(".png")
+        print(f"plot: {plot_axes(read_table(args.out), read_table(extent_path(args.out)), png)}")
     return 0
 
 
@@ -199,7 +223,7 @@ def mechanism_study(args: argparse.Namespace) -> str:
     import torch
 
     from .datasets import open_dataset
-    from .mechanism import attention_along_axes, mechanism_summary
+    from .mechanism import attention_along_axes
     from .models import build_sam
     from .outputs import write_text_atomic
     from .plots import plot_mechanism
@@ -217,5 +241,38 @@ def mechanism_study(args: argparse.Namespace) -> str:
     out = Path(args.out)
     write_text_atomic(out.with_suffix(".mechanism.csv"), df.to_csv(index=False))
     plot_mechanism(df, out.with_suffix(".mechanism.png"))
-    table = {m: mechanism_summary(d) for m, d in df.groupby("model")}
-    return "\n\n".join(f"{m}:\n{t.round(3).to_string()}" for m, t in table.items())
+    return mechanism_report(out)
+
+
+def mechanism_report(out: str | Path) -> str:
+    """The mechanism's answer, from ``OUT.mechanism.csv``: the change of the global blocks'
+    attention entropy from the base size, per model, axis, variant and size, with paired
+    bootstrap intervals over images (:func:`basam_lite.mechanism.entropy_change`). Written to
+    ``OUT.mechanism.md`` and returned."""
+    from .mechanism import entropy_change
+    from .outputs import write_text_atomic
+
+    out = Path(out)
+    df = pd.read_csv(out.with_suffix(".mechanism.csv"))
+    t = entropy_change(df)
+    lines = [
+        "Change of the mean attention entropy of the global blocks (nats) from the base size "
+        f"to each size, {df['image'].nunique()} images, "
+        f"{df.drop_duplicates(['image', 'axis', 'resolution']).shape[0]} image-sizes; "
+        "paired bootstrap 95% intervals over images; `vs vanilla`: the change minus vanilla's "
+        "on the same images; `uniform`: the change of ln n, the entropy of uniform attention over "
+        "n keys.",
+        "",
+        "| model | axis | size (px) | keys | variant | change (nats) | 95% interval "
+        "| vs vanilla | uniform | images |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in t.itertuples():
+        lines.append(
+            f"| {r.model} | {r.axis} | {r.resolution} | {r.keys} | {r.variant} | "
+            f"{r.change:+.3f} | [{r.low:+.3f}, {r.high:+.3f}] | {r.vs_vanilla:+.3f} | "
+            f"{r.uniform:+.3f} | {r.images} |"
+        )
+    body = "\n".join(lines)
+    write_text_atomic(out.with_suffix(".mechanism.md"), body + "\n")
+    return body

@@ -1,0 +1,128 @@
+"""The study's parts: binary-only metrics (IoU, Dice and MAE as in the full set, the S/E/F
+measures left NaN, a separate run identity), the attention-entropy change from the base size
+(against the arithmetic written out), and the study command's sharded and mechanism-only paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import basam_lite as bl
+from basam_lite.errors import UserError
+from basam_lite.mechanism import entropy_change
+from basam_lite.metrics import SOD_COLUMNS, segmentation_metrics
+from basam_lite.sweep import SweepConfig, run_sweep
+
+
+def test_binary_metrics_equal_the_full_set_and_leave_sod_nan():
+    rng = np.random.default_rng(0)
+    prob = rng.random((40, 50))
+    gt = rng.random((40, 50)) > 0.6
+    full = segmentation_metrics(prob, gt)
+    fast = segmentation_metrics(prob, gt, sod=False)
+    for k in ("iou", "dice", "mae"):
+        assert fast[k] == full[k]
+    assert set(fast) == set(full)
+    assert all(np.isnan(fast[k]) for k in SOD_COLUMNS)
+    assert all(np.isfinite(full[k]) for k in SOD_COLUMNS)
+    with pytest.raises(ValueError, match="toolbox_normalize applies to the SOD columns"):
+        segmentation_metrics(prob, gt, sod=False, toolbox_normalize=True)
+
+
+def _cfg(**changes) -> SweepConfig:
+    base = dict(models=("tiny",), variants=("vanilla", "paper"), resolutions=(128, 256),
+                dataset="synthetic:2", prompts=("box",), limit=1)  # fmt: skip
+    return SweepConfig(**{**base, **changes})
+
+
+def test_binary_sweep_rows_match_the_full_rows_and_are_another_run(tmp_path):
+    models = {"tiny": bl.build_sam("tiny")}
+    full = run_sweep(_cfg(), tmp_path / "full.csv", progress=False, models=models)
+    fast = run_sweep(_cfg(metrics="binary"), tmp_path / "fast.csv", progress=False, models=models)
+    keys = ["model", "image", "resolution", "variant", "prompt"]
+    m = full.merge(fast, on=keys, suffixes=("", "_b"))
+    assert len(m) == len(full) == len(fast) == 4
+    for c in ("iou", "dice", "mae", "canvas_iou", "legacy_iou", "grid_iou"):
+        np.testing.assert_allclose(m[c], m[f"{c}_b"], rtol=1e-6, atol=1e-9)
+    assert fast[list(SOD_COLUMNS)].isna().all().all()
+    # A binary run cannot resume (or silently extend) a table of every metric.
+    with pytest.raises(UserError, match="metrics: table all, this run binary"):
+        run_sweep(_cfg(metrics="binary"), tmp_path / "full.csv", progress=False, models=models)
+
+
+def test_bad_metric_sets_get_one_line(tmp_path, capsys):
+    from basam_lite.__main__ import main
+
+    with pytest.raises(UserError, match="metrics 'sod': choose from all, binary"):
+        SweepConfig(metrics="sod")
+    code = main(["sweep", "--metrics", "binary", "--metric", "s_measure", "--axis", "zoom",
+                 "--model", "tiny", "--out", str(tmp_path / "x.csv")])  # fmt: skip
+    assert code == 2 and not (tmp_path / "x.csv").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--metric s_measure is left empty by --metrics binary" in err[0]
+
+
+def _mechanism_rows() -> pd.DataFrame:
+    """Two images, one block, vanilla and scale, base 256 and 512 px on the extent axis."""
+    rows = []
+    values = {  # (variant, image, size) -> entropy
+        ("vanilla", "a", 256): 3.0, ("vanilla", "a", 512): 4.0,
+        ("vanilla", "b", 256): 2.0, ("vanilla", "b", 512): 2.5,
+        ("scale", "a", 256): 3.0, ("scale", "a", 512): 3.25,
+        ("scale", "b", 256): 2.0, ("scale", "b", 512): 2.25,
+    }  # fmt: skip
+    for (variant, image, size), h in values.items():
+        for block, shift in ((2, 0.0), (5, 1.0)):  # block 5 is block 2 plus one nat
+            rows.append({"image": image, "axis": "extent", "resolution": size,
+                         "keys": (size // 16) ** 2, "extent": size / 256, "variant": variant,
+                         "block": block, "entropy": h + shift})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_entropy_change_is_the_mean_over_images_of_the_block_mean_change():
+    t = entropy_change(_mechanism_rows().assign(model="m"), n_boot=200)
+    assert len(t) == 2 and set(t["resolution"]) == {512}  # the base size is the reference
+    van = t[t["variant"] == "vanilla"].iloc[0]
+    sc = t[t["variant"] == "scale"].iloc[0]
+    assert van["change"] == pytest.approx((1.0 + 0.5) / 2)  # the block shift cancels
+    assert sc["change"] == pytest.approx((0.25 + 0.25) / 2)
+    assert sc["vs_vanilla"] == pytest.approx(0.25 - 0.75) and van["vs_vanilla"] == 0
+    assert van["uniform"] == pytest.approx(np.log(1024) - np.log(256))
+    assert van["images"] == 2 and van["low"] <= van["change"] <= van["high"]
+    assert sc["low"] == sc["high"] == pytest.approx(0.25)  # no spread, no width
+
+
+def test_entropy_change_on_a_real_model_grows_less_with_lambda():
+    from basam_lite.datasets import ProceduralScenes
+    from basam_lite.mechanism import attention_along_axes
+
+    sam = bl.build_sam("tiny")
+    ds = ProceduralScenes(3, seed=0, size=256)
+    df = attention_along_axes(sam, ds, {"extent": (256, 512)}, images=1, queries=2)
+    t = entropy_change(df.assign(model="tiny")).set_index("variant")
+    # lambda > 1 at 4x the keys sharpens every row, so its entropy grows less than vanilla's.
+    assert t.loc["scale", "change"] < t.loc["vanilla", "change"]
+    assert t.loc["scale", "vs_vanilla"] < 0
+
+
+def test_study_shard_stops_after_its_tables_and_mechanism_only_needs_images(tmp_path, capsys):
+    from basam_lite.__main__ import main
+
+    out = tmp_path / "s-{k}.csv"
+    argv = ["study", "--images", "2", "--model", "tiny", "--variants", "vanilla", "scale",
+            "--zoom-resolutions", "128", "--extent-resolutions", "256", "--prompt", "box",
+            "--threads", "1", "--out", str(out), "--shard", "0/2",
+            "--mechanism-images", "0"]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "shard 0/2 written; merge the shards" in text
+    assert (tmp_path / "s-0.csv").exists() and (tmp_path / "s-0_extent.csv").exists()
+    assert not list(tmp_path.glob("*.findings.md"))
+    table = pd.read_csv(tmp_path / "s-0.csv")
+    assert table[list(SOD_COLUMNS)].isna().all().all()  # the study's default: binary metrics
+    bad = ["study", "--mechanism-only", "--mechanism-images", "0", "--out", str(tmp_path / "m.csv")]
+    assert main(bad) == 2
+    assert "--mechanism-only runs the attention-entropy study" in capsys.readouterr().err
+    assert main(["study", "--figure", "--out", str(tmp_path / "m.csv")]) == 2
+    assert "--figure goes with --findings-only" in capsys.readouterr().err
