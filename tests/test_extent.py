@@ -177,3 +177,53 @@ def test_coco_instances_of_the_same_picture_are_not_neighbours(tmp_path):
     assert len(same) == 2
     picks = view.neighbour_indices(0, ds[0].name, 4)
     assert not set(picks) & set(same)
+
+
+def _named_layouts(root) -> dict[str, str]:
+    """A spec of every named file dataset, each on a tiny copy of its real folder layout."""
+    from tests.test_datasets import _coco, _dis5k, _save_pair
+
+    dis = _dis5k(root / "DIS5K")
+    duts = root / "DUTS-TE"
+    isic = root / "isic"
+    cod = root / "COD10K-v3" / "Test"
+    for i in range(3):
+        _save_pair(duts / "DUTS-TE-Image", duts / "DUTS-TE-Mask", f"ILSVRC_{i}", img_ext=".jpg")
+        stem = f"ISIC_000000{i}"
+        _save_pair(isic / "ISBI2016_ISIC_Part1_Test_Data",
+                   isic / "ISBI2016_ISIC_Part1_Test_GroundTruth", stem, img_ext=".jpg",
+                   mask_stem=f"{stem}_Segmentation", seed=i)  # fmt: skip
+        _save_pair(cod / "Image", cod / "GT_Object", f"COD10K-CAM-{i}", img_ext=".jpg", seed=i)
+    ann, images, _ = _coco(root / "coco")
+    return {
+        "dis5k": f"dis5k:{dis}:DIS-TE",
+        "duts": f"duts:{duts}",
+        "isic2016": f"isic2016:{isic}",
+        "cod10k": f"cod10k:{root / 'COD10K-v3'}",
+        "coco": f"coco:{ann}:{images}",
+    }
+
+
+@pytest.mark.parametrize("kind", ["dis5k", "duts", "isic2016", "cod10k", "coco"])
+def test_every_named_dataset_has_an_extent_axis(tmp_path, kind):
+    """What a researcher runs with real SAM (``--axis extent --dataset dis5k:...``), on each
+    dataset's own layout: the target tile is the image fit to the base size, identical at every
+    extent, and the canvas is a mosaic of the same dataset's other images."""
+    from basam_lite.datasets import open_dataset
+
+    ds = open_dataset(_named_layouts(tmp_path)[kind])
+    view = ExtentView(ds, base=BASE, seed=0)
+    for i in range(len(ds)):
+        tile = resize_to_tile(ds[i], BASE)
+        for side in (BASE, 2 * BASE, 3 * BASE):
+            s = view.sample(i, side)
+            assert s.hw == (side, side)
+            np.testing.assert_array_equal(s.target_image, tile.image)
+            np.testing.assert_array_equal(s.target_mask, tile.mask)
+            top, left, bottom, right = s.region
+            # The mask outside the target's region is empty: neighbours bring no target pixels.
+            outside = s.mask.copy()
+            outside[top:bottom, left:right] = False
+            assert not outside.any()
+    again = ExtentView(open_dataset(_named_layouts(tmp_path / "again")[kind]), base=BASE, seed=0)
+    np.testing.assert_array_equal(view.sample(0, 2 * BASE).image, again.sample(0, 2 * BASE).image)

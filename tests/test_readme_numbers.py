@@ -78,26 +78,59 @@ def test_readme_checkpoint_table_is_the_model_cards(name: str) -> None:
     assert shown == pytest.approx(scores, abs=5.5e-4)
 
 
-FINDINGS = ROOT / "results" / "sweep.findings.md"
+FINDINGS = {
+    "Results of the main job": ROOT / "results" / "sweep.findings.md",
+    "The study": ROOT / "results" / "study" / "sweep.findings.md",
+}
+MECHANISM = ROOT / "results" / "study" / "sweep.mechanism.md"
 
 
-@pytest.mark.skipif(not FINDINGS.exists(), reason="results/sweep.findings.md is not committed here")
-def test_readme_findings_quote_the_committed_findings() -> None:
-    """Every paired difference the README's results section quotes, written
+def section(heading: str) -> str:
+    return README.split(f"\n## {heading}")[1].split("\n## ")[0]
+
+
+@pytest.mark.parametrize("heading", list(FINDINGS))
+def test_readme_findings_quote_the_committed_findings(heading: str) -> None:
+    """Every paired difference a README results section quotes, written
     ``+1.2 points [-0.3, +2.7]`` after its model, axis, size, prompt and variant in the form
-    ``(tiny-vanilla, zoom, 512 px, box, paper)``, is a row of the committed findings table."""
-    section = README.split("\n## Results of the main job")[1].split("\n## ")[0]
+    ``(tiny-vanilla, zoom, 512 px, box, paper)``, is a row of that section's findings table."""
+    findings = FINDINGS[heading]
+    if not findings.exists():
+        pytest.skip(f"{findings.relative_to(ROOT)} is not committed here")
     quoted = re.findall(
         r"\(([\w-]+), (zoom|extent), (\d+) px, (box|point), (\w+)\): "
         r"([+-]\d+\.\d) points \[([+-]\d+\.\d), ([+-]\d+\.\d)\]",
-        section,
+        section(heading),
     )
     rows = {
         tuple(c.strip() for c in line.strip("|").split("|"))[:7]
-        for line in FINDINGS.read_text().splitlines()
+        for line in findings.read_text().splitlines()
         if line.startswith("| tiny")
     }
     for model, axis, size, prompt, variant, mean, lo, hi in quoted:
         row = (model, axis, size, prompt, variant, mean, f"[{lo}, {hi}]")
-        assert row in rows, f"README quotes {row}, which results/sweep.findings.md does not hold"
-    assert len(quoted) >= 4, "the README's findings quote no paired difference"
+        assert row in rows, f"README quotes {row}, which {findings.name} does not hold"
+    assert len(quoted) >= 4, f"the README's {heading!r} section quotes no paired difference"
+
+
+def test_readme_quotes_the_committed_mechanism() -> None:
+    """Every entropy change the study section quotes, ``(tiny-basam, extent, 512 px, scale):
+    +1.006 nats [+0.9, +1.1]``, is a row of ``results/study/sweep.mechanism.md``."""
+    if not MECHANISM.exists():
+        pytest.skip("results/study/sweep.mechanism.md is not committed here")
+    quoted = re.findall(
+        r"\(([\w-]+), (zoom|extent), (\d+) px, (\w+)\): "
+        r"([+-]\d+\.\d{3}) nats \[([+-]\d+\.\d{3}), ([+-]\d+\.\d{3})\]",
+        section("The study"),
+    )
+    rows = {}
+    for line in MECHANISM.read_text().splitlines():
+        if line.startswith("| tiny"):
+            c = [x.strip() for x in line.strip("|").split("|")]
+            rows[(c[0], c[1], c[2], c[4])] = (c[5], c[6])
+    for model, axis, size, variant, change, lo, hi in quoted:
+        key = (model, axis, size, variant)
+        assert rows.get(key) == (change, f"[{lo}, {hi}]"), (
+            f"README quotes {key}: {change} [{lo}, {hi}]; {MECHANISM.name} holds {rows.get(key)}"
+        )
+    assert len(quoted) >= 2, "the study section quotes no entropy change"
