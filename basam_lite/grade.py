@@ -183,8 +183,15 @@ def grade_notebook(
         rows.append(Row(student, name, NOT_DONE, cell, detail))
     if not rows and stopped is not None:
         snippet = _snippet(nb.cells[stopped[0] - 1].source)
-        rows.append(Row(student, "-", NOT_DONE, stopped[0], f"stopped at cell {stopped[0]} "
-                        f"({snippet!r}): {stopped[1]}"))
+        rows.append(
+            Row(
+                student,
+                "-",
+                NOT_DONE,
+                stopped[0],
+                f"stopped at cell {stopped[0]} ({snippet!r}): {stopped[1]}",
+            )
+        )
     return rows
 
 
@@ -197,8 +204,9 @@ def format_table(rows: Sequence[Row]) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS) - 1)]
     lines = []
     for row in table:
-        lines.append("  ".join(v.ljust(w) for v, w in zip(row[:-1], widths, strict=True)) + "  "
-                     + row[-1])
+        lines.append(
+            "  ".join(v.ljust(w) for v, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        )
     students = dict.fromkeys(r.student for r in rows)
     for s in students:
         mine = [r for r in rows if r.student == s and r.exercise != "-"]
@@ -223,16 +231,41 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("notebooks", nargs="+", type=Path, metavar="NOTEBOOK",
-                        help="students' copies of the notebooks (.ipynb)")
-    parser.add_argument("--csv", type=Path, default=None, metavar="FILE",
-                        help="also write the table as CSV (one row per student and exercise)")
-    parser.add_argument("--timeout", type=float, default=600.0, metavar="S",
-                        help="seconds a cell may run before its notebook is stopped (default 600)")
-    parser.add_argument("--notebook-timeout", type=float, default=3600.0, metavar="S",
-                        help="seconds a whole notebook may run (default 3600)")
-    parser.add_argument("--cwd", type=Path, default=None, metavar="DIR",
-                        help="working directory of the kernels (default: each notebook's folder)")
+    parser.add_argument(
+        "notebooks",
+        nargs="+",
+        type=Path,
+        metavar="NOTEBOOK",
+        help="students' copies of the notebooks (.ipynb)",
+    )
+    parser.add_argument(
+        "--csv",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the table as CSV (one row per student and exercise)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="seconds a cell may run before its notebook is stopped (default 600)",
+    )
+    parser.add_argument(
+        "--notebook-timeout",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="seconds a whole notebook may run (default 3600)",
+    )
+    parser.add_argument(
+        "--cwd",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="working directory of the kernels (default: each notebook's folder)",
+    )
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
 
 
@@ -244,8 +277,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{path}: no such notebook; give the path of a student's .ipynb")
     rows: list[Row] = []
     for path in args.notebooks:
-        rows += grade_notebook(Path(path), args.timeout, args.notebook_timeout, args.cwd,
-                               args.kernel)
+        rows += grade_notebook(
+            Path(path), args.timeout, args.notebook_timeout, args.cwd, args.kernel
+        )
     print(format_table(rows))
     if args.csv is not None:
         write_csv(rows, args.csv)
