@@ -116,14 +116,3 @@ def check_position_prediction(prediction: object, iou_with: float, iou_without: 
         "One scene at the base size says little either way: the defect matters where the "
         "model relies on absolute positions, which this cell cannot show by itself.",
     )
-
-
-def check_threshold_probability(answer: object) -> Verdict:
-    """The probability that the legacy threshold 0.9, applied to logits, stands for."""
-    expected = 1.0 / (1.0 + math.exp(-0.9))
-    return verdict(
-        close(answer, expected, rel=1e-3),
-        "a logit of 0.9 is a probability of about 0.71, not 0.9.",
-        "the threshold is applied to logits: turn the logit into a probability with the "
-        "sigmoid 1 / (1 + exp(-x)).",
-    )
