@@ -5,7 +5,7 @@ additive terms of the chosen blocks, and recomputes
 
 .. math:: P = \\mathrm{softmax}(\\lambda\\, q_Q k^\\top / \\sqrt d + B_Q)
 
-only for the requested query rows Q, so memory is O(|Q| N). A model that is not patched is
+only for the requested query rows Q, so memory is O(``|Q|`` N). A model that is not patched is
 patched with :meth:`BASAMConfig.vanilla` for the duration of the context (identical outputs).
 
 Windowed blocks attend inside 2-D windows (zero-padded at the right/bottom edge; SAM lets the

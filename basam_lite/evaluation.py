@@ -30,8 +30,8 @@ def image_batch(images: list[np.ndarray]) -> Tensor:
 
 
 def padded_to(mask: np.ndarray, multiple: int) -> np.ndarray:
-    """An (H, W) mask padded with background at the bottom and right to whole ``multiple``s,
-    as SAM pads its input to whole patches."""
+    """An (H, W) mask padded with background at the bottom and right to whole multiples of
+    ``multiple``, as SAM pads its input to whole patches."""
     h, w = mask.shape
     return np.pad(mask, ((0, -h % multiple), (0, -w % multiple)))
 

@@ -134,7 +134,7 @@ def bias_mode_mask(
     Args:
         grid_hw: token grid (rows, cols); tokens are numbered in row-major order.
         num_heads: number of attention heads.
-        metric: ``"euclidean"``, ``"manhattan"``, ``"chebyshev"`` or ``"flat"`` (|i - j| on the
+        metric: ``"euclidean"``, ``"manhattan"``, ``"chebyshev"`` or ``"flat"`` (``|i - j|`` on the
             flattened index, the naive 1-D contrast that ignores image rows).
         slopes: per-head slopes :math:`m_h`; default ``alibi_slopes(num_heads)``.
         gain: :math:`g`, a global multiplier (0 disables the mask).

@@ -153,18 +153,25 @@ def refusal_reason(error: Exception) -> str:
     return f"{type(error).__name__}: {first[:160]}"
 
 
+def load_safely(path: Path, kind: str, hint: str) -> object:
+    """What ``torch.save`` wrote to ``path``, read with ``torch.load(weights_only=True)``:
+    tensors and plain values only, so a crafted file can never run code. A refusal is a
+    :class:`~basam_lite.errors.UserError` naming the file as ``kind`` (e.g. ``"a training
+    state"``) and ending with ``hint``, what to do instead."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises many types on foreign or crafted bytes
+        raise UserError(
+            f"{path} is not {kind} that can be loaded safely (weights_only=True: tensors and "
+            f"plain values only; {refusal_reason(e)}). basam_lite never unpickles objects; {hint}"
+        ) from None
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict of tensors from ``path`` (``torch.load(weights_only=True)``), unwrapped
     from a ``{"model": ...}`` or ``{"state_dict": ...}`` container; clear errors otherwise."""
     p = existing_file(path)
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load raises many types on foreign or crafted bytes
-        raise UserError(
-            f"{p} is not a PyTorch checkpoint that can be loaded safely (weights_only=True: "
-            f"tensors and plain values only; {refusal_reason(e)}). basam_lite never unpickles "
-            "objects; give the .pth file of a SAM model's state_dict."
-        ) from None
+    obj = load_safely(p, "a PyTorch checkpoint", "give the .pth file of a SAM model's state_dict.")
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

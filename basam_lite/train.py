@@ -42,7 +42,7 @@ from .decoding import decode_each, decode_prompts
 from .errors import UserError
 from .evaluation import evaluate, evaluation_table, image_batch, mean_ious
 from .model_card import write_card
-from .models import TINY, TinySpec, build_sam, build_tiny_sam, refusal_reason, tiny_checkpoint_path
+from .models import TINY, TinySpec, build_sam, build_tiny_sam, load_safely, tiny_checkpoint_path
 from .outputs import atomic_write, write_text_atomic
 from .patch import BASAMConfig, apply_basam, is_patched, set_attention_path
 from .precision import PRECISIONS, Precision, resolve_precision
@@ -299,15 +299,12 @@ def load_state(source: Path) -> dict[str, object]:
     refused with a :class:`~basam_lite.errors.UserError`."""
     if not source.is_file():
         raise UserError(f"training state {source} does not exist or is not a file")
-    try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load raises many types on foreign or crafted bytes
-        raise UserError(
-            f"{source} is not a training state that can be read safely (tensors and plain "
-            f"values only; {refusal_reason(e)}). basam_lite never unpickles "
-            "objects: a file holding them, even a state saved by an older basam_lite, is "
-            "refused. Delete it to start over, or pass another --run-dir / --warm-start."
-        ) from None
+    state = load_safely(
+        source,
+        "a training state",
+        "a file holding them, even a state saved by an older basam_lite, is refused. Delete it "
+        "to start over, or pass another --run-dir / --warm-start.",
+    )
     missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
     if missing or not isinstance(state["config"], dict) or not isinstance(state["step"], int):
         raise UserError(

@@ -80,5 +80,47 @@ def _problematic_as_text(app, doctree, docname) -> None:
         node.replace_self(nodes.inline(node.rawsource, node.astext(), ids=node["ids"]))
 
 
+def _skip_class_valued_fields(app, what, name, obj, skip, options) -> bool | None:
+    """Leave out a class attribute whose value is another package's class
+    (``BlockPatch.original = nn.Module``, a dataclass default): its class's Attributes section
+    describes it already, and autodoc would describe it again with that class's docstring."""
+    if what == "class" and isinstance(obj, type) and obj.__module__.split(".")[0] != "basam_lite":
+        return True
+    return None
+
+
+def _defined_as(name: str) -> str | None:
+    """Where the object documented as ``name`` is defined (``module.qualname``), if importable."""
+    import importlib
+
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr, None)
+        module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+        return f"{module}.{qualname}" if module and qualname else None
+    return None
+
+
+def _reexports_as_aliases(app, env) -> None:
+    """A package page (``basam_lite``, ``basam_lite.datasets``) describes the names it
+    re-exports, and the defining module's page describes them again: mark the re-export as an
+    alias, so a bare ``BASAMConfig`` or ``Sample`` in a type resolves to the definition, while
+    ``basam_lite.BASAMConfig`` still links to the package page."""
+    objects = env.domains["py"].objects
+    for name, entry in list(objects.items()):
+        if entry.aliased or entry.objtype == "module":
+            continue
+        defined = _defined_as(name)
+        if defined and defined != name and defined in objects:
+            objects[name] = entry._replace(aliased=True)
+
+
 def setup(app) -> None:
     app.connect("doctree-resolved", _problematic_as_text)
+    app.connect("autodoc-skip-member", _skip_class_valued_fields)
+    app.connect("env-check-consistency", _reexports_as_aliases)

@@ -250,11 +250,6 @@ def test_nb08_check_click(capsys) -> None:
     assert not nb08.check_click((200, 10, 0))
 
 
-def test_nb08_check_threshold_probability() -> None:
-    assert nb08.check_threshold_probability(1 / (1 + math.exp(-0.9)))
-    assert not nb08.check_threshold_probability(0.9)
-
-
 def test_checkers_return_verdicts() -> None:
     v = nb02.check_keys_prediction(None, (16, 144), 192)
     assert isinstance(v, Verdict) and not v and repr(v).startswith("Not yet: ")

@@ -42,6 +42,13 @@ def tiny_models() -> dict:
     return {"tiny": bl.build_sam("tiny")}
 
 
+@pytest.fixture(scope="module")
+def whole_table(tiny_models, tmp_path_factory) -> pd.DataFrame:
+    """The table of :func:`cfg`'s run, in one piece: what merged shards must equal."""
+    out = tmp_path_factory.mktemp("whole") / "whole.csv"
+    return run_sweep(cfg(), out, progress=False, models=tiny_models)
+
+
 def cfg(**changes) -> SweepConfig:
     base = dict(
         models=("tiny",),
@@ -51,6 +58,23 @@ def cfg(**changes) -> SweepConfig:
         prompts=("box",),
     )
     return SweepConfig(**{**base, **changes})
+
+
+def sweep_words(*resolutions: str) -> list[str]:
+    """The command line of :func:`cfg`'s run at ``resolutions``."""
+    return [
+        "sweep",
+        "--model",
+        "tiny",
+        "--variants",
+        "vanilla",
+        "--resolutions",
+        *resolutions,
+        "--dataset",
+        "synthetic:2",
+        "--prompt",
+        "box",
+    ]
 
 
 def snapshot(*paths: Path) -> dict[str, bytes | None]:
@@ -70,8 +94,10 @@ def same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``python -m basam_lite ARGS`` in a fresh process, from this checkout."""
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    """``python -m basam_lite ARGS`` in a fresh process, from this checkout, with no scheduler's
+    variables (``--shard auto`` would find them)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k != "RANK"}
+    full_env = {**clean, "OMP_NUM_THREADS": "1", **(env or {})}
     full_env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
         [sys.executable, "-m", "basam_lite", *args],
@@ -193,7 +219,7 @@ def test_main_job_rows_unchanged(tmp_path):
 # ---------------------------------------------------------------- merging shards
 
 
-def test_merge_refuses_missing_unrelated_and_incomplete_shards(tmp_path, tiny_models):
+def test_merge_refuses_missing_unrelated_and_incomplete_shards(tmp_path, tiny_models, whole_table):
     parts = [tmp_path / f"part{k}.csv" for k in range(2)]
     for k, part in enumerate(parts):
         run_sweep(cfg(shard=(k, 2)), part, progress=False, models=tiny_models)
@@ -231,7 +257,7 @@ def test_merge_refuses_missing_unrelated_and_incomplete_shards(tmp_path, tiny_mo
     merged = merge_shards(parts, out, overwrite=True)
     meta = json.loads(meta_path(out).read_text())
     assert meta["complete"] is True and meta["identity"]["scope"]["shard"] == [0, 1]
-    same_rows(merged, run_sweep(cfg(), tmp_path / "whole.csv", progress=False, models=tiny_models))
+    same_rows(merged, whole_table)
 
 
 # ---------------------------------------------------------------- outputs never destroyed
@@ -277,23 +303,7 @@ def test_out_that_is_not_a_sweep_table_is_refused_unchanged(tmp_path, tiny_model
 # ---------------------------------------------------------------- one writer at a time
 
 
-SWEEP = (
-    "sweep",
-    "--model",
-    "tiny",
-    "--variants",
-    "vanilla",
-    "--resolutions",
-    "128",
-    "256",
-    "--dataset",
-    "synthetic:2",
-    "--prompt",
-    "box",
-    "--threads",
-    "1",
-    "--no-plot",
-)
+SWEEP = (*sweep_words("128", "256"), "--threads", "1", "--no-plot")
 
 
 def test_a_second_writer_is_refused_while_the_lock_is_held(tmp_path):
@@ -330,14 +340,7 @@ def test_two_concurrent_writers_leave_one_correct_table(tmp_path, tiny_models):
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert "another run is writing" in err or "holds a table of another run" in err
     expected = run_sweep(
-        SweepConfig(
-            models=("tiny",),
-            variants=("vanilla",),
-            resolutions=(128, 256),
-            dataset="synthetic:2",
-            prompts=("box",),
-            seed=winners[0],
-        ),
+        cfg(resolutions=(128, 256), seed=winners[0]),
         tmp_path / "alone.csv",
         progress=False,
         models=tiny_models,
@@ -416,26 +419,8 @@ def test_argument_errors_are_one_line_and_exit_2(tmp_path):
     ]
     if not __import__("torch").cuda.is_available():
         bad.append((["--device", "cuda"], "error: --device cuda: this torch"))
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k != "RANK"}
     for args, message in bad:
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "basam_lite",
-                "sweep",
-                "--model",
-                "tiny",
-                "--out",
-                str(tmp_path / "x.csv"),
-                *args,
-            ],
-            cwd=ROOT,
-            env={**clean, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        r = cli("sweep", "--model", "tiny", "--out", str(tmp_path / "x.csv"), *args)
         assert r.returncode == 2, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
         assert r.stderr.startswith(message), (args, r.stderr)
@@ -495,24 +480,9 @@ def test_shard_auto_reads_slurm_and_torchrun():
         shard_from_env({**stepped, "SLURM_ARRAY_TASK_ID": "5"})
 
 
-def test_shard_auto_runs_the_tasks_shard_and_merges(tmp_path, monkeypatch, tiny_models):
+def test_shard_auto_runs_the_tasks_shard_and_merges(tmp_path, monkeypatch, whole_table):
     pattern = str(tmp_path / "shard-{k}-of-{n}.csv")
-    base = [
-        "sweep",
-        "--model",
-        "tiny",
-        "--variants",
-        "vanilla",
-        "--resolutions",
-        "128",
-        "--dataset",
-        "synthetic:2",
-        "--prompt",
-        "box",
-        "--no-plot",
-        "--shard",
-        "auto",
-    ]
+    base = [*sweep_words("128"), "--no-plot", "--shard", "auto"]
     for k in range(2):
         monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(k))
         monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
@@ -531,7 +501,4 @@ def test_shard_auto_runs_the_tasks_shard_and_merges(tmp_path, monkeypatch, tiny_
     monkeypatch.delenv("WORLD_SIZE")
     out = tmp_path / "all.csv"
     assert main(["sweep", "--merge", *map(str, parts), "--out", str(out), "--no-plot"]) == 0
-    same_rows(
-        read_table(out),
-        run_sweep(cfg(), tmp_path / "whole.csv", progress=False, models=tiny_models),
-    )
+    same_rows(read_table(out), whole_table)

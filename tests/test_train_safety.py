@@ -70,7 +70,7 @@ def test_crafted_state_in_run_dir_is_refused_and_never_runs(tmp_path, kind):
     found = r"pickled object \(exec\)" if kind == "torch zip" else "unsupported operand"
     with pytest.raises(UserError, match=f"{found}.*never unpickles objects.*older basam_lite"):
         train(tiny_config(), run_dir=run_dir, progress=False)
-    with pytest.raises(UserError, match="not a training state that can be read safely"):
+    with pytest.raises(UserError, match="not a training state that can be loaded safely"):
         main(["train", "--run-dir", str(run_dir), *TINY_RUN])
     assert not marker.exists()
     assert (run_dir / "state.pt").read_bytes() == before
@@ -80,10 +80,10 @@ def test_crafted_state_in_run_dir_is_refused_and_never_runs(tmp_path, kind):
 @pytest.mark.parametrize("kind", ["torch zip", "bare pickle"])
 def test_crafted_warm_start_is_refused_and_never_runs(tmp_path, kind):
     path, marker = crafted_files(tmp_path / "crafted")[kind]
-    with pytest.raises(UserError, match="not a training state that can be read safely"):
+    with pytest.raises(UserError, match="not a training state that can be loaded safely"):
         train(tiny_config(preset="paper", preset_from=1), run_dir=None, warm_start=path)
     run_dir = tmp_path / "run"
-    with pytest.raises(UserError, match="not a training state that can be read safely"):
+    with pytest.raises(UserError, match="not a training state that can be loaded safely"):
         main(["train", "--run-dir", str(run_dir), "--warm-start", str(path), *TINY_RUN])
     assert not marker.exists()
     assert not run_dir.exists()

@@ -3,6 +3,8 @@
 :func:`diagnose_mistakes` builds the ``diagnose`` argument of
 :func:`basam_lite.exercises.check_implementation` from a list of named wrong implementations: on
 the failing case it names the mistake whose output equals the learner's.
+:func:`check_with_mistakes` is that check in one call, and :func:`check_number_function` the
+check of a function returning one number whose diagnosis needs the failing case's arguments.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from . import Verdict, check_implementation
 
 
 def diagnose_mistakes(
@@ -47,6 +51,60 @@ def diagnose_mistakes(
         return None
 
     return diagnose
+
+
+def check_with_mistakes(
+    learner: Callable[..., object],
+    reference: Callable[..., object],
+    cases: Sequence[tuple[object, ...]],
+    mistakes: Sequence[tuple[str, Callable[..., object]]],
+    *,
+    rtol: float,
+    atol: float,
+    right: str,
+) -> Verdict:
+    """:func:`~basam_lite.exercises.check_implementation` of ``learner`` against ``reference``
+    on ``cases``, naming the first of ``mistakes`` that reproduces a wrong answer; the same
+    ``rtol`` and ``atol`` for the check and for recognising a mistake."""
+    return check_implementation(
+        learner,
+        reference,
+        cases,
+        rtol=rtol,
+        atol=atol,
+        right=right,
+        diagnose=diagnose_mistakes(cases, reference, mistakes, rtol=rtol, atol=atol),
+    )
+
+
+def check_number_function(
+    learner: Callable[..., object],
+    reference: Callable[..., object],
+    cases: Sequence[tuple[object, ...]],
+    diagnose: Callable[[tuple[object, ...], np.ndarray, np.ndarray], str | None],
+    *,
+    rtol: float,
+    atol: float,
+    right: str,
+) -> Verdict:
+    """:func:`~basam_lite.exercises.check_implementation` of a ``learner`` that returns one
+    number (taken as ``float``), where ``diagnose(args, got, want)`` also sees the arguments of
+    the failing case."""
+    last: list[tuple[object, ...]] = []
+
+    def recording(*args: object) -> object:
+        last[:] = [args]
+        return reference(*args)
+
+    return check_implementation(
+        lambda *args: float(learner(*args)),  # type: ignore[arg-type]
+        recording,
+        cases,
+        rtol=rtol,
+        atol=atol,
+        right=right,
+        diagnose=lambda got, want: diagnose(last[0], got, want),
+    )
 
 
 def _array(x: object) -> np.ndarray:

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from ..analysis import token_table
 from ..resolution import resample_pos_embed
-from . import Verdict, check_implementation, close, verdict
-from .mistakes import diagnose_mistakes
+from . import Verdict, close, verdict
+from .mistakes import check_with_mistakes
 
 DENSE_CASES = ((256, 6), (512, 12), (768, 12), (1024, 16), (2048, 16), (1536, 12))
 """(side px, heads) the dense-memory checker tries (16 px patches)."""
@@ -36,14 +36,14 @@ def check_dense_gib(learner: Callable[[int, int], float]) -> Verdict:
         ("forgot the heads: one [N, N] matrix per head", lambda s, h: n(s) ** 2 * 4 / 2**30),
         ("N counts 16 px patches, not pixels", lambda s, h: h * (s * s) ** 2 * 4 / 2**30),
     ]
-    return check_implementation(
+    return check_with_mistakes(
         learner,
         reference,
         cases,
+        mistakes,
         rtol=1e-6,
         atol=0,
         right="heads x N^2 x 4 bytes: memory grows like side^4.",
-        diagnose=diagnose_mistakes(cases, reference, mistakes, rtol=1e-6, atol=0),
     )
 
 
@@ -101,14 +101,14 @@ def check_resize(learner: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor
             interp(mode="bicubic", align_corners=False, antialias=True),
         ),
     ]
-    return check_implementation(
+    return check_with_mistakes(
         learner,
         resample_pos_embed,
         cases,
+        mistakes,
         rtol=1e-5,
         atol=1e-5,
         right="bicubic resampling of every channel over the grid, as the baseline does.",
-        diagnose=diagnose_mistakes(cases, resample_pos_embed, mistakes, rtol=1e-5, atol=1e-5),
     )
 
 

@@ -12,7 +12,7 @@ import torch
 from ..analysis import entropy
 from ..scaling import attention_scale
 from . import Verdict, check_implementation, close, verdict
-from .mistakes import diagnose_mistakes
+from .mistakes import check_with_mistakes, diagnose_mistakes
 
 
 def lambda_cases(seed: int = 0) -> list[tuple[int, int]]:
@@ -82,14 +82,14 @@ def check_entropy(learner: Callable[[torch.Tensor], object]) -> Verdict:
             lambda p: -(p * p.log()).sum(-1),
         ),
     ]
-    return check_implementation(
+    return check_with_mistakes(
         learner,
         entropy,
         cases,
+        mistakes,
         rtol=1e-5,
         atol=1e-6,
         right="H(p) = -sum_j p_j ln p_j over the keys, on every case.",
-        diagnose=diagnose_mistakes(cases, entropy, mistakes),
     )
 
 

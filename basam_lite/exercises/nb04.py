@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from ..masks import alibi_slopes, bias_mode_mask, grid_distances
-from . import Verdict, check_implementation, close, verdict
-from .mistakes import diagnose_mistakes
+from . import Verdict, close, verdict
+from .mistakes import check_with_mistakes
 
 SLOPE_CASES = (1, 2, 4, 6, 8, 12, 16, 3, 5, 24)
 """Head counts the slope checker tries: powers of two and not (6 is the tiny model, 12 ViT-B)."""
@@ -50,14 +50,14 @@ def check_alibi_slopes(learner: Callable[[int], object]) -> Verdict:
         ),
         ("wrong order: the slopes come out reversed", lambda n: alibi_slopes(n).flip(0)),
     ]
-    return check_implementation(
+    return check_with_mistakes(
         learner,
         reference,
         cases,
+        mistakes,
         rtol=1e-7,
         atol=1e-9,
         right="Press's slopes for every head count, powers of two or not.",
-        diagnose=diagnose_mistakes(cases, reference, mistakes, rtol=1e-7, atol=1e-9),
     )
 
 
@@ -100,14 +100,14 @@ def check_euclidean_mask(learner: Callable[[tuple[int, int], torch.Tensor], obje
         ),
         ("rows and columns swapped: token i is at (i // cols, i % cols)", swapped),
     ]
-    return check_implementation(
+    return check_with_mistakes(
         learner,
         reference,
         cases,
+        mistakes,
         rtol=1e-5,
         atol=1e-5,
         right="M_h(i, j) = -m_h * ||p_i - p_j|| for every head, on every grid.",
-        diagnose=diagnose_mistakes(cases, reference, mistakes, rtol=1e-5, atol=1e-5),
     )
 
 

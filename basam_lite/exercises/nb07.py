@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from . import Verdict, check_implementation, close, verdict
+from . import Verdict, close, verdict
+from .mistakes import check_number_function
 from .predictions import check_prediction
 
 
@@ -53,14 +54,9 @@ def check_lr_factor(lr_factor) -> Verdict:
     """Implement it: ``lr_factor(step, steps, warmup, min_lr_ratio)``, the multiplier of the
     learning rate at ``step`` (0-based), compared with :func:`basam_lite.train.lr_factor`
     (rtol 1e-6, atol 1e-9): linear warmup to 1, then cosine down to ``min_lr_ratio``."""
-    last: list[tuple] = []
 
-    def reference(*args):
-        last[:] = [args]
-        return _lr_reference(*args)
-
-    def diagnose(got: np.ndarray, want: np.ndarray) -> str | None:
-        step, steps, warmup, _ = last[0]
+    def diagnose(args: tuple, got: np.ndarray, want: np.ndarray) -> str | None:
+        step, steps, warmup, _ = args
         if step < warmup:
             if np.isclose(got, step / warmup):
                 return "off by one in the warmup: step 0 already trains, at 1/warmup"
@@ -74,14 +70,14 @@ def check_lr_factor(lr_factor) -> Verdict:
             return "after the last step the factor stays at min_lr_ratio (t is capped at 1)"
         return None
 
-    return check_implementation(
-        lambda *args: float(lr_factor(*args)),
-        reference,
+    return check_number_function(
+        lr_factor,
+        _lr_reference,
         lr_cases(),
+        diagnose,
         rtol=1e-6,
         atol=1e-9,
         right="your schedule matches basam_lite.train.lr_factor on every step.",
-        diagnose=diagnose,
     )
 
 

@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from . import Verdict, check_implementation, close, verdict
+from . import Verdict, close, verdict
+from .mistakes import check_number_function
 from .predictions import check_prediction
 
 
@@ -72,15 +73,10 @@ def check_legacy_iou(legacy_iou) -> Verdict:
     (rtol 1e-6, atol 1e-9)."""
     from scipy.special import expit
 
-    last: list[tuple] = []
     ts = (0.1, 0.3, 0.5, 0.7, 0.9)
 
-    def reference(*args):
-        last[:] = [args]
-        return _legacy_reference(*args)
-
-    def diagnose(got: np.ndarray, want: np.ndarray) -> str | None:
-        logits, gt = last[0]
+    def diagnose(args: tuple, got: np.ndarray, want: np.ndarray) -> str | None:
+        logits, gt = args
         on_probs = np.mean([_iou(expit(logits) > t, gt) for t in ts])
         if np.isclose(got, on_probs):
             return "you thresholded probabilities; the official code thresholds the logits"
@@ -90,14 +86,14 @@ def check_legacy_iou(legacy_iou) -> Verdict:
             return "empty prediction and empty target: count it as IoU 1.0, not 0/0"
         return None
 
-    return check_implementation(
-        lambda *args: float(legacy_iou(*args)),
-        reference,
+    return check_number_function(
+        legacy_iou,
+        _legacy_reference,
         legacy_cases(),
+        diagnose,
         rtol=1e-6,
         atol=1e-9,
         right="your legacy IoU matches basam_lite.metrics.legacy_threshold_metrics.",
-        diagnose=diagnose,
     )
 
 
@@ -115,15 +111,4 @@ def check_position_prediction(prediction: object, iou_with: float, iou_without: 
         f"IoU {iou_with:.3f} with the embedding, {iou_without:.3f} without ({change:+.3f}). "
         "One scene at the base size says little either way: the defect matters where the "
         "model relies on absolute positions, which this cell cannot show by itself.",
-    )
-
-
-def check_threshold_probability(answer: object) -> Verdict:
-    """The probability that the legacy threshold 0.9, applied to logits, stands for."""
-    expected = 1.0 / (1.0 + math.exp(-0.9))
-    return verdict(
-        close(answer, expected, rel=1e-3),
-        "a logit of 0.9 is a probability of about 0.71, not 0.9.",
-        "the threshold is applied to logits: turn the logit into a probability with the "
-        "sigmoid 1 / (1 + exp(-x)).",
     )
