@@ -49,7 +49,6 @@ __all__ = [
     "AXIS_COLUMNS",
     "Axis",
     "AxisSampler",
-    "TargetDoesNotFit",
     "axis_columns",
     "check_axis",
     "geometry_table",

@@ -27,10 +27,10 @@ import torch
 from segment_anything.modeling import Sam
 
 from .analysis import entropy, mean_attention_distance
-from .axes import AxisSampler, TargetDoesNotFit
+from .axes import AxisSampler
 from .capture import capture_attention
 from .datasets import Sample
-from .datasets.extent import ExtentSample
+from .datasets.extent import ExtentSample, TargetDoesNotFit
 from .errors import UserError
 from .patch import BASAMConfig
 from .predictor import BASAMPredictor

@@ -5,7 +5,7 @@
 - ``iou``, ``dice``: of the binary mask ``prob > threshold``. When the ground truth and the
   prediction are both empty they are 1.0 (nothing to find, nothing found); when exactly one is
   empty they are 0.0.
-- ``mae``: mean |prob - gt| over pixels, on the probabilities (no threshold).
+- ``mae``: mean ``|prob - gt|`` over pixels, on the probabilities (no threshold).
 - ``s_measure``: structure measure (Fan et al. 2017), alpha = 0.5.
 - ``e_measure``: the *mean* E-measure (Fan et al. 2018), i.e. the E-measure of the map binarised
   at each of 256 thresholds, averaged over thresholds ("E_m^mean" / "mean E_phi" in SOD/COD
@@ -87,7 +87,7 @@ def _check_pair(pred: Any, gt: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
 
 def mask_iou(pred: Any, gt: Any) -> float:
     """IoU of two boolean masks of the same shape (numpy arrays or torch tensors, non-zero =
-    object): |pred & gt| / |pred | gt|, and 1.0 when both are empty (nothing to find, nothing
+    object): ``|pred & gt| / |pred | gt|``, and 1.0 when both are empty (nothing to find, nothing
     found). The one IoU of the library: every table and figure computes it with this."""
     a = np.asarray(pred.detach().cpu() if hasattr(pred, "detach") else pred).astype(bool)
     b = np.asarray(gt.detach().cpu() if hasattr(gt, "detach") else gt).astype(bool)

@@ -51,13 +51,13 @@ from .axes import (
     AXES,
     AXIS_COLUMNS,
     AxisSampler,
-    TargetDoesNotFit,
     axis_columns,
     check_axis,
     nan_scores,
     scored,
 )
 from .datasets import ProceduralScenes, Sample, open_dataset, prompt_for
+from .datasets.extent import TargetDoesNotFit
 from .errors import UserError
 from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS, SOD_COLUMNS
 from .models import MODEL_NAMES, OFFICIAL_NAMES, TINY, TINY_NAMES, build_sam, tiny_checkpoint_path

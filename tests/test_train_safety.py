@@ -22,6 +22,7 @@ def main(argv: list[str]) -> int:
     one-line ``error:`` and exit 2 of the plain CLI are tested in test_sweep_trust)."""
     return cli_main(["--debug", *argv])
 
+
 TINY_RUN = ["--steps", "1", "--batch-size", "1", "--threads", "1", "--eval-n", "1"]
 
 
