@@ -232,8 +232,9 @@ def replace_line(text: str, line: str, where: object = "notebook") -> str:
 # --- the teacher's guide -------------------------------------------------------------------------
 
 
-def guide_table(record: dict) -> str:
-    """A markdown table: notebook, wall time per mode, kernel CPU time, load averages."""
+def guide_table(record: dict, link: str | None = None) -> str:
+    """A markdown table: notebook, wall time per mode, kernel CPU time, load averages; with
+    ``link`` (a folder), each name links to ``link/NAME.ipynb``."""
     modes = [m for m in record["modes"] if any(m in r for r in record["notebooks"].values())]
     head = ["notebook", *(f"{m} (wall)" for m in modes), *(f"{m} (kernel CPU)" for m in modes),
             "load average before / after (1 min)"]
@@ -249,5 +250,6 @@ def guide_table(record: dict) -> str:
             for m in modes
             if m in runs and "load_before" in runs[m] and "load_after" in runs[m]
         )
-        rows.append("| " + " | ".join([name, *wall, *cpu, loads or "-"]) + " |")
+        shown = f"[{name}]({link}/{name}.ipynb)" if link else name
+        rows.append("| " + " | ".join([shown, *wall, *cpu, loads or "-"]) + " |")
     return "\n".join(rows) + "\n"
