@@ -13,8 +13,9 @@ Each notebook is executed in memory (the stored file is only read), in a fresh k
 
 The kernel imports this checkout's basam_lite (its root is put first on PYTHONPATH). The wall
 time of each run, the kernel's CPU time, the load average before and after, the CPU and its
-flags go to ``notebooks/run_times.json`` (written atomically after every run; runs of other
-notebooks already in the file are kept). Measure on a quiet machine:
+flags go to ``notebooks/run_times.json``, written atomically after every run: a run of every
+notebook starts the file afresh, a run with ``--only`` adds to it (same machine only). Measure on
+a quiet machine:
 
     python scripts/time_notebooks.py                       # every notebook, both modes
     python scripts/time_notebooks.py --only 03_scaling_factor --modes native
@@ -29,6 +30,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -38,6 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -181,11 +184,15 @@ def notebooks(folder: Path, only: list[str] | None) -> dict[str, Path]:
     return {n: found[n] for n in names}
 
 
+def new_record(here: dict) -> dict:
+    return {"schema": rt.SCHEMA, "date": None, "command": None, "machine": here, "modes": {},
+            "notebooks": {}}
+
+
 def starting_record(out: Path, here: dict) -> dict:
     """The record in ``out`` to add to (measured on this machine), or a new one."""
     if not out.exists():
-        return {"schema": rt.SCHEMA, "date": None, "command": None, "machine": here,
-                "modes": {}, "notebooks": {}}
+        return new_record(here)
     record = rt.load(out)
     keys = ("cpu_model", "cores", "flags")
     if any(record["machine"].get(k) != here[k] for k in keys):
@@ -199,7 +206,8 @@ def starting_record(out: Path, here: dict) -> dict:
 def measure(args: argparse.Namespace) -> int:
     paths = notebooks(args.dir, args.only)
     here = machine()
-    record = starting_record(args.out, here)
+    # --only adds to the record in --out; a run of every notebook starts a new one.
+    record = starting_record(args.out, here) if args.only else new_record(here)
     for mode in args.modes:  # fail fast, before the first long run
         seen = probe(mode)
         check_probe(mode, seen)
@@ -210,7 +218,14 @@ def measure(args: argparse.Namespace) -> int:
     with output_lock(args.out):
         for name, path in paths.items():
             for mode in args.modes:
-                run = time_one(path, mode, args.timeout)
+                try:
+                    run = time_one(path, mode, args.timeout)
+                except (CellExecutionError, CellTimeoutError, DeadKernelError) as e:
+                    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # no colour codes
+                    first = text.splitlines()[-1] if text else type(e).__name__
+                    print(f"error: {name} {mode}: the notebook failed ({first}); nothing of this "
+                          f"run was recorded", file=sys.stderr)
+                    return 1
                 record["machine"] = here
                 record["modes"][mode] = rt.MODES[mode]
                 record["notebooks"].setdefault(name, {})[mode] = run

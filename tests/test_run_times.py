@@ -342,3 +342,35 @@ def test_a_kernel_that_is_not_on_avx2_is_refused() -> None:
     }
     with pytest.raises(UserError, match="printed no RUN_TIMES_PROBE line"):
         time_notebooks.parse_probe("nothing")
+
+
+def test_a_tiny_notebook_is_timed_in_both_modes_and_checked_inside_its_kernel(tmp_path, capsys):
+    # The one test that starts kernels: a two-cell notebook, not a project notebook.
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("**Run time:** unknown"),
+                nbformat.v4.new_code_cell("x = sum(range(10))")]
+    (folder / "a.ipynb").write_text(nbformat.writes(nb))
+    stored = (folder / "a.ipynb").read_bytes()
+    out = tmp_path / "rt.json"
+    modes = list(rt.MODES) if time_notebooks.machine()["flags"]["avx2"] else ["native"]
+    assert time_notebooks.main(["--dir", str(folder), "--out", str(out), "--modes", *modes]) == 0
+    assert (folder / "a.ipynb").read_bytes() == stored  # executed in memory only
+    runs = rt.load(out)["notebooks"]["a"]
+    assert sorted(runs) == sorted(modes)
+    for run in runs.values():
+        assert run["seconds"] > 0 and run["cpu_seconds"] > 0 and len(run["load_before"]) == 3
+        assert run["torch_threads"] >= 1
+    if "avx2" in runs:
+        assert (runs["avx2"]["cpu_capability"], runs["avx2"]["auto_precision"]) == ("AVX2", "fp32")
+    # a notebook that fails is reported in one line and leaves the record as it was
+    nb.cells.append(nbformat.v4.new_code_cell("raise RuntimeError('broken on purpose')"))
+    (folder / "b.ipynb").write_text(nbformat.writes(nb))
+    before = out.read_text()
+    argv = ["--dir", str(folder), "--out", str(out), "--only", "b", "--modes", "native"]
+    assert time_notebooks.main(argv) == 1
+    assert "error: b native: the notebook failed (RuntimeError: broken on purpose)" in (
+        capsys.readouterr().err
+    )
+    assert out.read_text() == before
