@@ -84,6 +84,7 @@ def machine() -> dict:
         "platform": f"{platform.machine()} {platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),  # a kernel's default; each run records its own
     }
 
 
