@@ -5,11 +5,17 @@ conversions on every load and store, so bf16 autocast makes a training step seve
 *slower* than fp32 (issue 17 measured 6.7x on an AVX2 CPU); with native bf16 (x86 AVX512-BF16 or
 AMX-BF16, Arm FEAT_BF16) it makes it faster. :func:`resolve_precision` turns ``"auto"`` into
 ``"bf16"`` or ``"fp32"`` by what :func:`native_bf16` finds, and says why.
+
+The environment variable ``BASAM_NATIVE_BF16`` overrides what the CPU flags say: ``0`` takes the
+no-native-bf16 path (fp32), ``1`` the native one. It exists for runs whose kernels are capped
+below the CPU's own instructions, e.g. ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``, as
+``scripts/time_notebooks.py`` does to time a CPU without AVX-512 or native bf16.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -21,6 +27,9 @@ from .errors import UserError
 
 Precision = Literal["auto", "bf16", "fp32"]
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
+
+OVERRIDE_ENV = "BASAM_NATIVE_BF16"
+"""``0`` or ``1``: whether to treat the CPU as computing bf16 natively, whatever its flags say."""
 
 X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 """``/proc/cpuinfo`` flags of x86 CPUs that compute bf16 dot products natively."""
@@ -77,6 +86,14 @@ def native_bf16(device: str = "cpu") -> tuple[bool, str]:
         if torch.cuda.is_bf16_supported(including_emulation=False):
             return True, f"{torch.cuda.get_device_name(device)} supports bf16"
         return False, f"{torch.cuda.get_device_name(device)} has no native bf16"
+    override = os.environ.get(OVERRIDE_ENV, "").strip()
+    if override in ("0", "1"):
+        state = "native" if override == "1" else "no native"
+        return override == "1", f"{OVERRIDE_ENV}={override} says the CPU has {state} bf16"
+    if override:
+        raise UserError(
+            f"{OVERRIDE_ENV} must be 0 or 1 (or unset, to read the CPU flags), got {override!r}"
+        )
     return _cpu_native_bf16()
 
 

@@ -55,6 +55,17 @@ def strip(nb) -> None:
     }
 
 
+def execute(nb, path: Path, timeout: int) -> None:
+    """Run every cell of ``nb`` (read from ``path``) in a fresh ``python3`` kernel started in
+    ``path``'s folder, in place; the kernel inherits this process's environment."""
+    NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("notebooks", nargs="+", type=Path)
@@ -67,12 +78,7 @@ def main() -> int:
         nb = nbformat.read(path, as_version=4)
         if not args.check:
             start = time.time()
-            NotebookClient(
-                nb,
-                timeout=args.timeout,
-                kernel_name="python3",
-                resources={"metadata": {"path": str(path.parent)}},
-            ).execute()
+            execute(nb, path, args.timeout)
             print(f"{path}: executed in {time.time() - start:.0f} s")
             strip(nb)
             nbformat.write(nb, path)

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "site"
 REPO_URL = "https://github.com/basam-lab/basam-lab"
 TOC_MARKER = "<!-- toctrees -->"
+RUN_TIMES_MARKER = "<!-- run-times -->"
 LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
 PAGE_SUFFIXES = (".md", ".ipynb")
 
@@ -100,6 +101,26 @@ def api_pages() -> dict[str, str]:
     return out
 
 
+def run_times_section(path: Path | None = None) -> str:
+    """The teacher's guide's table of measured run times, from ``notebooks/run_times.json`` (the
+    file each notebook's "Run time" line is written from); a note when it is missing."""
+    sys.path.insert(0, str(ROOT))
+    from basam_lite import run_times as rt
+
+    path = rt.DEFAULT_PATH if path is None else path
+    if not path.is_file():
+        return ("*Not measured yet: `python scripts/time_notebooks.py`, run on a quiet machine, "
+                "writes `notebooks/run_times.json`.*\n")
+    record = rt.load(path)
+    return (
+        f"Measured on the {rt.machine_phrase(record['machine'])}, last on "
+        f"{record['date'][:10]}: the wall time of each mode rounded up to 5 s (as each notebook "
+        f"states it), the kernel process's CPU time, and the 1-minute load average before and "
+        f"after each run, which shows whether the machine was quiet.\n\n"
+        + rt.guide_table(record, link="notebooks")
+    )
+
+
 def toctrees(staged: dict[str, Path], teacher: bool) -> str:
     """The front page's tables of contents, from what is staged."""
 
@@ -143,7 +164,10 @@ def stage(work: Path, teacher: bool) -> list[str]:
                     cell["source"] = text.splitlines(keepends=True)
             written[rel] = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
         else:
-            text = rewrite_links(src.read_text(encoding="utf-8"), src, staged, copies)
+            text = src.read_text(encoding="utf-8")
+            if RUN_TIMES_MARKER in text:
+                text = text.replace(RUN_TIMES_MARKER, run_times_section())
+            text = rewrite_links(text, src, staged, copies)
             if rel == "index.md":
                 text = text.replace(TOC_MARKER, toctrees({**staged, **api_pages()}, teacher))
             written[rel] = text

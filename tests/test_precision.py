@@ -100,3 +100,22 @@ def test_time_steps_times_both_precisions_side_by_side(capsys, monkeypatch):
         recipe = "bf16" if native else "fp32"
         assert f"precision: {recipe} (auto: test)" in out
         assert f"recipe ({recipe} encoder)" in out and f"{other} encoder" in out
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", "fp32"), ("1", "bf16")])
+def test_the_environment_overrides_the_cpu_flags(monkeypatch, value, expected):
+    # A run with its kernels capped at AVX2 (scripts/time_notebooks.py) sets BASAM_NATIVE_BF16=0
+    # on a CPU whose flags show avx512_bf16; "auto" must then take the fp32 path.
+    monkeypatch.setattr(prec, "_cpu_native_bf16", lambda: (value == "0", "the flags say so"))
+    monkeypatch.setenv(prec.OVERRIDE_ENV, value)
+    precision, why = prec.resolve_precision("auto")
+    assert precision == expected and why.startswith(f"auto: BASAM_NATIVE_BF16={value}")
+    assert prec.resolve_precision("bf16") == ("bf16", "asked for explicitly")
+    monkeypatch.setenv(prec.OVERRIDE_ENV, "")
+    assert prec.resolve_precision("auto") == (
+        "bf16" if value == "0" else "fp32",
+        "auto: the flags say so",
+    )
+    monkeypatch.setenv(prec.OVERRIDE_ENV, "no")
+    with pytest.raises(UserError, match="BASAM_NATIVE_BF16 must be 0 or 1 .* got 'no'"):
+        prec.resolve_precision("auto")

@@ -100,3 +100,32 @@ def test_link_check_finds_broken_links_and_fragments(tmp_path) -> None:
         "sub/page.html: ../index.html#nope: no id 'nope' in the target",
         "sub/page.html: broken link ../nothing.png",
     ]
+
+
+def test_the_guide_reads_its_run_times_from_the_record(tmp_path) -> None:
+    # The measured record, written as scripts/time_notebooks.py writes it.
+    from basam_lite import run_times as rt
+
+    record = {
+        "schema": 1, "date": "2026-12-03T10:00:00+00:00", "command": "python scripts/...",
+        "machine": {"cpu_model": "AMD EPYC", "cores": 2, "flags": {"avx512f": True,
+                                                                   "avx512_bf16": True}},
+        "modes": rt.MODES,
+        "notebooks": {"01_quickstart": {
+            m: {"seconds": s, "cpu_seconds": 20.0, "date": "2026-12-03T10:00:00+00:00",
+                "load_before": [0.2, 0.1, 0.1], "load_after": [0.8, 0.3, 0.1]}
+            for m, s in (("native", 31.0), ("avx2", 44.0))}},
+    }
+    path = tmp_path / "run_times.json"
+    path.write_text(json.dumps(record))
+    section = stage.run_times_section(path)
+    assert "2-core AMD EPYC (AVX-512, native bf16), last on 2026-12-03" in section
+    assert ("| [01_quickstart](notebooks/01_quickstart.ipynb) | 35 s | 45 s | 20 s | 20 s | "
+            "native 0.2 / 0.8; avx2 0.2 / 0.8 |") in section
+    assert "Not measured yet" in stage.run_times_section(tmp_path / "missing.json")
+    guide = (ROOT / "site" / "teacher_guide.md").read_text()
+    assert guide.count(stage.RUN_TIMES_MARKER) == 1
+    stage.stage(tmp_path / "site", teacher=False)
+    staged = (tmp_path / "site" / "teacher_guide.md").read_text()
+    assert stage.RUN_TIMES_MARKER not in staged
+    assert stage.run_times_section() in staged
