@@ -539,7 +539,12 @@ class AttentionExplorer:
             "head": widgets.IntSlider(min=0, max=atlas.num_heads - 1, description="head"),
             "query": widgets.Dropdown(options=list(atlas.queries), description="query"),
             "scale": widgets.ToggleButtons(options=list(SCALES), description="colours"),
-            "shared": widgets.Checkbox(description="one colour scale for all panels"),
+            # not indented and as wide as its text: the default width cut it to "...all pan..."
+            "shared": widgets.Checkbox(
+                description="one colour scale for all panels",
+                indent=False,
+                layout=widgets.Layout(width="auto"),
+            ),
         }
         for name, w in self.controls.items():
             w.value = state[name]

@@ -153,6 +153,8 @@ def test_explorer_updates_one_figure_in_place(atlas):
     assert ex.figure is fig and ex.canvas is canvas and fig.canvas is canvas
     assert len(ex.images) == 1 and ex.images[0].axes.figure is fig
     assert ex.images[0].norm.vmin == 0.0  # linear now
+    shared = c["shared"]  # its label is shown whole (seen cut short in JupyterLab)
+    assert shared.indent is False and shared.layout.width == "auto"
     bundle = ui._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert bundle["image/png"]  # the fallback a renderer without widgets shows
