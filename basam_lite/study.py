@@ -80,6 +80,10 @@ STUDY_ZOOM = (128, 512, 1024)
 STUDY_EXTENT = (128, 512)
 """The study's key extent sizes: a window half as wide (targets that fit it), a canvas twice as
 wide."""
+MECHANISM_ZOOM = (128, 256, 512, 768, 1024)
+MECHANISM_EXTENT = (128, 192, 256, 512, 768)
+"""The attention-entropy study's sizes: denser than the sweep's, as it is cheap (a few query
+rows per image), so that entropy against keys is a curve on both axes."""
 STUDY_OUT = "results/study/sweep.csv"
 
 
@@ -117,9 +121,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mechanism-images",
         type=int,
-        default=8,
+        default=16,
         help="images of the attention-entropy study (0: skip it)",
     )
+    p.add_argument("--mechanism-zoom", nargs="+", type=int, default=list(MECHANISM_ZOOM))
+    p.add_argument("--mechanism-extent", nargs="+", type=int, default=list(MECHANISM_EXTENT))
 
 
 def sweep_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -218,7 +224,8 @@ def run(args: argparse.Namespace) -> int:
 
 def mechanism_study(args: argparse.Namespace) -> str:
     """Attention entropy and distance along both axes for every model of the study (the first
-    ``--mechanism-images`` scenes, 8 query tokens on each target), written to
+    ``--mechanism-images`` scenes at ``--mechanism-zoom`` and ``--mechanism-extent``, 8 query
+    tokens on each target), written to
     ``OUT.mechanism.csv`` and ``OUT.mechanism.png``; returns the summary table as text."""
     import torch
 
@@ -231,7 +238,7 @@ def mechanism_study(args: argparse.Namespace) -> str:
     if args.threads:
         torch.set_num_threads(args.threads)
     ds = open_dataset(args.dataset or f"synthetic:{args.images}")
-    sizes = {"zoom": tuple(args.zoom_resolutions), "extent": tuple(args.extent_resolutions)}
+    sizes = {"zoom": tuple(args.mechanism_zoom), "extent": tuple(args.mechanism_extent)}
     parts = []
     for name in args.model:
         sam = build_sam(name).to(args.device).eval()

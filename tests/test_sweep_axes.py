@@ -144,7 +144,8 @@ def test_study_command_writes_both_tables_and_generated_findings(tmp_path, capsy
     argv = ["study", "--images", "2", "--model", "tiny", "--variants", "vanilla", "scale",
             "--zoom-resolutions", "256", "--extent-resolutions", "256", "512",
             "--prompt", "box", "--threads", "1", "--out", str(out),
-            "--mechanism-images", "1"]  # fmt: skip
+            "--mechanism-images", "1", "--mechanism-zoom", "256",
+            "--mechanism-extent", "256", "512"]  # fmt: skip
     assert main(argv) == 0
     mech = pd.read_csv(out.with_suffix(".mechanism.csv"))
     assert set(mech["axis"]) == {"zoom", "extent"} and set(mech["keys"]) == {256, 1024}
