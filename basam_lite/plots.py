@@ -220,8 +220,10 @@ def plot_mechanism(df: pd.DataFrame, path: str | Path | None = None, statistic: 
     """``statistic`` of the global blocks' attention (:func:`basam_lite.mechanism.
     attention_along_axes`) against the number of keys: one panel per (model, axis, block) (a
     ``model`` column, where there is one, is never averaged over), one line per variant, mean
-    over images. Saved to ``path`` (returned), or the figure when None."""
+    over images; for ``entropy`` a dashed line gives uniform attention's, ln n. Saved to
+    ``path`` (returned), or the figure when None."""
     import matplotlib.pyplot as plt
+    import numpy as np
 
     blocks = sorted(df["block"].unique())
     axes_names = [a for a in ("zoom", "extent") if a in set(df["axis"])]
@@ -243,6 +245,9 @@ def plot_mechanism(df: pd.DataFrame, path: str | Path | None = None, statistic: 
                 if variant in means.index.get_level_values(0):
                     line = means.loc[variant]
                     ax.plot(line.index, line.values, marker="o", ms=3, label=variant)
+            if statistic == "entropy" and len(part):
+                keys = np.sort(part["keys"].unique())
+                ax.plot(keys, np.log(keys), "k--", lw=1, label="uniform (ln n)")
             ax.set_xscale("log", base=2)
             where = f"{model}, " if model is not None and len(models) > 1 else ""
             ax.set_title(f"{where}{axis}, block {block}", fontsize=9)

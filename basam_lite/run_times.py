@@ -208,7 +208,7 @@ def replace_line(text: str, line: str, where: object = "notebook") -> str:
         raise UserError(f"a run-time line is one line starting with {LINE_START!r}, got {line!r}")
     old = notebook_line(text, where)
     nb = json.loads(text)
-    (i, j, raw), = _run_time_lines(nb)
+    ((i, j, raw),) = _run_time_lines(nb)
     new_raw = line + ("\n" if raw.endswith("\n") else "")
     old_json = json.dumps(raw, ensure_ascii=False)
     if text.count(old_json) != 1:
@@ -236,8 +236,12 @@ def guide_table(record: dict, link: str | None = None) -> str:
     """A markdown table: notebook, wall time per mode, kernel CPU time, load averages; with
     ``link`` (a folder), each name links to ``link/NAME.ipynb``."""
     modes = [m for m in record["modes"] if any(m in r for r in record["notebooks"].values())]
-    head = ["notebook", *(f"{m} (wall)" for m in modes), *(f"{m} (kernel CPU)" for m in modes),
-            "load average before / after (1 min)"]
+    head = [
+        "notebook",
+        *(f"{m} (wall)" for m in modes),
+        *(f"{m} (kernel CPU)" for m in modes),
+        "load average before / after (1 min)",
+    ]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, runs in sorted(record["notebooks"].items()):
         wall = [format_duration(runs[m]["seconds"]) if m in runs else "-" for m in modes]

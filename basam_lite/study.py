@@ -110,8 +110,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--figure",
         action="store_true",
-        help="with --findings-only: also draw OUT.png, both axes side by side (e.g. after "
-        "merging the shards of a study; a full run draws it anyway)",
+        help="with --findings-only: also draw OUT.png, both axes side by side, and "
+        "OUT.mechanism.png from OUT.mechanism.csv (e.g. after merging the shards of a study)",
     )
     p.add_argument(
         "--mechanism-only",
@@ -213,12 +213,17 @@ def run(args: argparse.Namespace) -> int:
         if args.mechanism_images:
             print(mechanism_study(args))
     print(report(args.out, args.target_se))
+    mech = Path(args.out).with_suffix(".mechanism.csv")
+    if args.findings_only and mech.exists():  # the attention study's answer, from its table
+        print(mechanism_report(args.out))
     if args.findings_only and args.figure:  # e.g. after merging a sharded study
-        from .plots import plot_axes
+        from .plots import plot_axes, plot_mechanism
         from .sweep import read_table
 
         png = Path(args.out).with_suffix(".png")
         print(f"plot: {plot_axes(read_table(args.out), read_table(extent_path(args.out)), png)}")
+        if mech.exists():
+            print(f"plot: {plot_mechanism(pd.read_csv(mech), mech.with_suffix('.png'))}")
     return 0
 
 

@@ -156,7 +156,12 @@ def test_study_command_writes_both_tables_and_generated_findings(tmp_path, capsy
     assert "cells differ from vanilla after Holm's correction" in findings
     assert "Largest standard error" in findings
     # Reporting again from the tables gives the same text.
+    mechanism = out.with_suffix(".mechanism.md").read_text()
+    assert "| tiny | extent | 512 | 1024 | scale |" in mechanism
     assert main([*argv, "--findings-only"]) == 0
     assert out.with_suffix(".findings.md").read_text() == findings
+    assert out.with_suffix(".mechanism.md").read_text() == mechanism
+    assert main([*argv, "--findings-only", "--figure"]) == 0
+    assert out.with_suffix(".png").stat().st_size > 10_000
     assert main(["study", "--images", "1"]) == 2
     assert "at least 2 images" in capsys.readouterr().err
