@@ -84,14 +84,22 @@ MECHANISM_ZOOM = (128, 256, 512, 768, 1024)
 MECHANISM_EXTENT = (128, 192, 256, 512, 768)
 """The attention-entropy study's sizes: denser than the sweep's, as it is cheap (a few query
 rows per image), so that entropy against keys is a curve on both axes."""
-STUDY_OUT = "results/study/sweep.csv"
+STUDY_OUT = "results/study/sweep.parquet"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", type=int, default=STUDY_IMAGES, help="procedural test scenes")
+    p.add_argument(
+        "--images",
+        type=int,
+        default=STUDY_IMAGES,
+        help="procedural test scenes, or the first N images of --dataset",
+    )
     p.add_argument("--zoom-resolutions", nargs="+", type=int, default=list(STUDY_ZOOM))
     p.add_argument("--extent-resolutions", nargs="+", type=int, default=list(STUDY_EXTENT))
     p.add_argument("--model", nargs="+", default=["tiny-vanilla", "tiny-basam"])
+    p.add_argument(
+        "--checkpoint", default=None, help="weights of an official model (vit_b, vit_l, vit_h)"
+    )
     p.add_argument("--variants", nargs="+", default=None, help="default: every variant")
     p.add_argument("--prompt", nargs="+", default=["box", "point"])
     p.add_argument("--dataset", default=None, help="default: synthetic:IMAGES")
@@ -149,6 +157,10 @@ def sweep_args(args: argparse.Namespace) -> argparse.Namespace:
     ]  # fmt: skip
     if args.variants:
         argv += ["--variants", *args.variants]
+    if args.checkpoint:
+        argv += ["--checkpoint", args.checkpoint]
+    if args.dataset:  # a real dataset: the first --images images on both axes
+        argv += ["--limit", str(args.images)]
     if args.threads:
         argv += ["--threads", str(args.threads)]
     return parser.parse_args(argv)
@@ -236,7 +248,7 @@ def mechanism_study(args: argparse.Namespace) -> str:
 
     from .datasets import open_dataset
     from .mechanism import attention_along_axes
-    from .models import build_sam
+    from .models import OFFICIAL_NAMES, build_sam
     from .outputs import write_text_atomic
     from .plots import plot_mechanism
 
@@ -246,7 +258,8 @@ def mechanism_study(args: argparse.Namespace) -> str:
     sizes = {"zoom": tuple(args.mechanism_zoom), "extent": tuple(args.mechanism_extent)}
     parts = []
     for name in args.model:
-        sam = build_sam(name).to(args.device).eval()
+        checkpoint = args.checkpoint if name in OFFICIAL_NAMES else None
+        sam = build_sam(name, checkpoint=checkpoint).to(args.device).eval()
         df = attention_along_axes(sam, ds, sizes, images=args.mechanism_images, queries=8)
         parts.append(df.assign(model=name))
     df = pd.concat(parts, ignore_index=True)

@@ -86,7 +86,9 @@ MECHANISM = ROOT / "results" / "study" / "sweep.mechanism.md"
 
 
 def section(heading: str) -> str:
-    return README.split(f"\n## {heading}")[1].split("\n## ")[0]
+    """The README section ``## heading...``, with every run of white space made one space (a
+    quote may break across lines)."""
+    return re.sub(r"\s+", " ", README.split(f"\n## {heading}")[1].split("\n## ")[0])
 
 
 @pytest.mark.parametrize("heading", list(FINDINGS))

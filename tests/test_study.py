@@ -126,3 +126,25 @@ def test_study_shard_stops_after_its_tables_and_mechanism_only_needs_images(tmp_
     assert "--mechanism-only runs the attention-entropy study" in capsys.readouterr().err
     assert main(["study", "--figure", "--out", str(tmp_path / "m.csv")]) == 2
     assert "--figure goes with --findings-only" in capsys.readouterr().err
+
+
+def test_study_command_line_for_a_real_sam():
+    """``study --model vit_b --checkpoint ... --dataset ...``: the checkpoint reaches the sweep,
+    and ``--images`` takes the first N images of the dataset on both axes; by default the study
+    is the committed one (240 procedural scenes at the key sizes, binary metrics)."""
+    import argparse
+
+    from basam_lite import study
+
+    parser = argparse.ArgumentParser()
+    study.add_arguments(parser)
+    real = study.sweep_args(parser.parse_args(
+        ["--model", "vit_b", "--checkpoint", "w.pth", "--dataset", "dis5k:/d", "--images", "5",
+         "--zoom-resolutions", "512", "2048"]))  # fmt: skip
+    assert real.model == ["vit_b"] and real.checkpoint == "w.pth"
+    assert real.limit == real.extent_limit == 5 and real.dataset == "dis5k:/d"
+    assert real.resolutions == [512, 2048] and real.metrics == "binary"
+    default = study.sweep_args(parser.parse_args([]))
+    assert default.dataset == "synthetic:240" and default.limit is None
+    assert default.resolutions == [128, 512, 1024] and default.extent_resolutions == [128, 512]
+    assert default.out == "results/study/sweep.parquet"
