@@ -8,10 +8,8 @@ and the explorer's click handler.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -23,17 +21,9 @@ import pytest
 import basam_lite as bl
 from basam_lite import explorer
 from basam_lite.datasets import ProceduralScenes
+from tests.test_site import _load
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
 
 
 check = _load(ROOT / "scripts" / "check_explorer.py", "check_explorer")
@@ -50,8 +40,9 @@ class Click:
 def widget():
     sam = bl.build_sam("tiny")
     image = ProceduralScenes(1, seed=0).sample(0, size=128).image
-    atlas = explorer.AttentionAtlas(sam, image, [128, 256], ["vanilla", "paper"],
-                                    {"centre": (0.5, 0.5), "flag": (0.22, 0.08)})
+    atlas = explorer.AttentionAtlas(
+        sam, image, [128, 256], ["vanilla", "paper"], {"centre": (0.5, 0.5), "flag": (0.22, 0.08)}
+    )
     return explorer.attention_explorer(sam, image, atlas=atlas)
 
 
@@ -61,7 +52,7 @@ def _state(widget) -> dict:
         exec(check.STATE_CELL, {"Out": {3: 1.0, 7: widget}})
     line = out.getvalue().strip()
     assert line.startswith(check.STATE_MARK)
-    return json.loads(line[len(check.STATE_MARK):])
+    return json.loads(line[len(check.STATE_MARK) :])
 
 
 def test_state_cell_reads_the_explorer(widget):
@@ -104,7 +95,6 @@ def test_prepare_copies_and_never_touches_the_notebook(tmp_path):
     original = json.loads(before)["cells"]
     assert cells[:-1] == original and "".join(cells[-1]["source"]) == check.STATE_CELL
     other = tmp_path / "other.ipynb"
-    other.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
-                                 "nbformat_minor": 5}))
+    other.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     with pytest.raises(check.CheckFailed, match="no cell that calls"):
         check.prepare(other, tmp_path / "x")
