@@ -1240,7 +1240,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="all",
         choices=METRIC_SETS,
         help="all metric columns (default), or binary: IoU, Dice and MAE only, the S, E and F "
-        "measures left empty (about 40% of a 1024 px row's time; the study's choice)",
+        "measures left empty (about 40%% of a 1024 px row's time; the study's choice)",
     )
     p.add_argument(
         "--metric",
