@@ -26,8 +26,8 @@ from segment_anything.modeling import (
 )
 from torch import nn
 
-from . import weights
 from .errors import UserError
+from .weights import fetch as fetch_weights
 
 CHECKPOINT_ENV = "BASAM_SAM_CHECKPOINT"
 DATA_ENV = "BASAM_DATA_DIR"
@@ -278,7 +278,7 @@ def build_sam(
             )
         if checkpoint is not None:
             raise UserError("give checkpoint= (a local file) or pretrained=True, not both")
-        checkpoint = weights.fetch(name)
+        checkpoint = fetch_weights(name)
     if name not in OFFICIAL_NAMES and name != "tiny" and checkpoint is None:
         checkpoint = tiny_checkpoint_path(name)
         if not checkpoint.exists():

@@ -31,7 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _state(item: Checkpoint) -> str:
-    path = cached(item)
+    try:
+        path = cached(item)
+    except UserError:  # a Hugging Face id without huggingface_hub installed
+        return "- (needs huggingface_hub)"
     if path is not None:
         return str(path)
     if not item.on_hub:
@@ -43,7 +46,11 @@ def _state(item: Checkpoint) -> str:
 
 def list_entries(details: bool) -> None:
     state = downloads_forbidden()
-    print(f"cache: {cache_dir()} (${CACHE_ENV}); Hugging Face ids: {hub_cache()} (HF_HUB_CACHE)")
+    try:
+        hub = f"{hub_cache()} (HF_HUB_CACHE)"
+    except UserError:
+        hub = "huggingface_hub is not installed"
+    print(f"cache: {cache_dir()} (${CACHE_ENV}); Hugging Face ids: {hub}")
     print(f"downloads: {'off (' + state + ')' if state else 'allowed'}")
     rows = [("name", "family", "size", "licence", "cached")]
     rows += [(e.name, e.family, e.approx_size, e.licence, _state(e)) for e in REGISTRY.values()]
@@ -89,6 +96,13 @@ def verify_one(item: Checkpoint, path: Path) -> bool:
     return True
 
 
+def _cached_or_none(item: Checkpoint) -> Path | None:
+    try:
+        return cached(item)
+    except UserError:  # a Hugging Face id without huggingface_hub installed
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         list_entries(args.details)
@@ -101,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
         if not path.exists():
             raise UserError(f"{path} does not exist")
         return 0 if verify_one(_identify(path, args.name), path) else 1
-    found = [(e, p) for e in REGISTRY.values() if (p := cached(e)) is not None]
+    found = [(e, p) for e in REGISTRY.values() if (p := _cached_or_none(e)) is not None]
     if not found:
-        print(f"nothing is cached in {cache_dir()} (or the Hugging Face cache {hub_cache()})")
+        print(f"nothing is cached in {cache_dir()} (nor in the Hugging Face cache)")
         return 0
     results = [verify_one(e, p) for e, p in found]
     return 0 if all(results) else 1

@@ -8,11 +8,25 @@ pickled ``pytorch_model.bin`` or TensorFlow weights.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 
 from ..errors import UserError
 from .download import OFFLINE_ENV, downloads_forbidden
 from .registry import Checkpoint
+
+
+def _hub() -> ModuleType:
+    """``huggingface_hub``, or one line saying how to install it (it comes with
+    ``transformers``, which every Hugging Face model needs anyway)."""
+    try:
+        return importlib.import_module("huggingface_hub")
+    except ImportError:
+        raise UserError(
+            "Hugging Face ids need huggingface_hub: `pip install huggingface_hub` (it comes with "
+            "transformers)"
+        ) from None
 
 
 def allow_patterns(entry: Checkpoint) -> list[str]:
@@ -22,17 +36,14 @@ def allow_patterns(entry: Checkpoint) -> list[str]:
 
 def hub_cache() -> Path:
     """``huggingface_hub``'s cache folder (``HF_HUB_CACHE``)."""
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
+    return Path(_hub().constants.HF_HUB_CACHE)
 
 
 def cached_snapshot(entry: Checkpoint) -> Path | None:
     """The local snapshot folder of ``entry`` when all its files are cached, else ``None``
     (no network)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    paths = [try_to_load_from_cache(str(entry.hub_id), name) for name in entry.hub_files]
+    hub = _hub()
+    paths = [hub.try_to_load_from_cache(str(entry.hub_id), name) for name in entry.hub_files]
     if entry.hub_files and all(isinstance(p, str) for p in paths):
         return Path(str(paths[0])).parent
     return None
@@ -41,14 +52,14 @@ def cached_snapshot(entry: Checkpoint) -> Path | None:
 def fetch_hub(entry: Checkpoint) -> Path:
     """The snapshot folder of ``entry`` (``config.json``, ``model.safetensors``, ...), from
     ``huggingface_hub``'s cache or downloaded by it; one line when that is impossible."""
-    from huggingface_hub import snapshot_download
+    hub = _hub()
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     hub_id = str(entry.hub_id)
     forbidden = downloads_forbidden()
     try:
         folder = Path(
-            snapshot_download(
+            hub.snapshot_download(
                 hub_id, allow_patterns=allow_patterns(entry), local_files_only=bool(forbidden)
             )
         )
