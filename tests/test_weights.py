@@ -340,13 +340,49 @@ def _refuse(*args: object) -> None:
 def test_unknown_name_is_one_line() -> None:
     with pytest.raises(UserError) as e:
         weights.fetch("vit_x")
-    assert "neither an existing file or folder nor a registered checkpoint" in one_line(e)
+    assert "neither a registered checkpoint nor an existing file or folder" in one_line(e)
+
+
+def test_a_registry_name_wins_over_a_local_folder_of_that_name(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vit_b").mkdir()
+    monkeypatch.setenv("BASAM_OFFLINE", "1")
+    with pytest.raises(UserError, match="sam_vit_b_01ec64.pth"):
+        weights.fetch("vit_b")
+    assert weights.fetch("./vit_b") == Path("vit_b")
+    assert weights.names("sam") == ("vit_b", "vit_l", "vit_h")
+    assert weights.names("sam2")[0] == "sam2.1_hiera_tiny"
+
+
+def test_a_refused_connection_is_one_line(monkeypatch, server, tiny_bytes):
+    import socket
+
+    with socket.socket() as s:  # a port that nobody listens on any more
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/test_tiny.pt"
+    register(monkeypatch, server, tiny_bytes, url=url)
+    with pytest.raises(UserError) as e:
+        weights.fetch("test_tiny", progress=False, attempts=2, pause=0)
+    text = one_line(e)
+    assert "could not download 'test_tiny'" in text and url in text and "2 tries" in text
+    assert str(weights.cache_dir() / "test_tiny.pt") in text
+
+
+_LOOPBACK_ONLY = """
+import os, sys
+def _hook(event, args):
+    if event == "socket.connect" and isinstance(args[1], tuple) and args[1][0] != "127.0.0.1":
+        sys.stderr.write(f"NETWORK {args[1]!r}\\n")
+        os._exit(97)
+sys.addaudithook(_hook)
+"""
 
 
 def _read_only_run(cache: Path, entries: list[Checkpoint]) -> subprocess.CompletedProcess:
     """Fetch ``entries`` in a subprocess that sees ``cache`` read-only (bubblewrap, so that
     it holds even for root)."""
-    script = textwrap.dedent(
+    script = _LOOPBACK_ONLY + textwrap.dedent(
         f"""
         from basam_lite import weights
         from basam_lite.errors import UserError

@@ -4,7 +4,8 @@
 the checkpoint first when it is not cached. ``name`` is a registry name (``"vit_b"``,
 ``"mobile_sam"``, ``"sam2.1_hiera_tiny"``, ``"facebook/sam-vit-base"``; see
 ``python -m basam_lite weights list``) or an existing local file or folder, returned as it is
-without touching the network. ``entry(name).family`` says which family's builder loads it.
+without touching the network. ``entry(name).family`` says which family's builder loads it;
+``names(family)`` lists a family's names.
 
 - Files go to :func:`cache_dir` (``$BASAM_CACHE_DIR``, default ``~/.cache/basam_lite``), with a
   progress bar, through ``NAME.part`` (resumed after a cut transfer), verified, then renamed.
@@ -45,6 +46,7 @@ __all__ = [
     "downloads_forbidden",
     "entry",
     "fetch",
+    "names",
     "problems",
 ]
 
@@ -70,12 +72,19 @@ def cached(item: Checkpoint) -> Path | None:
     return None
 
 
+def names(family: str) -> tuple[str, ...]:
+    """The registry names of one family (``"sam"``, ``"sam2"``, ``"mobile_sam"``, ``"hf"``)."""
+    return tuple(name for name, item in REGISTRY.items() if item.family == family)
+
+
 def fetch(name: str | os.PathLike | Checkpoint, *, progress: bool = True, **options) -> Path:
-    """A local path for ``name``: an existing file or folder as it is, else the registry entry's
-    cached copy, downloaded and verified first when needed.
+    """A local path for ``name``: the registry entry's cached copy (downloaded and verified
+    first when needed), else ``name`` itself when it is an existing file or folder (returned as
+    it is, with no network).
 
     Args:
-        name: a registry name, a :class:`Checkpoint`, or a local path.
+        name: a registry name, a :class:`Checkpoint`, or a local path (a registry name wins;
+            write ``./vit_b`` for a local file called ``vit_b``).
         progress: show a progress bar while downloading.
         options: for plain files, ``timeout`` (s per connect or read), ``attempts``, ``pause``.
 
@@ -84,16 +93,17 @@ def fetch(name: str | os.PathLike | Checkpoint, *, progress: bool = True, **opti
     """
     if isinstance(name, Checkpoint):
         item = name
+    elif isinstance(name, str) and name in REGISTRY:
+        item = REGISTRY[name]
     else:
         local = Path(name).expanduser()
         if local.exists():
             return local
-        if os.fspath(name) not in REGISTRY:
-            raise UserError(
-                f"{os.fspath(name)!r} is neither an existing file or folder nor a registered "
-                f"checkpoint ({', '.join(REGISTRY)}; see `python -m basam_lite weights list`)"
-            )
-        item = REGISTRY[os.fspath(name)]
+        raise UserError(
+            f"{os.fspath(name)!r} is neither a registered checkpoint nor an existing file or "
+            f"folder: choose one of {', '.join(REGISTRY)} (see `python -m basam_lite weights "
+            "list`) or give a local path"
+        )
     if item.on_hub:
         return fetch_hub(item)
     return fetch_file(item, progress=progress, **options)

@@ -263,7 +263,8 @@ def _download(
             if attempt == attempts:
                 kept = f"{have:,} bytes are kept in {part}, " if have else ""
                 raise UserError(
-                    f"could not download {entry.url} ({e}; {attempts} tries): {kept}run again "
+                    f"could not download {entry.name!r} from {entry.url} ({e}; {attempts} "
+                    f"tries): {kept}run again "
                     f"to resume, or download it by hand and put it at {cached_path(entry)} (or "
                     "pass the file's local path instead)"
                 ) from None
@@ -330,6 +331,8 @@ def fetch_file(
             action = "resuming" if part.exists() else "downloading"
             print(f"{action} {entry.url} ({entry.approx_size}) to {final}", file=sys.stderr)
         _download(entry, part, timeout, attempts, progress, pause)
+        if progress:
+            print(f"verifying {part.name}: {checks_done(entry)}", file=sys.stderr)
         bad = problems(part, entry)
         if bad:
             part.unlink()
