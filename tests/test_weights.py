@@ -154,7 +154,7 @@ def register(
     files.routes[f"/{filename}"] = {"data": data}
     entry = Checkpoint(
         name=name,
-        family="sam",
+        family="segment_anything",
         model="tiny",
         licence="Apache-2.0",
         page="test",
@@ -188,7 +188,9 @@ def one_line(error: pytest.ExceptionInfo) -> str:
 def test_registry_holds_every_family_with_its_checks() -> None:
     for name in ("vit_b", "vit_l", "vit_h"):
         e = REGISTRY[name]
-        assert e.family == "sam" and e.url.startswith("https://dl.fbaipublicfiles.com/")
+        assert e.family == "segment_anything" and e.url.startswith(
+            "https://dl.fbaipublicfiles.com/"
+        )
         # Meta's file names carry the first six hex digits of the file's MD5
         assert e.filename == f"sam_{name}_{e.md5_prefix}.pth" and e.url.endswith(e.filename)
         assert len(e.sha256) == 64 and e.size > 3e8
@@ -350,7 +352,7 @@ def test_a_registry_name_wins_over_a_local_folder_of_that_name(monkeypatch, tmp_
     with pytest.raises(UserError, match="sam_vit_b_01ec64.pth"):
         weights.fetch("vit_b")
     assert weights.fetch("./vit_b") == Path("vit_b")
-    assert weights.names("sam") == ("vit_b", "vit_l", "vit_h")
+    assert weights.names("segment_anything") == ("vit_b", "vit_l", "vit_h")
     assert weights.names("sam2")[0] == "sam2.1_hiera_tiny"
 
 
@@ -523,8 +525,8 @@ def test_cli_get_list_verify(monkeypatch, server, tiny_bytes, capsys):
     assert main(["weights", "list"]) == 0
     out = capsys.readouterr().out
     assert f"cache: {weights.cache_dir()}" in out and "downloads: allowed" in out
-    assert re.search(rf"^test_tiny\s+sam\s+.*{re.escape(str(path))}$", out, re.M)
-    assert re.search(r"^vit_b\s+sam\s+375 MB\s+Apache-2.0\s+-$", out, re.M)
+    assert re.search(rf"^test_tiny\s+segment_anything\s+.*{re.escape(str(path))}$", out, re.M)
+    assert re.search(r"^vit_b\s+segment_anything\s+375 MB\s+Apache-2.0\s+-$", out, re.M)
     assert main(["weights", "verify"]) == 0
     assert capsys.readouterr().out.startswith(f"ok   test_tiny  {path}: size")
     corrupt = bytearray(tiny_bytes)

@@ -41,9 +41,9 @@ HF_FILES = ("config.json", "model.safetensors")
 class Checkpoint:
     """One real checkpoint: a file at a URL, or a model repository on the Hugging Face Hub.
 
-    ``family`` names the code that builds its model: ``"sam"`` (``segment_anything``),
-    ``"sam2"`` (the ``sam2`` package), ``"mobile_sam"`` (``mobile_sam``) or ``"hf"``
-    (``transformers``; ``model`` is then the transformers class). Every non-``None`` check
+    ``family`` names the code that builds its model, as ``basam_lite.encoders.FAMILIES``
+    keys it: ``"segment_anything"``, ``"sam2"`` (the ``sam2`` package), ``"mobile_sam"`` or
+    ``"hf"`` (``transformers``; ``model`` is then the transformers class). Every non-``None`` check
     (``size``, ``sha256``, ``md5_prefix``, ``git_blob_sha1``) is applied to a download before it
     is renamed into the cache; ``verified`` says, in words, what is checked and where each value
     comes from.
@@ -89,7 +89,7 @@ def _sam1(model: str, filename: str, size: int, sha256: str) -> Checkpoint:
     prefix = filename.rsplit("_", 1)[1].split(".")[0]
     return Checkpoint(
         name=model,
-        family="sam",
+        family="segment_anything",
         model=model,
         licence="Apache-2.0",
         page=SAM1_PAGE,
