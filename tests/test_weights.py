@@ -519,9 +519,12 @@ def test_pretrained_offline_and_bad_combinations(monkeypatch, server, tiny_bytes
 
 def test_cli_get_list_verify(monkeypatch, server, tiny_bytes, capsys):
     register(monkeypatch, server, tiny_bytes)
-    assert main(["weights", "get", "test_tiny", "--no-progress"]) == 0
+    assert main(["weights", "get", "test_tiny"]) == 0  # progress bar and messages on stderr
     path = weights.cache_dir() / "test_tiny.pt"
-    assert capsys.readouterr().out.strip() == str(path)
+    printed = capsys.readouterr()
+    assert printed.out == f"{path}\n" and "verifying test_tiny.pt.part" in printed.err
+    assert main(["weights", "get", "test_tiny", "--no-progress"]) == 0
+    assert capsys.readouterr().out == f"{path}\n"
     assert main(["weights", "list"]) == 0
     out = capsys.readouterr().out
     assert f"cache: {weights.cache_dir()}" in out and "downloads: allowed" in out

@@ -36,7 +36,8 @@ def allow_patterns(entry: Checkpoint) -> list[str]:
 
 def hub_cache() -> Path:
     """``huggingface_hub``'s cache folder (``HF_HUB_CACHE``)."""
-    return Path(_hub().constants.HF_HUB_CACHE)
+    _hub()
+    return Path(importlib.import_module("huggingface_hub.constants").HF_HUB_CACHE)
 
 
 def cached_snapshot(entry: Checkpoint) -> Path | None:
