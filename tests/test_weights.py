@@ -29,7 +29,7 @@ import torch
 from basam_lite import weights
 from basam_lite.__main__ import main
 from basam_lite.errors import UserError
-from basam_lite.models import build_sam, build_tiny_sam
+from basam_lite.models import _OFFICIAL_FILE, build_sam, build_tiny_sam
 from basam_lite.weights import REGISTRY, Checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,6 +194,7 @@ def test_registry_holds_every_family_with_its_checks() -> None:
         # Meta's file names carry the first six hex digits of the file's MD5
         assert e.filename == f"sam_{name}_{e.md5_prefix}.pth" and e.url.endswith(e.filename)
         assert len(e.sha256) == 64 and e.size > 3e8
+        assert _OFFICIAL_FILE.search(e.filename).groups() == (name, e.md5_prefix)  # build_sam's
     for v in ("tiny", "small", "base_plus", "large"):
         e = REGISTRY[f"sam2.1_hiera_{v}"]
         assert e.family == "sam2" and e.url.endswith(f"/092824/sam2.1_hiera_{v}.pt")
