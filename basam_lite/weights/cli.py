@@ -2,9 +2,10 @@
 
 ``list`` shows every registered checkpoint (family, size, licence, where it is cached);
 ``get NAME`` fetches one (a progress bar; nothing when it is already cached) and prints its
-path; ``verify [PATH]`` checks a file (or, without PATH, every cached one) against the registry:
-size and every checksum it records. Downloads go to $BASAM_CACHE_DIR (default
-~/.cache/basam_lite); BASAM_OFFLINE=1 or HF_HUB_OFFLINE=1 forbids them.
+path (only the path on stdout); ``verify [PATH]`` checks a file (or, without PATH, every cached
+one) against the registry: size and every checksum it records, one line per file, exit status 1
+when a check fails. Downloads go to $BASAM_CACHE_DIR (default ~/.cache/basam_lite);
+BASAM_OFFLINE=1 or HF_HUB_OFFLINE=1 forbids them.
 """
 
 from __future__ import annotations
