@@ -110,12 +110,13 @@ def test_nb06_check_interval_reads_the_table() -> None:
     assert not nb06.check_interval(None, null, "paper", "m", "box", 512)
 
 
-def test_nb06_se_prediction() -> None:
+def test_nb06_se_prediction(capsys) -> None:
     table = _table(0.0, n=96)
     outcome, ratio = nb06.se_outcome(table, "paper")
     assert outcome == "twice" and 1.6 < ratio < 2.4
     assert nb06.check_se_prediction("twice", table)
     assert not nb06.check_se_prediction("four times", table)
+    assert f"{ratio:.2f}" not in capsys.readouterr().out  # the next cell prints it, not the checker
 
 
 # --- notebook 07: the learning-rate schedule --------------------------------------------------

@@ -19,8 +19,8 @@ def check_self_weight(answer: object) -> Verdict:
     expected = 1.0 / (1.0 + 4.0 * math.exp(-1.0) + 4.0 * math.exp(-math.sqrt(2.0)))
     manhattan = 1.0 / (1.0 + 4.0 * math.exp(-1.0) + 4.0 * math.exp(-2.0))
     hint = (
-        "with q.k = 0 the logits are M = -distance (Euclidean): 0 for the query itself, -1 for "
-        "its 4 edge neighbours, -sqrt(2) for its 4 corner neighbours. Apply a softmax."
+        "with q.k = 0 the logits are the mask alone: what is it for the query itself, for its "
+        "edge neighbours and for its corner neighbours?"
     )
     if close(answer, manhattan, rel=1e-3):
         hint = "that uses Manhattan distance (2 to the corners); the mask is Euclidean (sqrt 2)."

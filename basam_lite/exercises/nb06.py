@@ -137,8 +137,8 @@ def check_interval(
     expected, _ = interval_outcome(table, variant, model, prompt, resolution)
     said = str(answer).strip().lower() if answer is not None else ""
     hint = (
-        f"answer with one of {list(INTERVAL_OPTIONS)}: compute the mean difference and its "
-        "standard error with quickstart.paired_difference, then mean +- 1.96 SE."
+        f"answer with one of {list(INTERVAL_OPTIONS)}, from the cell's paired differences and "
+        "their standard error."
     )
     if said in INTERVAL_OPTIONS:
         hint = (
@@ -177,13 +177,12 @@ def se_outcome(table: pd.DataFrame, variant: str, parts: int = 4) -> tuple[str, 
 def check_se_prediction(prediction: object, table: pd.DataFrame, variant: str = "paper") -> Verdict:
     """Predict, then run: with a quarter of the images, is the standard error of ``variant -
     vanilla`` about half, the same, twice or four times the one with all of them?"""
-    outcome, ratio = se_outcome(table, variant)
+    outcome, _ = se_outcome(table, variant)
     return check_prediction(
         prediction,
         outcome,
         SE_OPTIONS,
-        f"with a quarter of the images the standard error is {ratio:.2f}x the full one (median "
-        "over the table's cells; root mean square over four disjoint quarters). It shrinks like "
-        "1/sqrt(images): four times the scenes halve it. A single subset scatters around that, "
-        "because its spread is itself estimated from few images.",
+        "the standard error shrinks like 1/sqrt(images): four times the scenes halve it. A single "
+        "subset scatters around that, because its spread is itself estimated from few images. "
+        "The next cell prints the measured ratio.",
     )
