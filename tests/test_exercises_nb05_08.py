@@ -99,17 +99,6 @@ def _table(shift: float, n: int = 24, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_nb06_check_interval_reads_the_table() -> None:
-    assert nb06.interval_outcome(_table(0.05), "paper", "m", "box", 512)[0] == "above zero"
-    assert nb06.interval_outcome(_table(-0.05), "paper", "m", "box", 512)[0] == "below zero"
-    null = _table(0.0)
-    outcome, iv = nb06.interval_outcome(null, "paper", "m", "box", 512)
-    assert outcome == "includes zero" and iv[1] < 0 < iv[2]
-    assert nb06.check_interval("includes zero", null, "paper", "m", "box", 512)
-    assert not nb06.check_interval("above zero", null, "paper", "m", "box", 512)
-    assert not nb06.check_interval(None, null, "paper", "m", "box", 512)
-
-
 def test_nb06_se_prediction(capsys) -> None:
     table = _table(0.0, n=96)
     outcome, ratio = nb06.se_outcome(table, "paper")

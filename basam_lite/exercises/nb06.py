@@ -49,8 +49,6 @@ def check_shard(answer: object) -> Verdict:
 Z95 = 1.959963984540054
 """The normal quantile of a two-sided 95% interval."""
 
-INTERVAL_OPTIONS = ("above zero", "below zero", "includes zero")
-
 
 def paired_interval_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``[mean, low, high]`` of the paired differences ``a - b`` (per-image scores of two
@@ -112,44 +110,6 @@ def check_paired_interval(paired_interval) -> Verdict:
         atol=1e-5,
         right="your interval matches quickstart.paired_difference's mean +- 1.96 SE.",
         diagnose=_diagnose_interval,
-    )
-
-
-def interval_outcome(
-    table: pd.DataFrame, variant: str, model: str, prompt: str, resolution: int
-) -> tuple[str, np.ndarray]:
-    """Where the 95% paired interval of ``variant - vanilla`` lies for one cell of a sweep
-    ``table`` (one of :data:`INTERVAL_OPTIONS`), and ``[mean, low, high]``."""
-    from ..quickstart import paired_difference
-
-    d = paired_difference(table, variant, reference="vanilla").loc[(model, prompt, resolution)]
-    mean, se = float(d["mean_iou_difference"]), float(d["standard_error"])
-    iv = np.array([mean, mean - Z95 * se, mean + Z95 * se])
-    outcome = "above zero" if iv[1] > 0 else "below zero" if iv[2] < 0 else "includes zero"
-    return outcome, iv
-
-
-def check_interval(
-    answer: object, table: pd.DataFrame, variant: str, model: str, prompt: str, resolution: int
-) -> Verdict:
-    """Whether the 95% paired interval of ``variant - vanilla`` (mean +- 1.96 SE over images)
-    in one cell of ``table`` lies above zero, below zero or includes zero."""
-    expected, _ = interval_outcome(table, variant, model, prompt, resolution)
-    said = str(answer).strip().lower() if answer is not None else ""
-    hint = (
-        f"answer with one of {list(INTERVAL_OPTIONS)}, from the cell's paired differences and "
-        "their standard error."
-    )
-    if said in INTERVAL_OPTIONS:
-        hint = (
-            "not that one: the interval is mean +- 1.96 standard errors of the per-image "
-            "differences (not +- 1 SE, not the spread of the images themselves)."
-        )
-    return verdict(
-        said == expected,
-        "only an interval that excludes zero separates the variant from vanilla; one that "
-        "includes it is a null result on these scenes, to be reported as such.",
-        hint,
     )
 
 
