@@ -97,6 +97,16 @@ class TinySam2Spec:
     pos_embed_bkg: tuple[int, int] = (7, 7)
     d_model: int = 128
 
+    def __post_init__(self) -> None:
+        ends = [sum(self.stages[: i + 1]) - 1 for i in range(len(self.stages))]
+        pooled = [e + 1 for e in ends[:-1]]
+        both = sorted(set(pooled) & set(self.global_att_blocks))
+        if both:
+            raise ValueError(
+                f"blocks {both} pool their queries (first block of a stage) and cannot be global: "
+                "SAM 2's MultiScaleBlock divides by the window size there"
+            )
+
     def describe(self) -> str:
         """One line: the configuration, for docs and model cards."""
         return (
