@@ -177,10 +177,14 @@ class BASAMHieraAttention(MultiScaleAttention):
 
 
 class NoPosHiera(Hiera):
-    """``Hiera`` without its position embeddings (the ``official`` preset's ``use_abs_pos=False``,
-    carried over from what the official BA-SAM code does to SAM 1)."""
+    """``Hiera`` while it is patched: its position embeddings are left out when the config says
+    ``use_abs_pos=False`` (the ``official`` preset, carried over from what the official BA-SAM
+    code does to SAM 1), else SAM 2's own (background resized bicubically plus tiled window)."""
 
     def _get_pos_embed(self, hw: tuple[int, int]) -> Tensor:
+        record = encoder_patch(self)
+        if record is None or record.use_abs_pos:
+            return super()._get_pos_embed(hw)
         return self.pos_embed.new_zeros(1, *hw, self.pos_embed.shape[1])
 
 
