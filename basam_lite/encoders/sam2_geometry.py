@@ -37,6 +37,10 @@ from torch import nn
 from ..errors import UserError
 
 _RECORD = "basam_sam2_size"
+_BASE_NOTE = "basam_sam2_base"
+SAM2_DEFAULT_BASE = 1024
+"""The side every released SAM 2 / 2.1 model was trained at (``image_size: 1024`` in all of the
+package's configs): the base of a bare Hiera trunk whose model was never seen."""
 
 
 @dataclass
@@ -147,12 +151,28 @@ def sam2_base_size(model: nn.Module) -> int:
     return record.base if record is not None else sam2_input_size(model)
 
 
+def note_base_size(trunk: nn.Module, side: int) -> None:
+    """Remember on a Hiera trunk the side its model was built for (a plain entry outside the
+    state_dict), so the trunk alone still knows its base size."""
+    trunk.__dict__[_BASE_NOTE] = int(side)
+
+
+def noted_base_size(trunk: nn.Module) -> int | None:
+    """The side :func:`note_base_size` recorded on ``trunk`` (None when never noted)."""
+    return trunk.__dict__.get(_BASE_NOTE)
+
+
 def block_geometry(model: nn.Module, side: int | None = None) -> list[BlockGeometry]:
     """Every block's grids at input ``side`` (default: the current input size)."""
-    trunk = trunk_of(model)
     side = sam2_input_size(model) if side is None else side
-    grid = -(-side // patch_stride(trunk))  # Conv2d(k=7, s=4, p=3): ceil(side / 4)
-    rows = cols = grid
+    return block_geometry_hw(model, (side, side))
+
+
+def block_geometry_hw(model: nn.Module, hw: tuple[int, int]) -> list[BlockGeometry]:
+    """Every block's grids at input (height, width) ``hw`` (of a model, encoder or trunk)."""
+    trunk = trunk_of(model)
+    p = patch_stride(trunk)
+    rows, cols = -(-hw[0] // p), -(-hw[1] // p)  # Conv2d(k=7, s=4, p=3): ceil(side / 4)
     out = []
     for i, block in enumerate(trunk.blocks):
         s = _q_stride(block)

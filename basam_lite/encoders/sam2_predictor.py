@@ -28,25 +28,46 @@ def feature_sizes(side: int) -> list[tuple[int, int]]:
     return [(side // s, side // s) for s in (4, 8, 16)]
 
 
+def follow_size(predictor: object) -> None:
+    """Rebuild a ``SAM2ImagePredictor``'s transforms and feature sizes for its model's side."""
+    side = sam2_input_size(predictor.model)  # type: ignore[attr-defined]
+    old = predictor._transforms  # type: ignore[attr-defined]
+    if old.resolution != side:
+        predictor._transforms = _transforms.SAM2Transforms(  # type: ignore[attr-defined]
+            resolution=side,
+            mask_threshold=old.mask_threshold,
+            max_hole_area=old.max_hole_area,
+            max_sprinkle_area=old.max_sprinkle_area,
+        )
+    predictor._bb_feat_sizes = feature_sizes(side)  # type: ignore[attr-defined]
+
+
+def refresh_sam2_predictor(predictor: object) -> None:
+    """Bring any ``SAM2ImagePredictor`` in line with its model's side; drops the set image."""
+    follow_size(predictor)
+    predictor.reset_predictor()  # type: ignore[attr-defined]
+
+
 class Sam2Predictor(_predictor.SAM2ImagePredictor):
     """``SAM2ImagePredictor`` for any input size the model is set to."""
 
-    def _follow_size(self) -> None:
-        side = sam2_input_size(self.model)
-        if self._transforms.resolution != side:
-            self._transforms = _transforms.SAM2Transforms(
-                resolution=side,
-                mask_threshold=self.mask_threshold,
-                max_hole_area=self._transforms.max_hole_area,
-                max_sprinkle_area=self._transforms.max_sprinkle_area,
-            )
-        self._bb_feat_sizes = feature_sizes(side)
+    follows_input_size = True
 
-    def set_image(self, image: np.ndarray) -> None:  # type: ignore[override]
-        """Embed an ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` image (any common dtype)."""
-        self._follow_size()
-        super().set_image(to_rgb_uint8(image))
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:  # type: ignore[override]
+        """Embed an ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` image (any common dtype), RGB or
+        BGR."""
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        follow_size(self)
+        rgb = to_rgb_uint8(image)
+        if image_format == "BGR":
+            rgb = np.ascontiguousarray(rgb[..., ::-1])
+        super().set_image(rgb)
         self._side = sam2_input_size(self.model)
+
+    def reset_image(self) -> None:
+        """Drop the set image (SAM's predictor interface name)."""
+        self.reset_predictor()
 
     def predict(  # type: ignore[override]
         self,
