@@ -323,6 +323,14 @@ def test_official_architecture_builds_from_the_packages_config():
     assert [g.num_keys for g in block_geometry(model) if g.is_global] == [4096] * 3
 
 
+def test_a_checkpoint_of_another_architecture_is_named(tmp_path):
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": build_sam2("sam2.1-hiera-tiny").state_dict()}, path)
+    with pytest.raises(UserError, match=r"holds a sam2.1-hiera-tiny checkpoint.*'sam2-tiny'"):
+        build_sam2("sam2-tiny", path)
+    assert build_sam2("sam2.1-hiera-tiny", path).image_size == 1024
+
+
 def test_a_sam1_checkpoint_is_refused_in_one_line(tmp_path):
     path = tmp_path / "sam1.pt"
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(2, 3, 16, 16)}, path)

@@ -46,6 +46,14 @@ OFFICIAL_SAM2: dict[str, str] = {
 }
 TINY_SAM2_NAME = "sam2-tiny"
 SAM2_NAMES: tuple[str, ...] = (TINY_SAM2_NAME, *OFFICIAL_SAM2)
+# Hiera (embed_dim, blocks) of each architecture: what a checkpoint's shapes say it is.
+_SHAPES = {
+    (96, 12): "sam2.1-hiera-tiny",
+    (96, 16): "sam2.1-hiera-small",
+    (112, 24): "sam2.1-hiera-base-plus",
+    (144, 48): "sam2.1-hiera-large",
+    (32, 9): TINY_SAM2_NAME,
+}
 
 # What build_sam2 adds by default (apply_postprocessing=True): the mask decoder falls back to
 # the most stable of its multimask outputs when the single mask is unstable.
@@ -191,6 +199,14 @@ def build_official_sam2(name: str) -> nn.Module:
     return hydra_utils.instantiate(cfg.model, _recursive_=True).eval()
 
 
+def sam2_checkpoint_name(state: dict[str, torch.Tensor]) -> str | None:
+    """The architecture a SAM 2 state dict has (by Hiera's width and depth), or None."""
+    w = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    prefix = "image_encoder.trunk.blocks."
+    depth = len({k[len(prefix) :].split(".")[0] for k in state if k.startswith(prefix)})
+    return None if w is None else _SHAPES.get((int(w.shape[0]), depth))
+
+
 def build_sam2(name: str, checkpoint: str | os.PathLike | None = None) -> nn.Module:
     """A SAM 2 (``SAM2Base``) in eval mode.
 
@@ -211,6 +227,12 @@ def build_sam2(name: str, checkpoint: str | os.PathLike | None = None) -> nn.Mod
             raise UserError(
                 f"{path} is a SAM state_dict but not a SAM 2 one (no 'image_encoder.trunk.*' "
                 f"keys): load it as a SAM 1 model"
+            )
+        found = sam2_checkpoint_name(state)
+        if found is not None and found != name:
+            raise UserError(
+                f"{path.name} holds a {found} checkpoint but the model asked for is {name!r}: "
+                f"use build_sam2({found!r}, ...)"
             )
     model = build_tiny_sam2() if name == TINY_SAM2_NAME else build_official_sam2(name)
     if state is not None:
