@@ -19,19 +19,10 @@ import torch
 
 pytest.importorskip("sam2", reason="SAM 2 tests need the optional extra basam-lite[sam2]")
 
-from basam_lite.encoders import sam2_models
-from basam_lite.encoders.sam2_attention import (
-    BASAMHieraAttention,
-    apply_basam_sam2,
-    remove_basam_sam2,
-)
-from basam_lite.encoders.sam2_capture import capture_sam2_attention
-from basam_lite.encoders.sam2_geometry import (
-    block_geometry,
-    check_sam2_size,
-    global_blocks,
-    set_sam2_input_size,
-)
+import basam_lite as bl
+from basam_lite.encoders import adapter_for, global_blocks, sam2_models
+from basam_lite.encoders.sam2 import BASAMHieraAttention, Sam2Adapter
+from basam_lite.encoders.sam2_geometry import block_geometry, check_sam2_size
 from basam_lite.encoders.sam2_models import (
     TINY_SAM2,
     TinySam2Spec,
@@ -41,6 +32,7 @@ from basam_lite.encoders.sam2_models import (
 from basam_lite.encoders.sam2_predictor import Sam2Predictor
 from basam_lite.errors import UserError
 from basam_lite.patch import BASAMConfig
+from basam_lite.predictor import predictor_for
 
 SIZES = (256, 384)
 
@@ -64,7 +56,8 @@ def tiny():
 
 def test_tiny_configuration_is_what_the_docs_state(tiny):
     trunk = tiny.image_encoder.trunk
-    assert global_blocks(tiny) == (4, 6)
+    assert global_blocks(tiny) == [4, 6]
+    assert isinstance(adapter_for(tiny), Sam2Adapter)
     assert [b.attn.num_heads for b in trunk.blocks] == [1, 2, 2, 4, 4, 4, 4, 8, 8]
     assert [b.dim_out // b.attn.num_heads for b in trunk.blocks] == [32] * 9
     assert tiny.image_size == 256 and tuple(trunk.pos_embed.shape[-2:]) == (7, 7)
@@ -109,13 +102,13 @@ def test_set_input_size_moves_what_is_fixed_at_build_and_comes_back_exactly(tiny
     model = copy.deepcopy(tiny)
     pe = model.sam_prompt_encoder
     before = (model.image_size, pe.image_embedding_size, pe.input_image_size, pe.mask_input_size)
-    set_sam2_input_size(model, 384)
+    bl.set_input_size(model, 384)
     assert model.image_size == 384 and model.sam_image_embedding_size == 24
     assert pe.image_embedding_size == (24, 24) and pe.input_image_size == (384, 384)
     assert pe.mask_input_size == (96, 96)
-    set_sam2_input_size(model, 256)
+    bl.set_input_size(model, 256)
     after = (model.image_size, pe.image_embedding_size, pe.input_image_size, pe.mask_input_size)
-    assert after == before and "basam_sam2_size" not in model.__dict__
+    assert after == before and type(model.image_encoder.trunk).__name__ == "Hiera"
 
 
 # ---------------------------------------------------------------- vanilla = SAM 2's own forward
@@ -124,9 +117,9 @@ def test_set_input_size_moves_what_is_fixed_at_build_and_comes_back_exactly(tiny
 @pytest.mark.parametrize("side", SIZES)
 def test_vanilla_equals_sam2s_own_forward_bit_for_bit(tiny, side):
     model = copy.deepcopy(tiny)
-    set_sam2_input_size(model, side)
+    bl.set_input_size(model, side)
     own = _features(model, side)
-    apply_basam_sam2(model, BASAMConfig.vanilla())
+    bl.apply_basam(model, BASAMConfig.vanilla())
     assert all(isinstance(b.attn, BASAMHieraAttention) for b in model.image_encoder.trunk.blocks)
     ours = _features(model, side)
     for a, b in zip(own, ours, strict=True):
@@ -135,15 +128,15 @@ def test_vanilla_equals_sam2s_own_forward_bit_for_bit(tiny, side):
 
 def test_presets_change_the_output_at_another_size(tiny):
     model = copy.deepcopy(tiny)
-    set_sam2_input_size(model, 384)
+    bl.set_input_size(model, 384)
     own = _features(model, 384)
     for name in ("scale", "bias", "paper", "paper_base", "official"):
-        apply_basam_sam2(model, BASAMConfig.preset(name))
+        bl.apply_basam(model, BASAMConfig.preset(name))
         diff = max(
             (a - b).abs().max().item() for a, b in zip(own, _features(model, 384), strict=True)
         )
         assert diff > 1e-4, name
-        remove_basam_sam2(model)
+        bl.remove_basam(model)
 
 
 # ---------------------------------------------------------------- block-by-block reference
@@ -206,9 +199,9 @@ def _block_inputs(model, side):
 def test_presets_equal_the_written_out_reference_block_by_block(preset):
     model = build_tiny_sam2()
     side, base = 384, 256
-    set_sam2_input_size(model, side)
+    bl.set_input_size(model, side)
     config = BASAMConfig.preset(preset)
-    apply_basam_sam2(model, config)
+    bl.apply_basam(model, config)
     seen = _block_inputs(model, side)
     blocks = model.image_encoder.trunk.blocks
     checked = 0
@@ -232,8 +225,8 @@ def test_all_blocks_mask_follows_the_reference_in_pooled_windows():
     """blocks="all": the mask in windowed blocks, pooled windows (8 x 8 keys, 4 x 4 queries)
     included; lambda is 1 there (a window has as many keys at every size)."""
     model = build_tiny_sam2()
-    set_sam2_input_size(model, 384)
-    apply_basam_sam2(model, BASAMConfig.paper().with_(blocks="all", metric="manhattan"))
+    bl.set_input_size(model, 384)
+    bl.apply_basam(model, BASAMConfig.paper().with_(blocks="all", metric="manhattan"))
     seen = _block_inputs(model, 384)
     for i in (1, 2, 3, 7):  # pooled windowed (1, 3, 7) and plain windowed (2)
         x, out = seen[i]
@@ -246,12 +239,12 @@ def test_all_blocks_mask_follows_the_reference_in_pooled_windows():
 def test_official_preset_scales_by_the_integer_rule_and_drops_positions(tiny):
     model = copy.deepcopy(tiny)
     with pytest.raises(ValueError, match="official BA-SAM scale cannot run"):
-        set_sam2_input_size(model, 128)
-        apply_basam_sam2(model, BASAMConfig.official())
-    set_sam2_input_size(model, 512)
-    apply_basam_sam2(model, BASAMConfig.official())
+        bl.set_input_size(model, 128)
+        bl.apply_basam(model, BASAMConfig.official())
+    bl.set_input_size(model, 512)
+    bl.apply_basam(model, BASAMConfig.official())
     trunk = model.image_encoder.trunk
-    assert type(trunk).__name__ == "NoPosHiera"
+    assert type(trunk).__name__ == "SizedHiera"
     assert trunk._get_pos_embed((128, 128)).abs().max() == 0
     seen = _block_inputs(model, 512)
     x, out = seen[4]
@@ -259,7 +252,9 @@ def test_official_preset_scales_by_the_integer_rule_and_drops_positions(tiny):
     lam = math.log(4 * 256) / math.log(256)
     ref = _reference_attention(trunk.blocks[4].attn, x, lam, [0.0] * 4, 1.0)
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
-    remove_basam_sam2(model)
+    bl.remove_basam(model)
+    assert trunk._get_pos_embed((128, 128)).abs().max() > 0  # SAM 2's own positions are back
+    bl.set_input_size(model, 256)
     assert type(trunk).__name__ == "Hiera"
 
 
@@ -268,11 +263,11 @@ def test_official_preset_scales_by_the_integer_rule_and_drops_positions(tiny):
 
 def test_remove_basam_restores_exactly(tiny):
     model = copy.deepcopy(tiny)
-    set_sam2_input_size(model, 384)
+    bl.set_input_size(model, 384)
     own, keys = _features(model, 384), list(model.state_dict())
-    apply_basam_sam2(model, BASAMConfig.paper().with_(learnable_gain=True))
+    bl.apply_basam(model, BASAMConfig.paper().with_(learnable_gain=True))
     assert any(k.endswith("basam_gain") for k in model.state_dict())
-    remove_basam_sam2(model)
+    bl.remove_basam(model)
     assert list(model.state_dict()) == keys
     assert all(
         type(b.attn).__name__ == "MultiScaleAttention" for b in model.image_encoder.trunk.blocks
@@ -283,8 +278,8 @@ def test_remove_basam_restores_exactly(tiny):
 
 def test_state_dict_and_deepcopy_round_trips(tiny):
     model = copy.deepcopy(tiny)
-    set_sam2_input_size(model, 384)
-    apply_basam_sam2(model, BASAMConfig.paper().with_(learnable_gain=True))
+    bl.set_input_size(model, 384)
+    bl.apply_basam(model, BASAMConfig.paper().with_(learnable_gain=True))
     with torch.no_grad():
         model.image_encoder.trunk.blocks[4].attn.basam_gain.fill_(0.5)
     expected = _features(model, 384)
@@ -292,15 +287,15 @@ def test_state_dict_and_deepcopy_round_trips(tiny):
     torch.save(model.state_dict(), buf)
     buf.seek(0)
     other = build_tiny_sam2(seed=1)
-    set_sam2_input_size(other, 384)
-    apply_basam_sam2(other, BASAMConfig.paper().with_(learnable_gain=True))
+    bl.set_input_size(other, 384)
+    bl.apply_basam(other, BASAMConfig.paper().with_(learnable_gain=True))
     other.load_state_dict(torch.load(buf, weights_only=True))
     for a, b in zip(expected, _features(other, 384), strict=True):
         assert torch.equal(a, b)
     twin = copy.deepcopy(model)
     for a, b in zip(expected, _features(twin, 384), strict=True):
         assert torch.equal(a, b)
-    remove_basam_sam2(twin)
+    bl.remove_basam(twin)
     assert type(model.image_encoder.trunk.blocks[4].attn) is BASAMHieraAttention
 
 
@@ -318,17 +313,17 @@ def test_checkpoint_in_the_official_layout_loads_from_a_path(tmp_path, tiny):
 
 
 def test_official_architecture_builds_from_the_packages_config():
-    model = build_sam2("sam2.1-hiera-tiny")
-    assert model.image_size == 1024 and global_blocks(model) == (5, 7, 9)
+    model = build_sam2("sam2.1_hiera_tiny")
+    assert model.image_size == 1024 and global_blocks(model) == [5, 7, 9]
     assert [g.num_keys for g in block_geometry(model) if g.is_global] == [4096] * 3
 
 
 def test_a_checkpoint_of_another_architecture_is_named(tmp_path):
     path = tmp_path / "sam2.1_hiera_tiny.pt"
-    torch.save({"model": build_sam2("sam2.1-hiera-tiny").state_dict()}, path)
-    with pytest.raises(UserError, match=r"holds a sam2.1-hiera-tiny checkpoint.*'sam2-tiny'"):
+    torch.save({"model": build_sam2("sam2.1_hiera_tiny").state_dict()}, path)
+    with pytest.raises(UserError, match=r"holds a sam2.1_hiera_tiny checkpoint.*'sam2-tiny'"):
         build_sam2("sam2-tiny", path)
-    assert build_sam2("sam2.1-hiera-tiny", path).image_size == 1024
+    assert build_sam2("sam2.1_hiera_tiny", path).image_size == 1024
 
 
 def test_a_sam1_checkpoint_is_refused_in_one_line(tmp_path):
@@ -366,8 +361,8 @@ def test_predictor_at_another_size_equals_sam2_built_at_that_size(tiny):
 
     image = (np.random.default_rng(0).random((72, 90, 3)) * 255).astype(np.uint8)
     model = copy.deepcopy(tiny)
-    set_sam2_input_size(model, 384)
-    ours = _prompt_outputs(Sam2Predictor(model), image)
+    bl.set_input_size(model, 384)
+    ours = _prompt_outputs(predictor_for(model), image)
     built = build_tiny_sam2(TinySam2Spec(img_size=384))
     built.load_state_dict(tiny.state_dict())
     stock = SAM2ImagePredictor(built)
@@ -382,25 +377,26 @@ def test_predictor_at_another_size_equals_sam2_built_at_that_size(tiny):
 
 def test_predictor_refuses_bad_prompts_and_a_stale_size(tiny):
     model = copy.deepcopy(tiny)
-    predictor = Sam2Predictor(model)
+    predictor = predictor_for(model)
+    assert isinstance(predictor, Sam2Predictor)
     with pytest.raises(UserError, match="no image set"):
         predictor.predict(box=np.array([0, 0, 5, 5]))
     predictor.set_image(np.zeros((40, 50, 3), np.uint8))
     with pytest.raises(UserError, match="x1 < x0"):
         predictor.predict(box=np.array([30, 0, 5, 5]))
-    set_sam2_input_size(model, 384)
+    bl.set_input_size(model, 384)
     with pytest.raises(UserError, match="call set_image again"):
         predictor.predict(box=np.array([0, 0, 5, 5]))
 
 
 def test_captured_maps_are_the_explicit_softmax_of_the_patched_block(tiny):
     model = copy.deepcopy(tiny)
-    set_sam2_input_size(model, 384)
-    apply_basam_sam2(model, BASAMConfig.paper())
-    with capture_sam2_attention(model, blocks=[3, 4]) as cap:
+    bl.set_input_size(model, 384)
+    bl.apply_basam(model, BASAMConfig.paper())
+    with bl.capture_attention(model, blocks=[3, 4]) as cap:
         _features(model, 384)
-    assert cap.key_grids[4] == (24, 24) and cap.query_grids[4] == (24, 24)
-    assert cap.key_grids[3] == (4, 4) and cap.query_grids[3] == (2, 2)
+    assert cap.grids[4] == (24, 24) and cap.window_sizes[4] == 0
+    assert cap.grids[3] == (48, 48) and cap.maps[3].shape[-2:] == (4, 16)  # pooled 2x2 of 4x4
     maps = cap.maps[4]
     assert maps.shape == (1, 4, 576, 576)
     torch.testing.assert_close(maps.sum(-1), torch.ones(1, 4, 576))

@@ -16,14 +16,15 @@ With a stride-4 patch embedding both mean: the side is a multiple of
 :func:`check_sam2_size` refuses anything else in one line. Sizes are square: ``SAM2Base.image_size``
 and ``SAM2Transforms`` carry one side (SAM 2 resizes every image to a square).
 
-Fixed at build time outside the encoder, and set by :func:`set_sam2_input_size`:
+Fixed at build time outside the encoder, and set by the adapter's ``resize``
+(:func:`basam_lite.set_input_size`):
 ``SAM2Base.image_size`` and ``sam_image_embedding_size`` (side / 16), the prompt encoder's
 ``image_embedding_size``, ``input_image_size`` and ``mask_input_size``; in
 ``SAM2ImagePredictor`` the ``_bb_feat_sizes`` (side / 4, / 8, / 16) and
 ``SAM2Transforms(resolution)`` (see :mod:`basam_lite.encoders.sam2_predictor`).
 
-The base size is not in the weights (the background table is resized even at the base size),
-so the first change of size records it on the model (:func:`sam2_base_size`).
+The base size is not in the weights (the background table is resized even at the base size):
+the adapter notes the model's ``image_size`` on the trunk (:func:`note_base_size`).
 """
 
 from __future__ import annotations
@@ -36,18 +37,10 @@ from torch import nn
 
 from ..errors import UserError
 
-_RECORD = "basam_sam2_size"
 _BASE_NOTE = "basam_sam2_base"
 SAM2_DEFAULT_BASE = 1024
 """The side every released SAM 2 / 2.1 model was trained at (``image_size: 1024`` in all of the
 package's configs): the base of a bare Hiera trunk whose model was never seen."""
-
-
-@dataclass
-class Sam2SizeRecord:
-    """The base side of a SAM 2 whose input size was changed (kept outside the state_dict)."""
-
-    base: int
 
 
 @dataclass(frozen=True)
@@ -145,12 +138,6 @@ def sam2_input_size(model: nn.Module) -> int:
     return int(model.image_size)
 
 
-def sam2_base_size(model: nn.Module) -> int:
-    """The side the model was built (and trained) for."""
-    record = model.__dict__.get(_RECORD)
-    return record.base if record is not None else sam2_input_size(model)
-
-
 def note_base_size(trunk: nn.Module, side: int) -> None:
     """Remember on a Hiera trunk the side its model was built for (a plain entry outside the
     state_dict), so the trunk alone still knows its base size."""
@@ -179,27 +166,3 @@ def block_geometry_hw(model: nn.Module, hw: tuple[int, int]) -> list[BlockGeomet
         out.append(BlockGeometry(i, (rows, cols), int(block.window_size), s))
         rows, cols = rows // s, cols // s
     return out
-
-
-def global_blocks(model: nn.Module) -> tuple[int, ...]:
-    """Indices of the global-attention blocks (``window_size == 0``)."""
-    return tuple(i for i, b in enumerate(trunk_of(model).blocks) if b.window_size == 0)
-
-
-def set_sam2_input_size(model: nn.Module, size: object) -> nn.Module:
-    """Make a ``SAM2Base`` run at ``size`` (one side, a multiple of :func:`size_unit`): what is
-    fixed at build time outside the encoder follows. Returning to the base size restores every
-    value exactly. Returns ``model``."""
-    side = check_sam2_size(model, size)
-    if _RECORD not in model.__dict__:
-        model.__dict__[_RECORD] = Sam2SizeRecord(sam2_input_size(model))
-    stride = int(model.backbone_stride)
-    model.image_size = side
-    model.sam_image_embedding_size = side // stride
-    pe = model.sam_prompt_encoder
-    pe.image_embedding_size = (side // stride, side // stride)
-    pe.input_image_size = (side, side)
-    pe.mask_input_size = (4 * (side // stride), 4 * (side // stride))
-    if side == model.__dict__[_RECORD].base:
-        del model.__dict__[_RECORD]
-    return model

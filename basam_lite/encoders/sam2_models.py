@@ -27,6 +27,7 @@ from types import ModuleType
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..errors import UserError
 from ..models import existing_file, load_weights, read_checkpoint
@@ -39,19 +40,19 @@ INSTALL_HINT = (
 
 # The official SAM 2.1 models: name -> the sam2 package's Hydra config.
 OFFICIAL_SAM2: dict[str, str] = {
-    "sam2.1-hiera-tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
-    "sam2.1-hiera-small": "configs/sam2.1/sam2.1_hiera_s.yaml",
-    "sam2.1-hiera-base-plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
-    "sam2.1-hiera-large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    "sam2.1_hiera_tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1_hiera_small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1_hiera_base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1_hiera_large": "configs/sam2.1/sam2.1_hiera_l.yaml",
 }
 TINY_SAM2_NAME = "sam2-tiny"
 SAM2_NAMES: tuple[str, ...] = (TINY_SAM2_NAME, *OFFICIAL_SAM2)
 # Hiera (embed_dim, blocks) of each architecture: what a checkpoint's shapes say it is.
 _SHAPES = {
-    (96, 12): "sam2.1-hiera-tiny",
-    (96, 16): "sam2.1-hiera-small",
-    (112, 24): "sam2.1-hiera-base-plus",
-    (144, 48): "sam2.1-hiera-large",
+    (96, 12): "sam2.1_hiera_tiny",
+    (96, 16): "sam2.1_hiera_small",
+    (112, 24): "sam2.1_hiera_base_plus",
+    (144, 48): "sam2.1_hiera_large",
     (32, 9): TINY_SAM2_NAME,
 }
 
@@ -212,7 +213,8 @@ def build_sam2(name: str, checkpoint: str | os.PathLike | None = None) -> nn.Mod
 
     Args:
         name: ``"sam2-tiny"`` (:data:`TINY_SAM2`, random weights, seed 0) or an official SAM 2.1
-            architecture: ``"sam2.1-hiera-tiny"``, ``"-small"``, ``"-base-plus"``, ``"-large"``.
+            architecture: ``"sam2.1_hiera_tiny"``, ``"_small"``, ``"_base_plus"``, ``"_large"``
+            (the names of the released checkpoint files).
         checkpoint: local path to a checkpoint of that architecture (the official
             ``sam2.1_hiera_*.pt`` layout: ``{"model": state_dict}``); without it the weights are
             random. Read with ``weights_only=True``; never downloaded.
@@ -238,3 +240,21 @@ def build_sam2(name: str, checkpoint: str | os.PathLike | None = None) -> nn.Mod
     if state is not None:
         load_weights(model, state, str(path), name)
     return model.eval()
+
+
+class _LinspaceOnCpu(TorchFunctionMode):
+    """``torch.linspace`` on the CPU: Hiera's constructor reads its stochastic-depth rates with
+    ``.item()``, which a meta tensor cannot give."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = dict(kwargs or {})
+        if func is torch.linspace:
+            kwargs["device"] = "cpu"
+        return func(*args, **kwargs)
+
+
+def build_random(name: str) -> nn.Module:
+    """A random-weight model of the named architecture: the spec registry's builder, which calls
+    it under ``torch.device("meta")`` (no weights allocated)."""
+    with _LinspaceOnCpu():
+        return build_sam2(name)
