@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -295,6 +296,10 @@ def test_state_dict_and_deepcopy_round_trips(tiny):
     twin = copy.deepcopy(model)
     for a, b in zip(expected, _features(twin, 384), strict=True):
         assert torch.equal(a, b)
+    unpickled = pickle.loads(pickle.dumps(model))  # in memory: the patch state pickles
+    assert bl.patch_config(unpickled) == bl.patch_config(model)
+    for a, b in zip(expected, _features(unpickled, 384), strict=True):
+        assert torch.equal(a, b)
     bl.remove_basam(twin)
     assert type(model.image_encoder.trunk.blocks[4].attn) is BASAMHieraAttention
 
@@ -331,6 +336,39 @@ def test_a_sam1_checkpoint_is_refused_in_one_line(tmp_path):
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(2, 3, 16, 16)}, path)
     with pytest.raises(UserError, match="not a SAM 2 one"):
         build_sam2("sam2-tiny", path)
+
+
+def test_model_spec_reads_what_the_model_has(tiny):
+    from basam_lite.encoders.specs import model_spec
+
+    spec = model_spec("sam2-tiny")
+    trunk = tiny.image_encoder.trunk
+    assert spec.family == "sam2" and spec.base_hw == (256, 256) and spec.patch_size == 4
+    assert spec.heads == tuple(b.attn.num_heads for b in trunk.blocks)
+    assert spec.windows == tuple(b.window_size for b in trunk.blocks)
+    assert spec.global_blocks == (4, 6) and spec.size_rule.endswith("multiples of 32 px")
+    # keys per row at 256 px: windows 8, 8, 4, 4 (the lagging first block of stage 3), the
+    # 16 x 16 grid in the global blocks, windows 4 and 2 in the last stage
+    assert spec.base_keys == (64, 64, 16, 16, 256, 16, 256, 16, 4)
+    large = model_spec("sam2.1_hiera_large")
+    assert large.global_blocks == (23, 33, 43) and large.base_hw == (1024, 1024)
+    assert {large.base_keys[i] for i in large.global_blocks} == {4096}
+
+
+def test_registry_names_the_extra_when_sam2_is_missing(monkeypatch):
+    from basam_lite import encoders
+
+    real = encoders.importlib.import_module
+
+    def no_sam2(name, *args):
+        if name == "sam2" or name.startswith("sam2."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name="sam2")
+        return real(name, *args)
+
+    monkeypatch.setattr(encoders.importlib, "import_module", no_sam2)
+    with pytest.raises(UserError, match=r"pip install 'basam-lite\[sam2\]'") as e:
+        encoders.require("sam2")
+    assert "\n" not in str(e.value)
 
 
 def test_missing_sam2_is_one_line_naming_the_extra(monkeypatch):

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import UserError
 from . import adapter_class, adapter_for
+from .sam2_models import SAM2_NAMES
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,10 @@ MODELS: dict[str, ModelEntry] = {
         *(
             ModelEntry(name, "segment_anything", "basam_lite.encoders.sam1:build_random")
             for name in ("vit_b", "vit_l", "vit_h", "tiny", "tiny-vanilla", "tiny-basam")
+        ),
+        *(
+            ModelEntry(n, "sam2", "basam_lite.encoders.sam2_models:build_random")
+            for n in SAM2_NAMES
         ),
     )
 }
