@@ -413,6 +413,23 @@ def test_predictor_at_another_size_equals_sam2_built_at_that_size(tiny):
             np.testing.assert_array_equal(x, y)
 
 
+def test_vanilla_predictor_at_the_native_size_equals_sam2s_own(tiny):
+    """Box and point at 256 px with ``vanilla`` applied: the stock SAM2ImagePredictor on the
+    unpatched model gives the same masks, scores and logits, bit for bit (its feature sizes,
+    hard-coded for 1024 px, set by hand for the tiny's 256 px)."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    image = (np.random.default_rng(1).random((64, 80, 3)) * 255).astype(np.uint8)
+    stock = SAM2ImagePredictor(copy.deepcopy(tiny))
+    stock._bb_feat_sizes = [(64, 64), (32, 32), (16, 16)]
+    theirs = _prompt_outputs(stock, image)
+    model = bl.apply_basam(copy.deepcopy(tiny), BASAMConfig.vanilla())
+    ours = _prompt_outputs(predictor_for(model), image)
+    for a, b in zip(ours, theirs, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
 def test_predictor_refuses_bad_prompts_and_a_stale_size(tiny):
     model = copy.deepcopy(tiny)
     predictor = predictor_for(model)
