@@ -331,6 +331,22 @@ def test_a_checkpoint_of_another_architecture_is_named(tmp_path):
     assert build_sam2("sam2.1_hiera_tiny", path).image_size == 1024
 
 
+def test_pretrained_takes_the_released_file_from_the_weights_cache(tmp_path, tiny, monkeypatch):
+    """pretrained=True asks basam_lite.weights for the file of the same name (stubbed here:
+    tests never download)."""
+    from basam_lite import weights
+
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": build_sam2("sam2.1_hiera_tiny").state_dict()}, path)
+    asked = []
+    monkeypatch.setattr(weights, "fetch", lambda name, **_: asked.append(name) or path)
+    assert build_sam2("sam2.1_hiera_tiny", pretrained=True).image_size == 1024
+    assert asked == ["sam2.1_hiera_tiny"]
+    assert weights.entry("sam2.1_hiera_tiny").family == "sam2"
+    with pytest.raises(UserError, match="is random"):
+        build_sam2("sam2-tiny", pretrained=True)
+
+
 def test_a_sam1_checkpoint_is_refused_in_one_line(tmp_path):
     path = tmp_path / "sam1.pt"
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(2, 3, 16, 16)}, path)

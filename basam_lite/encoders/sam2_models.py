@@ -208,7 +208,9 @@ def sam2_checkpoint_name(state: dict[str, torch.Tensor]) -> str | None:
     return None if w is None else _SHAPES.get((int(w.shape[0]), depth))
 
 
-def build_sam2(name: str, checkpoint: str | os.PathLike | None = None) -> nn.Module:
+def build_sam2(
+    name: str, checkpoint: str | os.PathLike | None = None, *, pretrained: bool = False
+) -> nn.Module:
     """A SAM 2 (``SAM2Base``) in eval mode.
 
     Args:
@@ -217,10 +219,22 @@ def build_sam2(name: str, checkpoint: str | os.PathLike | None = None) -> nn.Mod
             (the names of the released checkpoint files).
         checkpoint: local path to a checkpoint of that architecture (the official
             ``sam2.1_hiera_*.pt`` layout: ``{"model": state_dict}``); without it the weights are
-            random. Read with ``weights_only=True``; never downloaded.
+            random. Read with ``weights_only=True``.
+        pretrained: official SAM 2.1 models only: Meta's released checkpoint from the weights
+            cache (:func:`basam_lite.weights.fetch`: downloaded and verified on first use).
     """
     if name not in SAM2_NAMES:
         raise UserError(f"unknown SAM 2 model {name!r}: choose one of {', '.join(SAM2_NAMES)}")
+    if pretrained:
+        if name not in OFFICIAL_SAM2:
+            raise UserError(
+                f"pretrained=True is for {', '.join(OFFICIAL_SAM2)}; {name!r} is random"
+            )
+        if checkpoint is not None:
+            raise UserError("give checkpoint= (a local file) or pretrained=True, not both")
+        from .. import weights
+
+        checkpoint = weights.fetch(name)
     state = None
     if checkpoint is not None:  # read (safely) and checked before any model is built
         path = existing_file(checkpoint)
