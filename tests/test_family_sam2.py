@@ -473,3 +473,22 @@ def test_captured_maps_are_the_explicit_softmax_of_the_patched_block(tiny):
     torch.testing.assert_close(maps.sum(-1), torch.ones(1, 4, 576))
     lam = math.log(576) / math.log(256)
     assert cap.scales[4] == pytest.approx(lam / math.sqrt(32))
+
+
+def test_adapter_preprocess_and_encode_are_sam2s_own(tiny):
+    """preprocess = SAM2Transforms at the current side (resize to the square, normalise);
+    encode = SAM2Base.forward_image."""
+    from sam2.utils.transforms import SAM2Transforms
+
+    model = copy.deepcopy(tiny)
+    bl.set_input_size(model, 320)
+    adapter = adapter_for(model)
+    image = (np.random.default_rng(2).random((50, 70, 3)) * 255).astype(np.uint8)
+    own = SAM2Transforms(resolution=320, mask_threshold=0.0)(image)[None]
+    ours = adapter.preprocess(torch.as_tensor(image).permute(2, 0, 1)[None])
+    assert ours.shape == (1, 3, 320, 320)
+    torch.testing.assert_close(ours, own, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        a, b = adapter.encode(ours), model.forward_image(ours)
+    for x, y in zip(a["backbone_fpn"], b["backbone_fpn"], strict=True):
+        assert torch.equal(x, y)

@@ -50,7 +50,7 @@ from .sam2_geometry import (
     size_unit,
 )
 from .sam2_models import import_sam2
-from .sam2_predictor import Sam2Predictor, refresh_sam2_predictor
+from .sam2_predictor import Sam2Predictor, refresh_sam2_predictor, sam2_transforms
 
 _hieradet = import_sam2("sam2.modeling.backbones.hieradet")
 _image_encoder = import_sam2("sam2.modeling.backbones.image_encoder")
@@ -211,10 +211,7 @@ class Sam2Adapter(EncoderAdapter):
         scale to [0, 1] and normalise with the ImageNet mean and std."""
         if self.model is None:
             raise UserError("preprocess needs the whole SAM2Base, not only its image encoder")
-        transforms = import_sam2("sam2.utils.transforms")
-        side = self.input_size()[0]
-        t = transforms.SAM2Transforms(resolution=side, mask_threshold=0.0)
-        return t.transforms(images.float() / 255.0)
+        return sam2_transforms(self.input_size()[0]).transforms(images.float() / 255.0)
 
     def encode(self, pixels: Tensor) -> Any:
         """``SAM2Base.forward_image`` (the backbone features and their positions, with the

@@ -12,6 +12,8 @@ model's current side (:func:`~basam_lite.encoders.sam2_geometry.set_sam2_input_s
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import UserError
@@ -28,16 +30,30 @@ def feature_sizes(side: int) -> list[tuple[int, int]]:
     return [(side // s, side // s) for s in (4, 8, 16)]
 
 
+@functools.lru_cache(maxsize=16)
+def sam2_transforms(
+    side: int,
+    mask_threshold: float = 0.0,
+    max_hole_area: float = 0.0,
+    max_sprinkle_area: float = 0.0,
+) -> object:
+    """SAM 2's own ``SAM2Transforms`` for a side (cached: it scripts its resize and normalise
+    with ``torch.jit`` when built; it holds no state)."""
+    return _transforms.SAM2Transforms(
+        resolution=side,
+        mask_threshold=mask_threshold,
+        max_hole_area=max_hole_area,
+        max_sprinkle_area=max_sprinkle_area,
+    )
+
+
 def follow_size(predictor: object) -> None:
     """Rebuild a ``SAM2ImagePredictor``'s transforms and feature sizes for its model's side."""
     side = sam2_input_size(predictor.model)  # type: ignore[attr-defined]
     old = predictor._transforms  # type: ignore[attr-defined]
     if old.resolution != side:
-        predictor._transforms = _transforms.SAM2Transforms(  # type: ignore[attr-defined]
-            resolution=side,
-            mask_threshold=old.mask_threshold,
-            max_hole_area=old.max_hole_area,
-            max_sprinkle_area=old.max_sprinkle_area,
+        predictor._transforms = sam2_transforms(  # type: ignore[attr-defined]
+            side, old.mask_threshold, old.max_hole_area, old.max_sprinkle_area
         )
     predictor._bb_feat_sizes = feature_sizes(side)  # type: ignore[attr-defined]
 
