@@ -492,3 +492,17 @@ def test_adapter_preprocess_and_encode_are_sam2s_own(tiny):
         a, b = adapter.encode(ours), model.forward_image(ours)
     for x, y in zip(a["backbone_fpn"], b["backbone_fpn"], strict=True):
         assert torch.equal(x, y)
+
+
+def test_training_through_the_patch_reaches_the_gain_and_the_weights(tiny):
+    """Autograd through BA-SAM in Hiera (issue 28 trains a tiny SAM 2 this way): a learnable
+    gain and the attention weights get finite gradients, pooled windowed blocks included."""
+    model = copy.deepcopy(tiny).train()
+    bl.apply_basam(model, BASAMConfig.paper().with_(blocks="all", learnable_gain=True))
+    out = model.forward_image(_image(256))
+    sum(f.square().mean() for f in out["backbone_fpn"]).backward()
+    trunk = model.image_encoder.trunk
+    for i in (1, 4):  # a pooled windowed block, a global block
+        attn = trunk.blocks[i].attn
+        assert torch.isfinite(attn.basam_gain.grad) and attn.basam_gain.grad != 0
+        assert torch.isfinite(attn.qkv.weight.grad).all()
