@@ -487,6 +487,7 @@ def test_adapter_preprocess_and_encode_are_sam2s_own(tiny):
     own = SAM2Transforms(resolution=320, mask_threshold=0.0)(image)[None]
     ours = adapter.preprocess(torch.as_tensor(image).permute(2, 0, 1)[None])
     assert ours.shape == (1, 3, 320, 320)
+    assert adapter.first_grid(ours) == (80, 80) == block_geometry(model)[0].grid
     torch.testing.assert_close(ours, own, atol=1e-6, rtol=0)
     with torch.no_grad():
         a, b = adapter.encode(ours), model.forward_image(ours)

@@ -220,6 +220,12 @@ class Sam2Adapter(EncoderAdapter):
             return self.model.forward_image(pixels)
         return self.encoder(pixels)
 
+    def first_grid(self, pixels: Tensor) -> Grid:
+        """The stride-4 grid of Hiera's patch embedding (a 7 x 7 convolution, padding 3)."""
+        with torch.no_grad():
+            tokens = self.encoder.patch_embed(pixels)  # [B, rows, cols, C]
+        return int(tokens.shape[1]), int(tokens.shape[2])
+
     def make_predictor(self) -> Predictor:
         if self.model is None:
             raise UserError("a predictor needs the whole SAM2Base, not only its image encoder")
