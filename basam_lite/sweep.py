@@ -58,10 +58,10 @@ from .axes import (
 )
 from .datasets import ProceduralScenes, Sample, open_dataset, prompt_for
 from .datasets.extent import TargetDoesNotFit
-from .encoders.specs import model_spec
+from .encoders.specs import MODELS, check_model_size, model_spec
 from .errors import UserError
 from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS, SOD_COLUMNS
-from .models import MODEL_NAMES, OFFICIAL_NAMES, build_sam, tiny_checkpoint_path
+from .models import CHECKPOINT_NAMES, MODEL_NAMES, RANDOM_NAMES, build_sam, tiny_checkpoint_path
 from .outputs import output_lock, write_text_atomic, write_with
 from .predictor import predictor_for
 from .provenance import platform_name, versions
@@ -188,6 +188,7 @@ class SweepConfig:
                         f"resolution {s} is not a positive multiple of {model}'s patch size "
                         f"{patch}: use {_nearest_multiples(int(s), patch)}"
                     )
+                check_model_size(model, int(s))  # the family's own rule (SAM 2: 32 px)
         if self.seed < 0:
             raise UserError(f"seed must be >= 0, got {self.seed}")
         if self.limit is not None and self.limit < 1:
@@ -198,12 +199,12 @@ class SweepConfig:
         k, n = self.shard
         if not 0 <= k < n:
             raise UserError(f"shard {k}/{n}: need 0 <= K < N")
-        official = [m for m in self.models if m in OFFICIAL_NAMES]
+        official = [m for m in self.models if m in CHECKPOINT_NAMES]
         if self.checkpoint is not None and not official:
             raise UserError(
                 f"--checkpoint {self.checkpoint} was given but no model loads one "
-                f"({', '.join(self.models)} bring their own weights): add --model vit_b, "
-                "vit_l or vit_h, or leave --checkpoint out"
+                f"({', '.join(self.models)} bring their own weights): add one of "
+                f"{', '.join(CHECKPOINT_NAMES)} with --model, or leave --checkpoint out"
             )
         if self.checkpoint is not None and len(official) > 1:
             raise UserError(
@@ -235,13 +236,14 @@ def model_weights(name: str, checkpoint: str | None) -> dict[str, object]:
     initialised when it loads none."""
     path = (
         checkpoint
-        if name in OFFICIAL_NAMES
+        if name in CHECKPOINT_NAMES
         else None
-        if name == "tiny"
+        if name in RANDOM_NAMES
         else tiny_checkpoint_path(name)
     )
     if path is None:
-        init = "build_tiny_sam(seed=0)" if name == "tiny" else "segment_anything's unseeded init"
+        seeded = {"tiny": "build_tiny_sam(seed=0)", "sam2-tiny": "build_tiny_sam2(seed=0)"}
+        init = seeded.get(name, f"{MODELS[name].family}'s unseeded init")
         return {"file": None, "sha256": None, "init": init}
     path = Path(path).expanduser()
     if not path.is_file():
@@ -384,8 +386,8 @@ def check_runnable(cfg: SweepConfig) -> None:
             )
     for name in cfg.models:
         if (
-            name not in OFFICIAL_NAMES
-            and name != "tiny"
+            name not in CHECKPOINT_NAMES
+            and name not in RANDOM_NAMES
             and not tiny_checkpoint_path(name).is_file()
         ):
             raise UserError(
@@ -419,7 +421,7 @@ class LazyModels(dict):
         self.cfg = cfg
 
     def __missing__(self, name: str) -> nn.Module:
-        ckpt = self.cfg.checkpoint if name in OFFICIAL_NAMES else None
+        ckpt = self.cfg.checkpoint if name in CHECKPOINT_NAMES else None
         self[name] = build_sam(name, ckpt).to(self.cfg.device).eval()
         return self[name]
 

@@ -507,3 +507,26 @@ def test_training_through_the_patch_reaches_the_gain_and_the_weights(tiny):
         attn = trunk.blocks[i].attn
         assert torch.isfinite(attn.basam_gain.grad) and attn.basam_gain.grad != 0
         assert torch.isfinite(attn.qkv.weight.grad).all()
+
+
+def test_sam2_names_agree_between_the_builder_and_the_spec_registry():
+    from basam_lite.encoders.specs import MODELS
+    from basam_lite.models import CHECKPOINT_NAMES, RANDOM_NAMES
+
+    assert {n for n, e in MODELS.items() if e.family == "sam2"} == set(sam2_models.SAM2_NAMES)
+    assert "sam2-tiny" in RANDOM_NAMES and set(sam2_models.OFFICIAL_SAM2) <= set(CHECKPOINT_NAMES)
+    assert type(bl.build_sam("sam2-tiny")).__name__ == "SAM2Base"
+
+
+def test_sweep_cli_runs_sam2_on_two_images_at_two_sizes(tmp_path):
+    from basam_lite.__main__ import main
+    from basam_lite.sweep import read_table
+
+    out = tmp_path / "sam2.csv"
+    args = ["sweep", "--model", "sam2-tiny", "--variants", "vanilla", "paper"]
+    args += ["--resolutions", "256", "384", "--dataset", "synthetic:2", "--axis", "zoom"]
+    assert main([*args, "--no-plot", "--out", str(out)]) == 0
+    table = read_table(out)
+    assert len(table) == 2 * 2 * 2 * 2  # images x sizes x variants x prompts (box, point)
+    assert set(table["model"]) == {"sam2-tiny"} and table["iou"].notna().all()
+    assert main([*args[:-2], "--resolutions", "240", "--out", str(tmp_path / "x.csv")]) == 2

@@ -12,7 +12,10 @@ model's current side (:func:`~basam_lite.encoders.sam2_geometry.set_sam2_input_s
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import warnings
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -38,13 +41,23 @@ def sam2_transforms(
     max_sprinkle_area: float = 0.0,
 ) -> object:
     """SAM 2's own ``SAM2Transforms`` for a side (cached: it scripts its resize and normalise
-    with ``torch.jit`` when built; it holds no state)."""
-    return _transforms.SAM2Transforms(
-        resolution=side,
-        mask_threshold=mask_threshold,
-        max_hole_area=max_hole_area,
-        max_sprinkle_area=max_sprinkle_area,
-    )
+    with ``torch.jit`` when built, which torch 2.14 flags as deprecated; it holds no state)."""
+    with _quiet_jit():
+        return _transforms.SAM2Transforms(
+            resolution=side,
+            mask_threshold=mask_threshold,
+            max_hole_area=max_hole_area,
+            max_sprinkle_area=max_sprinkle_area,
+        )
+
+
+@contextlib.contextmanager
+def _quiet_jit() -> Iterator[None]:
+    """Silence torch's ``torch.jit.script`` deprecation warning raised inside sam2's own
+    ``SAM2Transforms`` (not this project's code; nothing a user can act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+        yield
 
 
 def follow_size(predictor: object) -> None:
@@ -68,6 +81,10 @@ class Sam2Predictor(_predictor.SAM2ImagePredictor):
     """``SAM2ImagePredictor`` for any input size the model is set to."""
 
     follows_input_size = True
+
+    def __init__(self, sam_model: object, **kwargs: object) -> None:
+        with _quiet_jit():
+            super().__init__(sam_model, **kwargs)
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:  # type: ignore[override]
         """Embed an ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` image (any common dtype), RGB or

@@ -15,7 +15,6 @@ import torch
 
 from ..errors import UserError
 from . import adapter_class, adapter_for
-from .sam2_models import SAM2_NAMES
 
 
 @dataclass(frozen=True)
@@ -75,23 +74,44 @@ class ModelSpec:
 @dataclass(frozen=True)
 class ModelEntry:
     """A named model: its family and ``"module:function"`` building it with random weights
-    from its name (called on the meta device)."""
+    from its name (called on the meta device).
+
+    Attributes:
+        kind: ``"official"`` (loads a released checkpoint: ``--checkpoint`` / ``pretrained``),
+            ``"random"`` (seeded random weights, no file) or ``"bundled"`` (a checkpoint of this
+            project in ``data/checkpoints``).
+        load: ``"module:function"`` called ``load(name, checkpoint, pretrained=...)`` for the
+            families other than ``segment_anything`` (whose models ``models.build_sam`` builds).
+    """
 
     name: str
     family: str
     build: str
+    kind: str = "official"
+    load: str = ""
 
+
+_SAM1_RANDOM = "basam_lite.encoders.sam1_build:build_random"
+_SAM2_RANDOM = "basam_lite.encoders.sam2_models:build_random"
 
 MODELS: dict[str, ModelEntry] = {
     e.name: e
     for e in (
         *(
             ModelEntry(name, "segment_anything", "basam_lite.encoders.sam1_build:build_random")
-            for name in ("vit_b", "vit_l", "vit_h", "tiny", "tiny-vanilla", "tiny-basam")
+            for name in ("vit_b", "vit_l", "vit_h")
+        ),
+        ModelEntry("tiny", "segment_anything", _SAM1_RANDOM, "random"),
+        *(
+            ModelEntry(name, "segment_anything", _SAM1_RANDOM, "bundled")
+            for name in ("tiny-vanilla", "tiny-basam")
         ),
         *(
-            ModelEntry(n, "sam2", "basam_lite.encoders.sam2_models:build_random")
-            for n in SAM2_NAMES
+            ModelEntry(
+                name, "sam2", _SAM2_RANDOM, kind, "basam_lite.encoders.sam2_models:build_sam2"
+            )
+            for name, kind in [("sam2-tiny", "random")]
+            + [(f"sam2.1_hiera_{v}", "official") for v in ("tiny", "small", "base_plus", "large")]
         ),
     )
 }
@@ -117,9 +137,14 @@ def spec_of(model: object, name: str = "custom") -> ModelSpec:
     )
 
 
+def names(kind: str) -> tuple[str, ...]:
+    """The registered model names of a kind (``"official"``, ``"random"``, ``"bundled"``)."""
+    return tuple(n for n, e in MODELS.items() if e.kind == kind)
+
+
 @functools.cache
-def model_spec(name: str) -> ModelSpec:
-    """The spec of the registered model ``name``, read off a weightless (meta-device) build."""
+def _meta_model(name: str) -> torch.nn.Module:
+    """A weightless (meta-device) build of the registered model ``name`` (cached)."""
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
     entry = MODELS[name]
@@ -127,5 +152,16 @@ def model_spec(name: str) -> ModelSpec:
     module, _, function = entry.build.partition(":")
     build = getattr(importlib.import_module(module), function)
     with torch.device("meta"):
-        model = build(name)
-    return spec_of(model, name)
+        return build(name)
+
+
+@functools.cache
+def model_spec(name: str) -> ModelSpec:
+    """The spec of the registered model ``name``, read off a weightless (meta-device) build."""
+    return spec_of(_meta_model(name), name)
+
+
+def check_model_size(name: str, size: object) -> tuple[int, int]:
+    """``size`` as the (height, width) the registered model ``name`` runs at, or its family's
+    one-line :class:`~basam_lite.errors.UserError` (checked on a weightless build)."""
+    return adapter_for(_meta_model(name)).check_size(size)
