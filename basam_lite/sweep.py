@@ -58,10 +58,17 @@ from .axes import (
 )
 from .datasets import ProceduralScenes, Sample, open_dataset, prompt_for
 from .datasets.extent import TargetDoesNotFit
-from .encoders.specs import MODELS, check_model_size, model_spec
+from .encoders.specs import check_model_size, model_spec
 from .errors import UserError
 from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS, SOD_COLUMNS
-from .models import CHECKPOINT_NAMES, MODEL_NAMES, RANDOM_NAMES, build_sam, tiny_checkpoint_path
+from .models import (
+    OFFICIAL_NAMES,
+    TINY_NAMES,
+    build_sam,
+    loads_checkpoint,
+    model_names,
+    tiny_checkpoint_path,
+)
 from .outputs import output_lock, write_text_atomic, write_with
 from .predictor import predictor_for
 from .provenance import platform_name, versions
@@ -163,7 +170,7 @@ class SweepConfig:
                 "the S, E and F measures, about 40% of a 1024 px row's time)"
             )
         for what, values, allowed in (
-            ("model", self.models, MODEL_NAMES),
+            ("model", self.models, model_names()),
             ("variant", self.variants, variant_names()),
             ("prompt", self.prompts, tuple(PROMPTS)),
         ):
@@ -199,12 +206,12 @@ class SweepConfig:
         k, n = self.shard
         if not 0 <= k < n:
             raise UserError(f"shard {k}/{n}: need 0 <= K < N")
-        official = [m for m in self.models if m in CHECKPOINT_NAMES]
+        official = [m for m in self.models if loads_checkpoint(m)]
         if self.checkpoint is not None and not official:
             raise UserError(
                 f"--checkpoint {self.checkpoint} was given but no model loads one "
-                f"({', '.join(self.models)} bring their own weights): add one of "
-                f"{', '.join(CHECKPOINT_NAMES)} with --model, or leave --checkpoint out"
+                f"({', '.join(self.models)} bring their own weights): add --model vit_b, "
+                "vit_l or vit_h, or leave --checkpoint out"
             )
         if self.checkpoint is not None and len(official) > 1:
             raise UserError(
@@ -236,14 +243,19 @@ def model_weights(name: str, checkpoint: str | None) -> dict[str, object]:
     initialised when it loads none."""
     path = (
         checkpoint
-        if name in CHECKPOINT_NAMES
+        if loads_checkpoint(name)
         else None
-        if name in RANDOM_NAMES
+        if name == "tiny"
         else tiny_checkpoint_path(name)
     )
     if path is None:
-        seeded = {"tiny": "build_tiny_sam(seed=0)", "sam2-tiny": "build_tiny_sam2(seed=0)"}
-        init = seeded.get(name, f"{MODELS[name].family}'s unseeded init")
+        init = (
+            "build_tiny_sam(seed=0)"
+            if name == "tiny"
+            else "segment_anything's unseeded init"
+            if name in OFFICIAL_NAMES
+            else f"{name}: its family's init, seed 0"
+        )
         return {"file": None, "sha256": None, "init": init}
     path = Path(path).expanduser()
     if not path.is_file():
@@ -345,6 +357,9 @@ def attention_bytes(model: str, size: int, biased: bool) -> int:
     spec = model_spec(model)
     heads, dim = spec.global_heads(), spec.global_dim()
     n = (size // patch_of(model)) ** 2
+    if spec.global_blocks:  # keys per row of a global block (SAM 2's sit on the stride-16 grid)
+        base_keys = max(spec.base_keys[i] for i in spec.global_blocks)
+        n = round(base_keys * (size / spec.base_side) ** 2)
     activations = 16 * n * dim * 4
     if not biased:
         return activations
@@ -385,11 +400,7 @@ def check_runnable(cfg: SweepConfig) -> None:
                 "(`python -m basam_lite weights get vit_b` downloads them and prints it)"
             )
     for name in cfg.models:
-        if (
-            name not in CHECKPOINT_NAMES
-            and name not in RANDOM_NAMES
-            and not tiny_checkpoint_path(name).is_file()
-        ):
+        if name in TINY_NAMES and name != "tiny" and not tiny_checkpoint_path(name).is_file():
             raise UserError(
                 f"{tiny_checkpoint_path(name)} is missing: train it with `python -m basam_lite "
                 f"train` or use --model tiny"
@@ -421,7 +432,7 @@ class LazyModels(dict):
         self.cfg = cfg
 
     def __missing__(self, name: str) -> nn.Module:
-        ckpt = self.cfg.checkpoint if name in CHECKPOINT_NAMES else None
+        ckpt = self.cfg.checkpoint if loads_checkpoint(name) else None
         self[name] = build_sam(name, ckpt).to(self.cfg.device).eval()
         return self[name]
 
@@ -1173,7 +1184,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         nargs="+",
         default=list(d.models),
-        help=f"{', '.join(MODEL_NAMES)} (several allowed; default: {listed(d.models)})",
+        help=f"{', '.join(model_names())} (several allowed; default: {listed(d.models)})",
     )
     p.add_argument(
         "--checkpoint", default=None, help="weights of the official model (.pth); none for tiny"

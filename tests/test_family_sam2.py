@@ -511,11 +511,16 @@ def test_training_through_the_patch_reaches_the_gain_and_the_weights(tiny):
 
 def test_sam2_names_agree_between_the_builder_and_the_spec_registry():
     from basam_lite.encoders.specs import MODELS
-    from basam_lite.models import CHECKPOINT_NAMES, RANDOM_NAMES
+    from basam_lite.models import loads_checkpoint, model_names
 
     assert {n for n, e in MODELS.items() if e.family == "sam2"} == set(sam2_models.SAM2_NAMES)
-    assert "sam2-tiny" in RANDOM_NAMES and set(sam2_models.OFFICIAL_SAM2) <= set(CHECKPOINT_NAMES)
-    assert type(bl.build_sam("sam2-tiny")).__name__ == "SAM2Base"
+    assert set(sam2_models.SAM2_NAMES) <= set(model_names())
+    assert all(loads_checkpoint(n) for n in sam2_models.OFFICIAL_SAM2)
+    built = bl.build_sam("sam2-tiny")
+    assert type(built).__name__ == "SAM2Base"
+    reference = build_tiny_sam2().state_dict().values()
+    for a, b in zip(built.state_dict().values(), reference, strict=True):
+        assert torch.equal(a, b)
 
 
 def test_sweep_cli_runs_sam2_on_two_images_at_two_sizes(tmp_path):

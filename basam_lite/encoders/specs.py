@@ -12,6 +12,7 @@ import importlib
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from ..errors import UserError
 from . import adapter_class, adapter_for
@@ -73,48 +74,62 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A named model: its family and ``"module:function"`` building it with random weights
-    from its name (called on the meta device).
+    """A named model.
 
     Attributes:
-        kind: ``"official"`` (loads a released checkpoint: ``--checkpoint`` / ``pretrained``),
-            ``"random"`` (seeded random weights, no file) or ``"bundled"`` (a checkpoint of this
-            project in ``data/checkpoints``).
-        load: ``"module:function"`` called ``load(name, checkpoint, pretrained=...)`` for the
-            families other than ``segment_anything`` (whose models ``models.build_sam`` builds).
+        name: what :func:`basam_lite.build_sam` and ``sweep --model`` take.
+        family: its family's registry key.
+        build: ``"module:function"``: ``function(name)`` builds the architecture with random
+            weights (also called on the meta device by :func:`model_spec`).
+        load: ``"module:function"``: ``function(name, checkpoint)`` -> the model in eval mode
+            with the weights of a local ``checkpoint`` file (read safely, never unpickled),
+            or None where the family has no loader yet (then only random weights). The
+            ``segment_anything`` models load through :func:`basam_lite.build_sam` itself.
     """
 
     name: str
     family: str
     build: str
-    kind: str = "official"
-    load: str = ""
+    load: str | None = None
 
 
-_SAM1_RANDOM = "basam_lite.encoders.sam1_build:build_random"
-_SAM2_RANDOM = "basam_lite.encoders.sam2_models:build_random"
+_SAM2 = "basam_lite.encoders.sam2_models"
+_SAM2_SIZES = ("tiny", "small", "base_plus", "large")
 
 MODELS: dict[str, ModelEntry] = {
     e.name: e
     for e in (
         *(
             ModelEntry(name, "segment_anything", "basam_lite.encoders.sam1_build:build_random")
-            for name in ("vit_b", "vit_l", "vit_h")
-        ),
-        ModelEntry("tiny", "segment_anything", _SAM1_RANDOM, "random"),
-        *(
-            ModelEntry(name, "segment_anything", _SAM1_RANDOM, "bundled")
-            for name in ("tiny-vanilla", "tiny-basam")
+            for name in ("vit_b", "vit_l", "vit_h", "tiny", "tiny-vanilla", "tiny-basam")
         ),
         *(
-            ModelEntry(
-                name, "sam2", _SAM2_RANDOM, kind, "basam_lite.encoders.sam2_models:build_sam2"
-            )
-            for name, kind in [("sam2-tiny", "random")]
-            + [(f"sam2.1_hiera_{v}", "official") for v in ("tiny", "small", "base_plus", "large")]
+            ModelEntry(name, "sam2", f"{_SAM2}:build_random", f"{_SAM2}:build_sam2")
+            for name in ("sam2-tiny", *(f"sam2.1_hiera_{v}" for v in _SAM2_SIZES))
         ),
     )
 }
+
+
+def _function(path: str):
+    module, _, function = path.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def load_model(name: str, checkpoint: str | None = None, seed: int = 0) -> nn.Module:
+    """A registered model in eval mode: the weights of ``checkpoint`` (a local file) through the
+    family's loader, or random weights (seeded, ``seed``) without one."""
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
+    entry = MODELS[name]
+    adapter_class(entry.family)  # a missing optional package: one line naming the extra
+    if checkpoint is not None:
+        if entry.load is None:
+            raise UserError(f"{name} has no checkpoint loader yet: leave the checkpoint out")
+        return _function(entry.load)(name, checkpoint).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _function(entry.build)(name).eval()
 
 
 def spec_of(model: object, name: str = "custom") -> ModelSpec:
@@ -137,22 +152,15 @@ def spec_of(model: object, name: str = "custom") -> ModelSpec:
     )
 
 
-def names(kind: str) -> tuple[str, ...]:
-    """The registered model names of a kind (``"official"``, ``"random"``, ``"bundled"``)."""
-    return tuple(n for n, e in MODELS.items() if e.kind == kind)
-
-
 @functools.cache
-def _meta_model(name: str) -> torch.nn.Module:
+def _meta_model(name: str) -> nn.Module:
     """A weightless (meta-device) build of the registered model ``name`` (cached)."""
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
     entry = MODELS[name]
     adapter_class(entry.family)  # a missing optional package: one line naming the extra
-    module, _, function = entry.build.partition(":")
-    build = getattr(importlib.import_module(module), function)
     with torch.device("meta"):
-        return build(name)
+        return _function(entry.build)(name)
 
 
 @functools.cache
