@@ -535,3 +535,35 @@ def test_sweep_cli_runs_sam2_on_two_images_at_two_sizes(tmp_path):
     assert len(table) == 2 * 2 * 2 * 2  # images x sizes x variants x prompts (box, point)
     assert set(table["model"]) == {"sam2-tiny"} and table["iou"].notna().all()
     assert main([*args[:-2], "--resolutions", "240", "--out", str(tmp_path / "x.csv")]) == 2
+
+
+def test_capture_queries_on_the_first_grid_reach_coarser_blocks(tiny):
+    """A query (row, col) on the stride-4 grid (96 x 96 at 384 px) is the cell holding it on the
+    stride-16 grid of the global blocks (24 x 24): the captured row equals that full-map row."""
+    model = bl.apply_basam(copy.deepcopy(tiny), BASAMConfig.paper())
+    bl.set_input_size(model, 384)
+    with bl.capture_attention(model, blocks=[4], queries=[(50, 87)]) as some:
+        _features(model, 384)
+    with bl.capture_attention(model, blocks=[4]) as every:
+        _features(model, 384)
+    assert some.grids[4] == (24, 24) and some.query_positions.tolist() == [[50, 87]]
+    row = every.maps[4][:, :, (50 // 4) * 24 + 87 // 4]
+    torch.testing.assert_close(some.maps[4][:, :, 0], row)
+
+
+def test_the_explorer_draws_sam2_maps(tiny):
+    from basam_lite import explorer
+    from basam_lite.datasets import ProceduralScenes
+
+    image = ProceduralScenes(1, seed=0).sample(0, size=256).image
+    atlas = explorer.AttentionAtlas(
+        copy.deepcopy(tiny), image, [256, 384], ["vanilla", "paper"], {"c": (0.5, 0.5)}, [4]
+    )
+    cap = atlas.capture(384, "paper")
+    assert cap.maps[4].shape == (4, 1, 24, 24)  # heads, queries, the stride-16 grid
+    np.testing.assert_allclose(cap.maps[4].sum(axis=(-2, -1)), 1.0, atol=1e-5)
+    s = atlas.stats(384, "paper", 4, 0, "c")
+    assert s["entropy"] < s["uniform_entropy"] == pytest.approx(math.log(576))
+    assert 0 < s["distance_px"] < 384
+    png = explorer.attention_explorer(atlas.sam, image, atlas=atlas).explorer.png()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
