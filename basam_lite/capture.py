@@ -111,9 +111,17 @@ def _query_positions(queries: Queries, grid: tuple[int, int]) -> Tensor | None:
 class _BlockHook:
     """Receives q, k and the bias from one attention module and stores probabilities."""
 
-    def __init__(self, capture: AttentionCapture, index: int, window: int, queries: Queries):
+    def __init__(
+        self,
+        capture: AttentionCapture,
+        index: int,
+        window: int,
+        queries: Queries,
+        first: dict[str, tuple[int, int]] | None = None,
+    ):
         self.capture, self.index, self.window, self.queries = capture, index, window, queries
         self.image_grid: tuple[int, int] | None = None
+        self.first = {} if first is None else first  # {"grid": block 0's image grid}
 
     def pre_block(self, grid: tuple[int, int]) -> None:
         self.image_grid = grid
@@ -124,8 +132,14 @@ class _BlockHook:
         cap.grids[i] = self.image_grid
         cap.window_sizes[i] = self.window
         cap.scales[i] = scale
-        pos = _query_positions(self.queries, self.image_grid)
+        # Queries are given on the first block's grid; a block on a coarser grid (SAM 2's later
+        # stages) takes the cell holding each of them: (r, c) * grid / first grid, floored.
+        first = self.first.get("grid", self.image_grid)
+        pos = _query_positions(self.queries, first)
         cap.query_positions = pos
+        if pos is not None and first != self.image_grid:
+            ratio = torch.tensor(self.image_grid) / torch.tensor(first)
+            pos = (pos * ratio).floor().long()
         with torch.no_grad():
             if pos is None:
                 cap.maps[i] = attention_probs(q.detach(), k.detach(), scale, bias)
@@ -161,8 +175,10 @@ def capture_attention(
     model: nn.Module, blocks: Sequence[int] | None = None, queries: Queries = None
 ) -> Iterator[AttentionCapture]:
     """Collect attention probabilities of ``blocks`` (all when None) for ``queries`` (all when
-    None; else token indices or (row, col) positions on the image's token grid) during the
-    forward passes run inside the ``with`` block. The last forward's maps are kept."""
+    None; else token indices or (row, col) positions on the image's token grid, the first
+    block's: a block on a coarser grid, as in SAM 2's later stages, takes the cell holding each
+    query) during the forward passes run inside the ``with`` block. The last forward's maps are
+    kept."""
     adapter = adapter_for(model)
     encoder = adapter.encoder
     attention_blocks = adapter.attention_blocks()
@@ -176,11 +192,12 @@ def capture_attention(
     if temporary:
         apply_basam(encoder, BASAMConfig.vanilla())
     capture = AttentionCapture()
-    handles = []
+    first: dict[str, tuple[int, int]] = {}
+    handles = [adapter.watch_block_input(0, lambda grid: first.__setitem__("grid", grid))]
     try:
         for b in chosen:
             block = attention_blocks[b]
-            hook = _BlockHook(capture, b, block.window, queries)
+            hook = _BlockHook(capture, b, block.window, queries, first)
             handles.append(adapter.watch_block_input(b, hook.pre_block))
             block_patch(block.attn).capture_hook = hook  # type: ignore[union-attr]
         yield capture

@@ -257,15 +257,25 @@ class AttentionAtlas:
         cap = self.capture(side, variant, [query])
         return cap.maps[block][head, cap.names.index(query)]
 
+    def block_token(self, side: int, block: int, query: str) -> tuple[tuple[int, int], float]:
+        """The query's token on ``block``'s own grid and that grid's stride in px: the first
+        grid's token and patch size, unless the block runs on a coarser grid (SAM 2's later
+        stages), where it is the cell holding the query."""
+        rows, cols = self.adapter.block_grids(block, (side, side)).key
+        g = side // self.patch
+        r, c = self.token(side, query)
+        return (r * rows // g, c * cols // g), side / cols
+
     def stats(self, side: int, variant: str, block: int, head: int, query: str) -> dict:
         """Entropy (nats), its uniform bound ln N and the mean attention distance (px)."""
         p = self.map(side, variant, block, head, query)
         window = self.window_size(block)
         keys = p.size if window == 0 else window * window
+        token, stride = self.block_token(side, block, query)
         return {
             "entropy": map_entropy(p),
             "uniform_entropy": float(np.log(keys)),
-            "distance_px": map_distance(p, self.token(side, query), self.patch),
+            "distance_px": map_distance(p, token, stride),  # type: ignore[arg-type]
         }
 
     def describe_block(self, block: int) -> str:
@@ -279,14 +289,14 @@ class AttentionAtlas:
         (the query's window with one window of margin, when that is under half the image);
         None to show the whole image."""
         ws = self.window_size(block)
-        g = side // self.patch
+        (r, c), stride = self.block_token(side, block, query)
+        g = round(side / stride)
         if ws == 0 or 3 * ws > g / 2:
             return None
-        r, c = self.token(side, query)
         r0, c0 = (r // ws) * ws, (c // ws) * ws
         y0, y1 = max(0, r0 - ws), min(g, r0 + 2 * ws)
         x0, x1 = max(0, c0 - ws), min(g, c0 + 2 * ws)
-        return x0 * self.patch, x1 * self.patch, y0 * self.patch, y1 * self.patch
+        return x0 * stride, x1 * stride, y0 * stride, y1 * stride
 
     def draw(
         self,

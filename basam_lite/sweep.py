@@ -58,7 +58,7 @@ from .axes import (
 )
 from .datasets import ProceduralScenes, Sample, open_dataset, prompt_for
 from .datasets.extent import TargetDoesNotFit
-from .encoders.specs import model_spec
+from .encoders.specs import check_model_size, model_spec
 from .errors import UserError
 from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS, SOD_COLUMNS
 from .models import (
@@ -195,6 +195,7 @@ class SweepConfig:
                         f"resolution {s} is not a positive multiple of {model}'s patch size "
                         f"{patch}: use {_nearest_multiples(int(s), patch)}"
                     )
+                check_model_size(model, int(s))  # the family's own rule (SAM 2: 32 px)
         if self.seed < 0:
             raise UserError(f"seed must be >= 0, got {self.seed}")
         if self.limit is not None and self.limit < 1:
@@ -356,6 +357,9 @@ def attention_bytes(model: str, size: int, biased: bool) -> int:
     spec = model_spec(model)
     heads, dim = spec.global_heads(), spec.global_dim()
     n = (size // patch_of(model)) ** 2
+    if spec.global_blocks:  # keys per row of a global block (SAM 2's sit on the stride-16 grid)
+        base_keys = max(spec.base_keys[i] for i in spec.global_blocks)
+        n = round(base_keys * (size / spec.base_side) ** 2)
     activations = 16 * n * dim * 4
     if not biased:
         return activations

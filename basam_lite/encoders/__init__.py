@@ -55,6 +55,7 @@ FAMILIES: dict[str, Family] = {
             None,
             "segment_anything SAM (ViT-B/L/H, SAM-HQ's encoder, MedSAM)",
         ),
+        Family("sam2", ("sam2",), "basam_lite.encoders.sam2:Sam2Adapter", "sam2", "SAM 2 (Hiera)"),
     )
 }
 

@@ -93,12 +93,19 @@ class ModelEntry:
     load: str | None = None
 
 
+_SAM2 = "basam_lite.encoders.sam2_models"
+_SAM2_SIZES = ("tiny", "small", "base_plus", "large")
+
 MODELS: dict[str, ModelEntry] = {
     e.name: e
     for e in (
         *(
             ModelEntry(name, "segment_anything", "basam_lite.encoders.sam1_build:build_random")
             for name in ("vit_b", "vit_l", "vit_h", "tiny", "tiny-vanilla", "tiny-basam")
+        ),
+        *(
+            ModelEntry(name, "sam2", f"{_SAM2}:build_random", f"{_SAM2}:build_sam2")
+            for name in ("sam2-tiny", *(f"sam2.1_hiera_{v}" for v in _SAM2_SIZES))
         ),
     )
 }
@@ -146,12 +153,23 @@ def spec_of(model: object, name: str = "custom") -> ModelSpec:
 
 
 @functools.cache
-def model_spec(name: str) -> ModelSpec:
-    """The spec of the registered model ``name``, read off a weightless (meta-device) build."""
+def _meta_model(name: str) -> nn.Module:
+    """A weightless (meta-device) build of the registered model ``name`` (cached)."""
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
     entry = MODELS[name]
     adapter_class(entry.family)  # a missing optional package: one line naming the extra
     with torch.device("meta"):
-        model = _function(entry.build)(name)
-    return spec_of(model, name)
+        return _function(entry.build)(name)
+
+
+@functools.cache
+def model_spec(name: str) -> ModelSpec:
+    """The spec of the registered model ``name``, read off a weightless (meta-device) build."""
+    return spec_of(_meta_model(name), name)
+
+
+def check_model_size(name: str, size: object) -> tuple[int, int]:
+    """``size`` as the (height, width) the registered model ``name`` runs at, or its family's
+    one-line :class:`~basam_lite.errors.UserError` (checked on a weightless build)."""
+    return adapter_for(_meta_model(name)).check_size(size)
