@@ -237,10 +237,10 @@ def processor_for_size(processor, size: Size):  # (SamProcessor, Size) -> SamPro
     side = hw[0]
     out = copy.deepcopy(processor)
     ip = out.image_processor
-    ip.size = {"longest_edge": side}
-    ip.pad_size = {"height": side, "width": side}
-    ip.mask_size = {"longest_edge": side // 4}
-    ip.mask_pad_size = {"height": side // 4, "width": side // 4}
+    ip.size = type(ip.size)(longest_edge=side)  # a SizeDict in transformers 5
+    ip.pad_size = type(ip.pad_size)(height=side, width=side)
+    ip.mask_size = type(ip.mask_size)(longest_edge=side // 4)
+    ip.mask_pad_size = type(ip.mask_pad_size)(height=side // 4, width=side // 4)
     out.target_size = side
     return out
 

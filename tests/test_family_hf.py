@@ -1,0 +1,426 @@
+"""Hugging Face ``transformers`` ``SamModel``: BA-SAM against HF's own forward and written-out
+references.
+
+Model: the project's tiny random model (``basam_lite.models.TINY``: 256 px, 16 px patches, embed
+dim 192, 6 layers, 6 heads, windows of 4, global layers 2 and 5, prompt dim 128, 2-layer mask
+decoder) built as a ``SamModel`` from ``SamConfig`` with the weights of ``build_sam("tiny")``
+renamed into HF's layout. Other size: 384 px (24 x 24 tokens; windows of 4 tile it, so windowed
+layers pad nothing) and 160 px (10 x 10 tokens: windowed layers pad to 12 x 12).
+
+HF's unpatched model at another size is built the HF way: a ``SamConfig`` with
+``image_size`` changed (vision and prompt encoder), ``pos_embed`` resampled bicubically and the
+global layers' rel-pos tables resampled linearly to ``2 * grid - 1`` (exactly what HF's
+``get_rel_pos`` does at run time), loaded with ``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("transformers", reason="the [hf] extra (transformers) is not installed")
+
+from reference import reference_mask
+from transformers import SamImageProcessor, SamModel, SamProcessor
+from transformers.models.sam.modeling_sam import (
+    SamVisionAttention,
+    SamVisionEncoder,
+    SamVisionSdpaAttention,
+)
+
+from basam_lite import build_sam
+from basam_lite import resolution as sam1_resolution
+from basam_lite.encoders import hf_sam
+from basam_lite.encoders.hf_weights import build_tiny_hf_sam, require_transformers
+from basam_lite.errors import UserError
+from basam_lite.masks import alibi_slopes
+from basam_lite.patch import BASAMConfig
+from basam_lite.patch_state import block_patch
+
+IMPLS = ("sdpa", "eager")
+BASE = 256
+PATCH = 16
+
+
+def hf_reference_at(model: SamModel, size: int) -> SamModel:
+    """HF's own unpatched ``SamModel`` built for ``size`` with ``model``'s weights."""
+    cfg = copy.deepcopy(model.config)
+    grid = size // PATCH
+    cfg.vision_config.image_size = size
+    cfg.prompt_encoder_config.image_size = size
+    cfg.prompt_encoder_config.image_embedding_size = grid
+    ref = SamModel(cfg).eval()
+    state = dict(model.state_dict())
+    pe = state["vision_encoder.pos_embed"].permute(0, 3, 1, 2)
+    pe = F.interpolate(pe, size=(grid, grid), mode="bicubic", align_corners=False)
+    state["vision_encoder.pos_embed"] = pe.permute(0, 2, 3, 1)
+    for i in cfg.vision_config.global_attn_indexes:
+        for axis in "hw":
+            key = f"vision_encoder.layers.{i}.attn.rel_pos_{axis}"
+            table = state[key]  # [2 g - 1, d]
+            state[key] = F.interpolate(table.T[None], size=2 * grid - 1, mode="linear")[0].T
+    ref.load_state_dict(state)
+    return ref
+
+
+def prompts(size: int) -> dict[str, torch.Tensor]:
+    """One point and one box in the model's input frame (as the processor would give them)."""
+    return {
+        "input_points": torch.tensor([[[[0.4 * size, 0.3 * size]]]]),
+        "input_labels": torch.tensor([[[1]]]),
+        "input_boxes": torch.tensor([[[0.1 * size, 0.2 * size, 0.6 * size, 0.7 * size]]]),
+    }
+
+
+def image(size: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 3, size, size, generator=g)
+
+
+@pytest.fixture(params=IMPLS)
+def hf_model(request) -> SamModel:
+    return build_tiny_hf_sam(attn_implementation=request.param)
+
+
+# ---------------------------------------------------------------- the model and its weights
+
+
+def test_tiny_hf_config_and_classes(hf_model):
+    vc = hf_model.config.vision_config
+    assert (vc.image_size, vc.patch_size, vc.hidden_size, vc.num_hidden_layers) == (256, 16, 192, 6)
+    assert (vc.num_attention_heads, vc.window_size, list(vc.global_attn_indexes)) == (6, 4, [2, 5])
+    layers = hf_model.vision_encoder.layers
+    assert [hf_sam.is_global(layer) for layer in layers] == [i in (2, 5) for i in range(6)]
+    impl = hf_model.config._attn_implementation
+    expected = SamVisionSdpaAttention if impl == "sdpa" else SamVisionAttention
+    assert all(type(layer.attn) is expected for layer in layers)
+
+
+@pytest.mark.parametrize("size", [BASE, 384])
+def test_hf_matches_segment_anything_with_the_same_weights(size):
+    """Cross-check of two libraries: HF's SamModel holding ``build_sam("tiny")``'s weights
+    gives segment_anything's embeddings, masks and IoU scores (at 384 px both run through
+    basam_lite's own size handling, each in its family's way)."""
+    sam = build_sam("tiny")
+    hf = build_tiny_hf_sam()
+    sam1_resolution.set_input_size(sam, size)
+    hf_sam.set_input_size(hf, size)
+    x = image(size)
+    p = prompts(size)
+    with torch.no_grad():
+        emb = sam.image_encoder(x)
+        sparse, dense = sam.prompt_encoder(
+            points=(p["input_points"][:, 0], p["input_labels"][:, 0]),
+            boxes=p["input_boxes"][:, 0],
+            masks=None,
+        )
+        low, iou = sam.mask_decoder(emb, sam.prompt_encoder.get_dense_pe(), sparse, dense, True)
+        out = hf(pixel_values=x, **p)
+        hf_emb = hf.get_image_embeddings(x)
+    assert torch.allclose(hf_emb, emb, atol=1e-4, rtol=0)
+    assert out.pred_masks.shape == (1, 1, 3, size // 4, size // 4)
+    assert torch.allclose(out.pred_masks[:, 0], low, atol=1e-4, rtol=0)
+    assert torch.allclose(out.iou_scores[:, 0], iou, atol=1e-4, rtol=0)
+
+
+# ---------------------------------------------------------------- vanilla = HF's own forward
+
+
+@pytest.mark.parametrize("size", [BASE, 384, 160])
+def test_vanilla_equals_hf_unpatched_forward(hf_model, size):
+    """vanilla (and the bare size change) equal HF's unpatched SamModel built for the size:
+    masks and IoU within 1e-5 (fp32)."""
+    ref = hf_reference_at(hf_model, size)
+    x, p = image(size), prompts(size)
+    with torch.no_grad():
+        expected = ref(pixel_values=x, **p)
+        hf_sam.set_input_size(hf_model, size)
+        sized = hf_model(pixel_values=x, **p)
+        hf_sam.apply_basam(hf_model, BASAMConfig.vanilla())
+        vanilla = hf_model(pixel_values=x, **p)
+    for out in (sized, vanilla):
+        assert torch.allclose(out.pred_masks, expected.pred_masks, atol=1e-5, rtol=0)
+        assert torch.allclose(out.iou_scores, expected.iou_scores, atol=1e-5, rtol=0)
+
+
+def test_native_size_unpatched_model_keeps_hf_classes(hf_model):
+    hf_sam.set_input_size(hf_model, 384)
+    assert type(hf_model.vision_encoder) is hf_sam.SizedSamVisionEncoder
+    hf_sam.set_input_size(hf_model, BASE)
+    assert type(hf_model.vision_encoder) is SamVisionEncoder
+    assert "get_image_wide_positional_embeddings" not in hf_model.__dict__
+    assert hf_model.prompt_encoder.image_embedding_size == (16, 16)
+    assert hf_model.prompt_encoder.input_image_size == BASE
+
+
+# ---------------------------------------------------------------- presets = written-out formula
+
+
+@functools.cache
+def grid_distance(rows: int, cols: int) -> torch.Tensor:
+    """``[N, N]`` euclidean distances of the token grid, from the explicit loops of
+    ``tests/reference.py`` (cached: the loops are slow at 24 x 24 tokens)."""
+    return -reference_mask(rows, cols, torch.ones(1, dtype=torch.float64), "euclidean")[0]
+
+
+def explicit_attention(attn, x, lam: float, slopes, distance_scale: float = 1.0):
+    """``softmax(lam * q.k / sqrt(d) + HF's rel-pos + mask) @ v``, then HF's output projection.
+
+    ``x [B, rows, cols, C]`` is the attention module's input; HF's own
+    ``get_decomposed_rel_pos`` gives the rel-pos term; the mask is ``-m_h * s * ||p_i - p_j||``
+    from explicit loops (``tests/reference.py``).
+    """
+    b, rows, cols, _ = x.shape
+    n, h = rows * cols, attn.num_attention_heads
+    qkv = attn.qkv(x).reshape(b, n, 3, h, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.reshape(3, b * h, n, -1).unbind(0)
+    d = q.shape[-1]
+    logits = lam * (q @ k.transpose(-2, -1)) / math.sqrt(d)
+    rel = attn.get_decomposed_rel_pos(q, attn.rel_pos_h, attn.rel_pos_w, (rows, cols), (rows, cols))
+    logits = logits + rel.reshape(b * h, n, n)
+    if slopes is not None:
+        dist = grid_distance(rows, cols)
+        mask = (-slopes.double()[:, None, None] * distance_scale * dist[None]).float()
+        logits = (logits.reshape(b, h, n, n) + mask[None]).reshape(b * h, n, n)
+    out = torch.softmax(logits, dim=-1) @ v
+    out = out.reshape(b, h, rows, cols, d).permute(0, 2, 3, 1, 4).reshape(b, rows, cols, -1)
+    return attn.proj(out)
+
+
+@pytest.mark.parametrize("preset", ["scale", "bias", "paper", "paper_base"])
+@pytest.mark.parametrize("size", [BASE, 384])
+def test_presets_equal_explicit_reference_block_by_block(hf_model, preset, size):
+    """Each layer's attention output equals the written-out formula on the same input: lambda
+    = ln n / ln n_train and Press's slopes in the global layers; windowed layers (16 keys, as
+    at training) are plain HF attention."""
+    hf_sam.set_input_size(hf_model, size)
+    hf_sam.apply_basam(hf_model, BASAMConfig.preset(preset))
+    cfg = BASAMConfig.preset(preset)
+    inputs, outputs = {}, {}
+
+    def record(i: int):
+        def hook(module, args, kwargs, out) -> None:
+            inputs[i], outputs[i] = kwargs["hidden_states"], out[0]
+
+        return hook
+
+    hooks = [
+        layer.attn.register_forward_hook(record(i), with_kwargs=True)
+        for i, layer in enumerate(hf_model.vision_encoder.layers)
+    ]
+    with torch.no_grad():
+        hf_model.get_image_embeddings(image(size))
+    for hook in hooks:
+        hook.remove()
+    grid = size // PATCH
+    for i, layer in enumerate(hf_model.vision_encoder.layers):
+        glob = i in (2, 5)
+        n_keys = grid * grid if glob else 16
+        lam = math.log(n_keys) / math.log(256 if glob else 16) if cfg.scale != "none" else 1.0
+        slopes = alibi_slopes(6) if (cfg.bias == "alibi2d" and glob) else None
+        dscale = 16 / grid if (cfg.mask_units == "base" and glob) else 1.0
+        with torch.no_grad():
+            expected = explicit_attention(layer.attn, inputs[i], lam, slopes, dscale)
+        assert torch.allclose(outputs[i], expected, atol=2e-5, rtol=0), (preset, size, i)
+        assert block_patch(layer.attn).is_global is glob
+
+
+def test_official_preset_at_a_larger_size_and_refused_below(hf_model):
+    """official: integer scale in every block with its rel-pos coefficient, positions dropped;
+    below the base size it is refused in one line, with the model left unpatched."""
+    hf_sam.set_input_size(hf_model, 160)
+    with pytest.raises(ValueError, match="official BA-SAM scale cannot run"):
+        hf_sam.apply_basam(hf_model, BASAMConfig.official())
+    assert hf_sam.patch_config(hf_model) is None
+    assert all(type(m) is not hf_sam.HFBASAMAttention for m in hf_sam.attention_modules(hf_model))
+    hf_sam.set_input_size(hf_model, 512)
+    hf_sam.apply_basam(hf_model, BASAMConfig.official())
+    with torch.no_grad():
+        out = hf_model(pixel_values=image(512), **prompts(512))
+    assert torch.isfinite(out.pred_masks).all()
+    keys = [k for k in hf_model.state_dict() if "basam_rel_pos_coef" in k]
+    assert len(keys) == 6
+    with pytest.raises(ValueError, match="official BA-SAM scale cannot run"):
+        hf_sam.set_input_size(hf_model, 160)
+
+
+# ---------------------------------------------------------------- undo, save, copy
+
+
+@pytest.mark.parametrize("preset", ["paper", "official"])
+def test_remove_basam_restores_exactly(hf_model, preset):
+    before = {k: v.clone() for k, v in hf_model.state_dict().items()}
+    classes = [type(m) for m in hf_model.modules()]
+    x, p = image(BASE), prompts(BASE)
+    with torch.no_grad():
+        expected = hf_model(pixel_values=x, **p).pred_masks
+        hf_sam.set_input_size(hf_model, 384)
+        hf_sam.apply_basam(hf_model, BASAMConfig.preset(preset))
+        hf_model(pixel_values=image(384), **prompts(384))
+        hf_sam.remove_basam(hf_model)
+        hf_sam.set_input_size(hf_model, BASE)
+        after = hf_model(pixel_values=x, **p).pred_masks
+    assert torch.equal(after, expected)
+    assert [type(m) for m in hf_model.modules()] == classes
+    state = hf_model.state_dict()
+    assert state.keys() == before.keys()
+    assert all(torch.equal(state[k], before[k]) for k in before)
+    assert hf_model.__dict__.get("basam_encoder") is None
+
+
+def test_state_dict_round_trip_with_learned_gain(hf_model):
+    cfg = BASAMConfig.paper().with_(learnable_gain=True)
+    hf_sam.apply_basam(hf_model, cfg)
+    with torch.no_grad():
+        for i in (2, 5):
+            hf_model.vision_encoder.layers[i].attn.basam_gain.fill_(0.5 + i)
+    state = hf_model.state_dict()
+    assert {k for k in state if "basam_gain" in k} == {
+        f"vision_encoder.layers.{i}.attn.basam_gain" for i in (2, 5)
+    }
+    impl = hf_model.config._attn_implementation
+    other = hf_sam.apply_basam(build_tiny_hf_sam(seed=1, attn_implementation=impl), cfg)
+    other.load_state_dict(state)
+    hf_sam.set_input_size(hf_model, 384)
+    hf_sam.set_input_size(other, 384)
+    x, p = image(384), prompts(384)
+    with torch.no_grad():
+        assert torch.equal(
+            other(pixel_values=x, **p).pred_masks, hf_model(pixel_values=x, **p).pred_masks
+        )
+
+
+def test_deepcopy_keeps_patch_and_size(hf_model):
+    hf_sam.set_input_size(hf_model, 384)
+    hf_sam.apply_basam(hf_model, BASAMConfig.paper())
+    clone = copy.deepcopy(hf_model)
+    x, p = image(384), prompts(384)
+    with torch.no_grad():
+        expected = hf_model(pixel_values=x, **p).pred_masks
+        assert torch.equal(clone(pixel_values=x, **p).pred_masks, expected)
+    assert hf_sam.input_size(clone) == (384, 384)
+    hf_sam.remove_basam(clone)
+    hf_sam.set_input_size(clone, BASE)
+    assert hf_sam.patch_config(hf_model) is not None  # the original is untouched
+    with torch.no_grad():
+        assert torch.equal(hf_model(pixel_values=x, **p).pred_masks, expected)
+
+
+def test_save_pretrained_keeps_the_checkpoint_size(hf_model, tmp_path):
+    """A model saved while resized and patched (zero-shot preset) reloads as HF's own model at
+    its base size: the config is never changed."""
+    x, p = image(BASE), prompts(BASE)
+    with torch.no_grad():
+        expected = hf_model(pixel_values=x, **p).pred_masks
+    hf_sam.set_input_size(hf_model, 384)
+    hf_sam.apply_basam(hf_model, BASAMConfig.paper())
+    hf_model.save_pretrained(tmp_path)
+    loaded = SamModel.from_pretrained(tmp_path, local_files_only=True).eval()
+    assert loaded.config.vision_config.image_size == BASE
+    assert loaded.config.architectures == ["SamModel"]
+    with torch.no_grad():
+        assert torch.allclose(loaded(pixel_values=x, **p).pred_masks, expected, atol=1e-6)
+
+
+# ---------------------------------------------------------------- sizes, processor, predict
+
+
+@pytest.mark.parametrize(
+    ("size", "match"),
+    [
+        (200, "multiple of the patch size 16: use 192 or 208"),
+        ((256, 384), "square sizes only"),
+        (8, "smaller than one 16 px patch"),
+        (256.0, "float"),
+    ],
+)
+def test_bad_sizes_are_refused_in_one_line(hf_model, size, match):
+    with pytest.raises(UserError, match=match) as err:
+        hf_sam.set_input_size(hf_model, size)
+    assert "\n" not in str(err.value)
+    assert hf_sam.input_size(hf_model) == (BASE, BASE)
+
+
+def test_processor_follows_the_size_and_predicts_with_box_and_point(hf_model):
+    """At 384 px: the image is resized so its longest side is 384 and padded to 384 x 384,
+    the prompts are rescaled into that frame, and post_process_masks returns masks of the
+    original image size (300 x 200 here)."""
+    processor = hf_sam.processor_for_size(SamProcessor(image_processor=SamImageProcessor()), 384)
+    img = (np.random.default_rng(0).random((200, 300, 3)) * 255).astype(np.uint8)
+    inputs = processor(
+        images=img,
+        input_points=[[[150, 100]]],
+        input_boxes=[[[30, 40, 200, 150]]],
+        return_tensors="pt",
+    )
+    assert inputs["pixel_values"].shape == (1, 3, 384, 384)
+    assert inputs["reshaped_input_sizes"].tolist() == [[256, 384]]
+    assert torch.allclose(inputs["input_points"].float(), torch.tensor([[[[192.0, 128.0]]]]))
+    assert torch.allclose(
+        inputs["input_boxes"].float(), torch.tensor([[[38.4, 51.2, 256.0, 192.0]]])
+    )
+    hf_sam.set_input_size(hf_model, 384)
+    hf_sam.apply_basam(hf_model, BASAMConfig.paper())
+    with torch.no_grad():
+        out = hf_model(
+            pixel_values=inputs["pixel_values"],
+            input_points=inputs["input_points"].float(),
+            input_boxes=inputs["input_boxes"].float(),
+        )
+    assert out.pred_masks.shape == (1, 1, 3, 96, 96)
+    masks = processor.post_process_masks(
+        out.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"]
+    )
+    assert masks[0].shape == (1, 3, 200, 300) and masks[0].dtype == torch.bool
+    # The same, written out: upsample to the padded input, crop the padding, resize.
+    up = F.interpolate(out.pred_masks[0], (384, 384), mode="bilinear", align_corners=False)
+    up = F.interpolate(up[..., :256, :384], (200, 300), mode="bilinear", align_corners=False)
+    assert torch.equal(masks[0], up > 0)
+
+
+def test_non_square_processor_refused():
+    with pytest.raises(UserError, match="pads to a square"):
+        hf_sam.processor_for_size(SamProcessor(image_processor=SamImageProcessor()), (256, 384))
+
+
+def test_missing_transformers_is_one_line_naming_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(UserError, match=r"pip install 'basam-lite\[hf\]'") as err:
+        require_transformers()
+    assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------- attention maps
+
+
+def test_captured_maps_equal_hf_eager_attention_weights():
+    """HF's eager attention returns its probabilities: the maps recomputed from the q, k and
+    bias captured in the vanilla patch equal them, block by block, at 384 px."""
+    hf_model = build_tiny_hf_sam(attn_implementation="eager")
+    ref = hf_reference_at(hf_model, 384)
+    x = image(384)
+    with torch.no_grad():
+        expected = ref.vision_encoder(x, output_attentions=True).attentions
+    from basam_lite.attention import attention_probs
+
+    hf_sam.set_input_size(hf_model, 384)
+    hf_sam.apply_basam(hf_model, BASAMConfig.vanilla())
+    maps = {}
+    for i, attn in enumerate(hf_sam.attention_modules(hf_model)):
+        block_patch(attn).capture_hook = lambda m, q, k, scale, bias, i=i: maps.__setitem__(
+            i, attention_probs(q, k, scale, bias)
+        )
+    with torch.no_grad():
+        hf_model.get_image_embeddings(x)
+    assert len(expected) == 6
+    for i in range(6):
+        got = maps[i].reshape(expected[i].shape)
+        assert torch.allclose(got, expected[i], atol=1e-6, rtol=0), i
