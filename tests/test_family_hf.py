@@ -37,7 +37,7 @@ from transformers.models.sam.modeling_sam import (
 from basam_lite import build_sam
 from basam_lite import resolution as sam1_resolution
 from basam_lite.encoders import hf_sam
-from basam_lite.encoders.hf_weights import build_tiny_hf_sam, require_transformers
+from basam_lite.encoders.hf_weights import build_tiny_hf_sam, load_hf_sam, require_transformers
 from basam_lite.errors import UserError
 from basam_lite.masks import alibi_slopes
 from basam_lite.patch import BASAMConfig
@@ -321,11 +321,22 @@ def test_save_pretrained_keeps_the_checkpoint_size(hf_model, tmp_path):
     hf_sam.set_input_size(hf_model, 384)
     hf_sam.apply_basam(hf_model, BASAMConfig.paper())
     hf_model.save_pretrained(tmp_path)
-    loaded = SamModel.from_pretrained(tmp_path, local_files_only=True).eval()
+    assert (tmp_path / "model.safetensors").is_file()  # no pickle
+    loaded = load_hf_sam(tmp_path)
     assert loaded.config.vision_config.image_size == BASE
     assert loaded.config.architectures == ["SamModel"]
     with torch.no_grad():
         assert torch.allclose(loaded(pixel_values=x, **p).pred_masks, expected, atol=1e-6)
+
+
+def test_load_hf_sam_refuses_what_is_not_a_saved_model(tmp_path):
+    with pytest.raises(UserError, match="has no config.json"):
+        load_hf_sam(tmp_path)
+    (tmp_path / "weights.pt").write_bytes(b"x")
+    with pytest.raises(UserError, match="not a folder saved by SamModel.save_pretrained"):
+        load_hf_sam(tmp_path / "weights.pt")
+    with pytest.raises(UserError, match="not a folder saved by SamModel.save_pretrained"):
+        load_hf_sam(tmp_path / "missing")
 
 
 # ---------------------------------------------------------------- sizes, processor, predict

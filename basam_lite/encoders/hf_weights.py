@@ -1,26 +1,32 @@
 """Hugging Face ``SamModel``: a small random-weight configuration and ``segment_anything`` weights
 in its layout.
 
-:func:`tiny_hf_config` is the project's tiny CPU model (:data:`basam_lite.models.TINY`: 256 px,
-16 px patches, embed dim 192, 6 blocks, 6 heads, windows of 4, global blocks 2 and 5, prompt
-dim 128, a 2-layer mask decoder) as a ``transformers`` ``SamConfig``.
-:func:`sam_to_hf_state` renames a ``segment_anything`` ``Sam`` state dict into ``SamModel``'s
-names (the tensors themselves are unchanged), so :func:`build_tiny_hf_sam` holds exactly the
-weights of ``build_sam("tiny")``: the two libraries' forwards can be compared directly.
+:func:`hf_config_from_sam` reads a ``SamConfig`` off a ``segment_anything`` ``Sam`` and
+:func:`sam_to_hf_state` renames its state dict into ``SamModel``'s names (the tensors are
+unchanged): :func:`sam_to_hf` turns any SAM 1 (an official checkpoint included) into a
+``SamModel``. :func:`build_tiny_hf_sam` is the project's tiny CPU model
+(:data:`basam_lite.models.TINY`: 256 px, 16 px patches, embed dim 192, 6 blocks, 6 heads,
+windows of 4, global blocks 2 and 5, prompt dim 128, a 2-layer mask decoder) as a
+``SamModel`` holding exactly the weights of ``build_sam("tiny")``, so the two libraries'
+forwards can be compared directly. :func:`load_hf_sam` loads a real ``SamModel`` from a
+folder or a Hugging Face id.
 
 Needs the optional ``transformers`` dependency (``pip install 'basam-lite[hf]'``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
+from segment_anything.modeling import Sam
 from torch import Tensor
 
 from ..errors import UserError
-from ..models import TINY, TinySpec, build_tiny_sam
+from ..models import build_tiny_sam
 
 HF_EXTRA_HINT = "pip install 'basam-lite[hf]'"
 
@@ -36,8 +42,9 @@ def require_transformers() -> None:
         ) from None
 
 
-def tiny_hf_config(spec: TinySpec = TINY, attn_implementation: str = "sdpa"):  # -> SamConfig
-    """``spec`` as a ``SamConfig`` (the same architecture as ``build_tiny_sam(spec)``).
+def hf_config_from_sam(sam: Sam, attn_implementation: str = "sdpa"):  # -> SamConfig
+    """The ``SamConfig`` of a ``segment_anything`` ``Sam``'s architecture, read off its modules
+    (ViT-B/L/H, the tiny model, or any other size of the same design).
 
     ``attn_implementation``: ``"sdpa"`` (``SamVisionSdpaAttention``, HF's default) or
     ``"eager"`` (``SamVisionAttention``, which can return attention weights).
@@ -45,30 +52,47 @@ def tiny_hf_config(spec: TinySpec = TINY, attn_implementation: str = "sdpa"):  #
     require_transformers()
     from transformers import SamConfig
 
+    enc, pe, dec = sam.image_encoder, sam.prompt_encoder, sam.mask_decoder
+    blocks = list(enc.blocks)
+    windows = {int(b.window_size) for b in blocks if b.window_size > 0}
+    if len(windows) > 1:
+        raise UserError(f"SamModel has one window size for all layers, this Sam has {windows}")
+    patch = int(enc.patch_embed.proj.stride[0])
+    img = int(enc.img_size)
+    two_way = dec.transformer
     config = SamConfig(
         vision_config={
-            "hidden_size": spec.embed_dim,
-            "num_hidden_layers": spec.depth,
-            "num_attention_heads": spec.num_heads,
-            "image_size": spec.img_size,
-            "patch_size": spec.patch_size,
-            "window_size": spec.window_size,
-            "global_attn_indexes": list(spec.global_attn_indexes),
-            "output_channels": spec.prompt_dim,
-            "num_pos_feats": spec.prompt_dim // 2,
-            "mlp_dim": 4 * spec.embed_dim,
+            "hidden_size": int(enc.patch_embed.proj.out_channels),
+            "num_hidden_layers": len(blocks),
+            "num_attention_heads": int(blocks[0].attn.num_heads),
+            "image_size": img,
+            "patch_size": patch,
+            "window_size": windows.pop() if windows else 14,
+            "global_attn_indexes": [i for i, b in enumerate(blocks) if b.window_size == 0],
+            "output_channels": int(enc.neck[0].out_channels),
+            "num_pos_feats": int(pe.pe_layer.positional_encoding_gaussian_matrix.shape[1]),
+            "mlp_dim": int(blocks[0].mlp.lin1.out_features),
+            "use_abs_pos": enc.pos_embed is not None,
+            "use_rel_pos": bool(blocks[0].attn.use_rel_pos),
+            "qkv_bias": blocks[0].attn.qkv.bias is not None,
         },
         prompt_encoder_config={
-            "hidden_size": spec.prompt_dim,
-            "image_size": spec.img_size,
-            "patch_size": spec.patch_size,
+            "hidden_size": int(pe.embed_dim),
+            "image_size": img,
+            "patch_size": patch,
+            "mask_input_channels": int(pe.mask_downscaling[3].out_channels),
         },
         mask_decoder_config={
-            "hidden_size": spec.prompt_dim,
-            "mlp_dim": spec.decoder_mlp_dim,
-            "num_hidden_layers": spec.decoder_depth,
-            "num_attention_heads": spec.decoder_heads,
-            "iou_head_hidden_dim": spec.prompt_dim,
+            "hidden_size": int(dec.transformer_dim),
+            "mlp_dim": int(two_way.layers[0].mlp.lin1.out_features),
+            "num_hidden_layers": int(two_way.depth),
+            "num_attention_heads": int(two_way.num_heads),
+            "attention_downsample_rate": int(
+                two_way.embedding_dim // two_way.final_attn_token_to_image.internal_dim
+            ),
+            "num_multimask_outputs": int(dec.num_multimask_outputs),
+            "iou_head_depth": int(dec.iou_prediction_head.num_layers),
+            "iou_head_hidden_dim": int(dec.iou_prediction_head.layers[0].out_features),
         },
     )
     config._attn_implementation = attn_implementation
@@ -144,21 +168,50 @@ def sam_to_hf_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def build_tiny_hf_sam(seed: int = 0, attn_implementation: str = "sdpa"):  # -> SamModel
-    """The tiny random model (:data:`basam_lite.models.TINY`) as a ``SamModel`` in eval mode,
-    holding exactly the weights of ``build_sam("tiny")`` for the same ``seed``."""
+def sam_to_hf(sam: Sam, attn_implementation: str = "sdpa"):  # -> SamModel
+    """A ``SamModel`` in eval mode holding exactly the weights of a ``segment_anything``
+    ``Sam`` (for example ``build_sam("vit_b", checkpoint)``)."""
     require_transformers()
     from transformers import SamModel
 
-    source = build_tiny_sam(seed=seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = SamModel(tiny_hf_config(attn_implementation=attn_implementation))
-    state = sam_to_hf_state(source.state_dict())
+    with torch.random.fork_rng(devices=[]):  # HF initialises weights that are then replaced
+        model = SamModel(hf_config_from_sam(sam, attn_implementation))
+    state = sam_to_hf_state(sam.state_dict())
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:  # a renaming rule out of date with transformers
         raise RuntimeError(
             f"segment_anything -> SamModel conversion left missing {missing[:3]} and unexpected "
             f"{unexpected[:3]} keys"
         )
+    return model.eval()
+
+
+def build_tiny_hf_sam(seed: int = 0, attn_implementation: str = "sdpa"):  # -> SamModel
+    """The tiny random model (:data:`basam_lite.models.TINY`) as a ``SamModel`` in eval mode,
+    holding exactly the weights of ``build_sam("tiny")`` for the same ``seed``."""
+    return sam_to_hf(build_tiny_sam(seed=seed), attn_implementation)
+
+
+def load_hf_sam(source: str | os.PathLike, attn_implementation: str = "sdpa"):  # -> SamModel
+    """A real ``SamModel`` from a local folder (``save_pretrained``'s layout: ``config.json``
+    and safetensors weights) or a Hugging Face id such as ``facebook/sam-vit-base`` (from the
+    local cache, or downloaded by ``huggingface_hub`` where the network allows it)."""
+    require_transformers()
+    from transformers import SamModel
+
+    path = Path(source).expanduser()
+    is_folder = path.is_dir()
+    if not is_folder and (path.exists() or str(source).startswith((".", "/", "~"))):
+        raise UserError(f"{source} is not a folder saved by SamModel.save_pretrained")
+    if is_folder and not (path / "config.json").is_file():
+        raise UserError(f"{path} has no config.json: give a folder saved by save_pretrained")
+    try:
+        model = SamModel.from_pretrained(
+            str(path) if is_folder else str(source),
+            attn_implementation=attn_implementation,
+            local_files_only=is_folder,
+        )
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"could not load SamModel {source}: {first}") from None
     return model.eval()
