@@ -26,21 +26,31 @@ import torch.nn.functional as F
 
 pytest.importorskip("transformers", reason="the [hf] extra (transformers) is not installed")
 
+import pickle
+
 from reference import reference_mask
-from transformers import SamImageProcessor, SamModel, SamProcessor
+from transformers import SamModel
 from transformers.models.sam.modeling_sam import (
     SamVisionAttention,
     SamVisionEncoder,
     SamVisionSdpaAttention,
 )
 
-from basam_lite import build_sam
-from basam_lite import resolution as sam1_resolution
-from basam_lite.encoders import hf_sam
+import basam_lite as bl
+from basam_lite.config import BASAMConfig
+from basam_lite.encoders import FAMILIES, adapter_for, global_blocks, require
+from basam_lite.encoders.hf import (
+    HFBASAMAttention,
+    HFSamPredictor,
+    SizedSamModel,
+    SizedSamVisionEncoder,
+    default_processor,
+    processor_for_size,
+)
 from basam_lite.encoders.hf_weights import build_tiny_hf_sam, load_hf_sam, require_transformers
+from basam_lite.encoders.specs import model_spec
 from basam_lite.errors import UserError
 from basam_lite.masks import alibi_slopes
-from basam_lite.patch import BASAMConfig
 from basam_lite.patch_state import block_patch
 
 IMPLS = ("sdpa", "eager")
@@ -83,6 +93,10 @@ def image(size: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(1, 3, size, size, generator=g)
 
 
+def attention_modules(model: SamModel) -> list:
+    return [layer.attn for layer in model.vision_encoder.layers]
+
+
 @pytest.fixture(params=IMPLS)
 def hf_model(request) -> SamModel:
     return build_tiny_hf_sam(attn_implementation=request.param)
@@ -96,7 +110,8 @@ def test_tiny_hf_config_and_classes(hf_model):
     assert (vc.image_size, vc.patch_size, vc.hidden_size, vc.num_hidden_layers) == (256, 16, 192, 6)
     assert (vc.num_attention_heads, vc.window_size, list(vc.global_attn_indexes)) == (6, 4, [2, 5])
     layers = hf_model.vision_encoder.layers
-    assert [hf_sam.is_global(layer) for layer in layers] == [i in (2, 5) for i in range(6)]
+    assert global_blocks(hf_model) == [2, 5]
+    assert [b.window for b in adapter_for(hf_model).attention_blocks()] == [4, 4, 0, 4, 4, 0]
     impl = hf_model.config._attn_implementation
     expected = SamVisionSdpaAttention if impl == "sdpa" else SamVisionAttention
     assert all(type(layer.attn) is expected for layer in layers)
@@ -107,10 +122,10 @@ def test_hf_matches_segment_anything_with_the_same_weights(size):
     """Cross-check of two libraries: HF's SamModel holding ``build_sam("tiny")``'s weights
     gives segment_anything's embeddings, masks and IoU scores (at 384 px both run through
     basam_lite's own size handling, each in its family's way)."""
-    sam = build_sam("tiny")
+    sam = bl.build_sam("tiny")
     hf = build_tiny_hf_sam()
-    sam1_resolution.set_input_size(sam, size)
-    hf_sam.set_input_size(hf, size)
+    bl.set_input_size(sam, size)
+    bl.set_input_size(hf, size)
     x = image(size)
     p = prompts(size)
     with torch.no_grad():
@@ -140,9 +155,9 @@ def test_vanilla_equals_hf_unpatched_forward(hf_model, size):
     x, p = image(size), prompts(size)
     with torch.no_grad():
         expected = ref(pixel_values=x, **p)
-        hf_sam.set_input_size(hf_model, size)
+        bl.set_input_size(hf_model, size)
         sized = hf_model(pixel_values=x, **p)
-        hf_sam.apply_basam(hf_model, BASAMConfig.vanilla())
+        bl.apply_basam(hf_model, BASAMConfig.vanilla())
         vanilla = hf_model(pixel_values=x, **p)
     for out in (sized, vanilla):
         assert torch.allclose(out.pred_masks, expected.pred_masks, atol=1e-5, rtol=0)
@@ -150,11 +165,13 @@ def test_vanilla_equals_hf_unpatched_forward(hf_model, size):
 
 
 def test_native_size_unpatched_model_keeps_hf_classes(hf_model):
-    hf_sam.set_input_size(hf_model, 384)
-    assert type(hf_model.vision_encoder) is hf_sam.SizedSamVisionEncoder
-    hf_sam.set_input_size(hf_model, BASE)
+    bl.set_input_size(hf_model, 384)
+    assert type(hf_model.vision_encoder) is SizedSamVisionEncoder
+    assert type(hf_model) is SizedSamModel
+    assert hf_model.prompt_encoder.image_embedding_size == (24, 24)
+    bl.set_input_size(hf_model, BASE)
     assert type(hf_model.vision_encoder) is SamVisionEncoder
-    assert "get_image_wide_positional_embeddings" not in hf_model.__dict__
+    assert type(hf_model) is SamModel
     assert hf_model.prompt_encoder.image_embedding_size == (16, 16)
     assert hf_model.prompt_encoder.input_image_size == BASE
 
@@ -199,8 +216,8 @@ def test_presets_equal_explicit_reference_block_by_block(hf_model, preset, size)
     """Each layer's attention output equals the written-out formula on the same input: lambda
     = ln n / ln n_train and Press's slopes in the global layers; windowed layers (16 keys, as
     at training) are plain HF attention."""
-    hf_sam.set_input_size(hf_model, size)
-    hf_sam.apply_basam(hf_model, BASAMConfig.preset(preset))
+    bl.set_input_size(hf_model, size)
+    bl.apply_basam(hf_model, BASAMConfig.preset(preset))
     cfg = BASAMConfig.preset(preset)
     inputs, outputs = {}, {}
 
@@ -234,20 +251,20 @@ def test_presets_equal_explicit_reference_block_by_block(hf_model, preset, size)
 def test_official_preset_at_a_larger_size_and_refused_below(hf_model):
     """official: integer scale in every block with its rel-pos coefficient, positions dropped;
     below the base size it is refused in one line, with the model left unpatched."""
-    hf_sam.set_input_size(hf_model, 160)
+    bl.set_input_size(hf_model, 160)
     with pytest.raises(ValueError, match="official BA-SAM scale cannot run"):
-        hf_sam.apply_basam(hf_model, BASAMConfig.official())
-    assert hf_sam.patch_config(hf_model) is None
-    assert all(type(m) is not hf_sam.HFBASAMAttention for m in hf_sam.attention_modules(hf_model))
-    hf_sam.set_input_size(hf_model, 512)
-    hf_sam.apply_basam(hf_model, BASAMConfig.official())
+        bl.apply_basam(hf_model, BASAMConfig.official())
+    assert bl.patch_config(hf_model) is None
+    assert all(type(m) is not HFBASAMAttention for m in attention_modules(hf_model))
+    bl.set_input_size(hf_model, 512)
+    bl.apply_basam(hf_model, BASAMConfig.official())
     with torch.no_grad():
         out = hf_model(pixel_values=image(512), **prompts(512))
     assert torch.isfinite(out.pred_masks).all()
     keys = [k for k in hf_model.state_dict() if "basam_rel_pos_coef" in k]
     assert len(keys) == 6
     with pytest.raises(ValueError, match="official BA-SAM scale cannot run"):
-        hf_sam.set_input_size(hf_model, 160)
+        bl.set_input_size(hf_model, 160)
 
 
 # ---------------------------------------------------------------- undo, save, copy
@@ -260,11 +277,11 @@ def test_remove_basam_restores_exactly(hf_model, preset):
     x, p = image(BASE), prompts(BASE)
     with torch.no_grad():
         expected = hf_model(pixel_values=x, **p).pred_masks
-        hf_sam.set_input_size(hf_model, 384)
-        hf_sam.apply_basam(hf_model, BASAMConfig.preset(preset))
+        bl.set_input_size(hf_model, 384)
+        bl.apply_basam(hf_model, BASAMConfig.preset(preset))
         hf_model(pixel_values=image(384), **prompts(384))
-        hf_sam.remove_basam(hf_model)
-        hf_sam.set_input_size(hf_model, BASE)
+        bl.remove_basam(hf_model)
+        bl.set_input_size(hf_model, BASE)
         after = hf_model(pixel_values=x, **p).pred_masks
     assert torch.equal(after, expected)
     assert [type(m) for m in hf_model.modules()] == classes
@@ -276,7 +293,7 @@ def test_remove_basam_restores_exactly(hf_model, preset):
 
 def test_state_dict_round_trip_with_learned_gain(hf_model):
     cfg = BASAMConfig.paper().with_(learnable_gain=True)
-    hf_sam.apply_basam(hf_model, cfg)
+    bl.apply_basam(hf_model, cfg)
     with torch.no_grad():
         for i in (2, 5):
             hf_model.vision_encoder.layers[i].attn.basam_gain.fill_(0.5 + i)
@@ -285,10 +302,10 @@ def test_state_dict_round_trip_with_learned_gain(hf_model):
         f"vision_encoder.layers.{i}.attn.basam_gain" for i in (2, 5)
     }
     impl = hf_model.config._attn_implementation
-    other = hf_sam.apply_basam(build_tiny_hf_sam(seed=1, attn_implementation=impl), cfg)
+    other = bl.apply_basam(build_tiny_hf_sam(seed=1, attn_implementation=impl), cfg)
     other.load_state_dict(state)
-    hf_sam.set_input_size(hf_model, 384)
-    hf_sam.set_input_size(other, 384)
+    bl.set_input_size(hf_model, 384)
+    bl.set_input_size(other, 384)
     x, p = image(384), prompts(384)
     with torch.no_grad():
         assert torch.equal(
@@ -297,19 +314,47 @@ def test_state_dict_round_trip_with_learned_gain(hf_model):
 
 
 def test_deepcopy_keeps_patch_and_size(hf_model):
-    hf_sam.set_input_size(hf_model, 384)
-    hf_sam.apply_basam(hf_model, BASAMConfig.paper())
+    bl.set_input_size(hf_model, 384)
+    bl.apply_basam(hf_model, BASAMConfig.paper())
     clone = copy.deepcopy(hf_model)
     x, p = image(384), prompts(384)
     with torch.no_grad():
         expected = hf_model(pixel_values=x, **p).pred_masks
         assert torch.equal(clone(pixel_values=x, **p).pred_masks, expected)
-    assert hf_sam.input_size(clone) == (384, 384)
-    hf_sam.remove_basam(clone)
-    hf_sam.set_input_size(clone, BASE)
-    assert hf_sam.patch_config(hf_model) is not None  # the original is untouched
+    assert bl.input_size(clone) == (384, 384)
+    bl.remove_basam(clone)
+    bl.set_input_size(clone, BASE)
+    assert bl.patch_config(hf_model) is not None  # the original is untouched
     with torch.no_grad():
         assert torch.equal(hf_model(pixel_values=x, **p).pred_masks, expected)
+
+
+def test_pickle_round_trip_of_a_patched_resized_model(hf_model):
+    bl.set_input_size(hf_model, 384)
+    bl.apply_basam(hf_model, BASAMConfig.paper().with_(learnable_gain=True))
+    clone = pickle.loads(pickle.dumps(hf_model))  # in memory: our own object
+    x, p = image(384), prompts(384)
+    with torch.no_grad():
+        assert torch.equal(
+            clone(pixel_values=x, **p).pred_masks, hf_model(pixel_values=x, **p).pred_masks
+        )
+    assert type(clone) is SizedSamModel and bl.input_size(clone) == (384, 384)
+
+
+def test_model_spec_reads_the_model(hf_model):
+    spec = model_spec("hf-tiny")
+    vc = hf_model.config.vision_config
+    assert spec.family == "hf"
+    assert spec.base_hw == (vc.image_size, vc.image_size) and spec.patch_size == vc.patch_size
+    assert spec.heads == (vc.num_attention_heads,) * vc.num_hidden_layers
+    assert spec.dims == (vc.hidden_size,) * vc.num_hidden_layers
+    assert spec.global_blocks == tuple(vc.global_attn_indexes)
+    assert spec.base_keys == tuple(
+        256 if i in vc.global_attn_indexes else vc.window_size**2 for i in range(6)
+    )
+    assert "square" in spec.size_rule
+    assert model_spec("hf-vit_b").global_blocks == (2, 5, 8, 11)
+    assert model_spec("hf-vit_h").heads[0] == 16
 
 
 def test_save_pretrained_keeps_the_checkpoint_size(hf_model, tmp_path):
@@ -318,8 +363,8 @@ def test_save_pretrained_keeps_the_checkpoint_size(hf_model, tmp_path):
     x, p = image(BASE), prompts(BASE)
     with torch.no_grad():
         expected = hf_model(pixel_values=x, **p).pred_masks
-    hf_sam.set_input_size(hf_model, 384)
-    hf_sam.apply_basam(hf_model, BASAMConfig.paper())
+    bl.set_input_size(hf_model, 384)
+    bl.apply_basam(hf_model, BASAMConfig.paper())
     hf_model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()  # no pickle
     loaded = load_hf_sam(tmp_path)
@@ -353,16 +398,16 @@ def test_load_hf_sam_refuses_what_is_not_a_saved_model(tmp_path):
 )
 def test_bad_sizes_are_refused_in_one_line(hf_model, size, match):
     with pytest.raises(UserError, match=match) as err:
-        hf_sam.set_input_size(hf_model, size)
+        bl.set_input_size(hf_model, size)
     assert "\n" not in str(err.value)
-    assert hf_sam.input_size(hf_model) == (BASE, BASE)
+    assert bl.input_size(hf_model) == (BASE, BASE)
 
 
 def test_processor_follows_the_size_and_predicts_with_box_and_point(hf_model):
     """At 384 px: the image is resized so its longest side is 384 and padded to 384 x 384,
     the prompts are rescaled into that frame, and post_process_masks returns masks of the
     original image size (300 x 200 here)."""
-    processor = hf_sam.processor_for_size(SamProcessor(image_processor=SamImageProcessor()), 384)
+    processor = processor_for_size(default_processor(), 384)
     img = (np.random.default_rng(0).random((200, 300, 3)) * 255).astype(np.uint8)
     inputs = processor(
         images=img,
@@ -376,8 +421,8 @@ def test_processor_follows_the_size_and_predicts_with_box_and_point(hf_model):
     assert torch.allclose(
         inputs["input_boxes"].float(), torch.tensor([[[38.4, 51.2, 256.0, 192.0]]])
     )
-    hf_sam.set_input_size(hf_model, 384)
-    hf_sam.apply_basam(hf_model, BASAMConfig.paper())
+    bl.set_input_size(hf_model, 384)
+    bl.apply_basam(hf_model, BASAMConfig.paper())
     with torch.no_grad():
         out = hf_model(
             pixel_values=inputs["pixel_values"],
@@ -395,43 +440,93 @@ def test_processor_follows_the_size_and_predicts_with_box_and_point(hf_model):
     assert torch.equal(masks[0], up > 0)
 
 
+def test_predictor_for_follows_the_size_and_matches_hf_pipeline(hf_model):
+    """``predictor_for(model)`` at 384 px with a box and a point equals HF's documented pipeline
+    (processor -> model -> post_process_masks) with the processor made for 384 px."""
+    img = (np.random.default_rng(1).random((200, 300, 3)) * 255).astype(np.uint8)
+    predictor = bl.predictor_for(hf_model)
+    assert isinstance(predictor, HFSamPredictor)
+    bl.set_input_size(hf_model, 384)  # after the predictor was made: it follows
+    bl.apply_basam(hf_model, BASAMConfig.paper())
+    predictor.set_image(img)
+    point, box = np.array([[150.0, 100.0]]), np.array([30.0, 40.0, 200.0, 150.0])
+    masks, scores, low = predictor.predict(point_coords=point, point_labels=np.array([1]), box=box)
+    assert masks.shape == (3, 200, 300) and masks.dtype == bool
+    assert scores.shape == (3,) and low.shape == (3, 96, 96)
+    processor = processor_for_size(default_processor(), 384)
+    inputs = processor(
+        images=img,
+        input_points=[[[150, 100]]],
+        input_boxes=[[[30, 40, 200, 150]]],
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        out = hf_model(
+            pixel_values=inputs["pixel_values"],
+            input_points=inputs["input_points"].float(),
+            input_labels=torch.ones(1, 1, 1, dtype=torch.long),
+            input_boxes=inputs["input_boxes"].float(),
+        )
+    expected = processor.post_process_masks(
+        out.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"]
+    )[0][0]
+    assert np.array_equal(masks, expected.numpy())
+    assert np.allclose(scores, out.iou_scores[0, 0].numpy(), atol=1e-6)
+    with pytest.raises(UserError):
+        predictor.predict(box=np.array([0.0, 0.0, 400.0, 150.0]))  # outside the 300 px width
+
+
 def test_non_square_processor_refused():
     with pytest.raises(UserError, match="pads to a square"):
-        hf_sam.processor_for_size(SamProcessor(image_processor=SamImageProcessor()), (256, 384))
+        processor_for_size(default_processor(), (256, 384))
 
 
 def test_missing_transformers_is_one_line_naming_the_extra(monkeypatch):
     import sys
 
+    assert FAMILIES["hf"].extra == "hf"
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(UserError, match=r"pip install 'basam-lite\[hf\]'") as err:
-        require_transformers()
-    assert "\n" not in str(err.value)
+    for call in (lambda: require("hf"), require_transformers):
+        with pytest.raises(UserError, match=r"pip install 'basam-lite\[hf\]'") as err:
+            call()
+        assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------- attention maps
 
 
 def test_captured_maps_equal_hf_eager_attention_weights():
-    """HF's eager attention returns its probabilities: the maps recomputed from the q, k and
-    bias captured in the vanilla patch equal them, block by block, at 384 px."""
+    """HF's eager attention returns its probabilities: ``capture_attention`` on the (unpatched)
+    model at 384 px gives the same maps, global layers ``[B, heads, N, N]`` and windowed ones
+    ``[B * windows, heads, 16, 16]``, within 1e-6."""
     hf_model = build_tiny_hf_sam(attn_implementation="eager")
     ref = hf_reference_at(hf_model, 384)
     x = image(384)
     with torch.no_grad():
         expected = ref.vision_encoder(x, output_attentions=True).attentions
-    from basam_lite.attention import attention_probs
-
-    hf_sam.set_input_size(hf_model, 384)
-    hf_sam.apply_basam(hf_model, BASAMConfig.vanilla())
-    maps = {}
-    for i, attn in enumerate(hf_sam.attention_modules(hf_model)):
-        block_patch(attn).capture_hook = lambda m, q, k, scale, bias, i=i: maps.__setitem__(
-            i, attention_probs(q, k, scale, bias)
-        )
-    with torch.no_grad():
+    bl.set_input_size(hf_model, 384)
+    with bl.capture_attention(hf_model) as cap, torch.no_grad():
         hf_model.get_image_embeddings(x)
-    assert len(expected) == 6
+    assert bl.patch_config(hf_model) is None  # capture's vanilla patch is gone again
+    assert len(expected) == 6 and sorted(cap.maps) == list(range(6))
     for i in range(6):
-        got = maps[i].reshape(expected[i].shape)
-        assert torch.allclose(got, expected[i], atol=1e-6, rtol=0), i
+        got = cap.maps[i]
+        heads = 6
+        assert got.shape == ((1, heads, 576, 576) if i in (2, 5) else (36, heads, 16, 16))
+        assert torch.allclose(got.reshape(expected[i].shape), expected[i], atol=1e-6, rtol=0), i
+    assert cap.grid_maps(2).shape == (1, 6, 576, 24, 24)
+
+
+def test_capture_with_queries_on_a_patched_model():
+    hf_model = build_tiny_hf_sam()
+    bl.set_input_size(hf_model, 384)
+    bl.apply_basam(hf_model, BASAMConfig.paper())
+    with bl.capture_attention(hf_model, blocks=[1, 5], queries=[(3, 4), (20, 10)]) as cap:
+        with torch.no_grad():
+            hf_model.get_image_embeddings(image(384))
+    assert cap.maps[5].shape == (1, 6, 2, 576)
+    assert torch.allclose(cap.maps[5].sum(-1), torch.ones(1, 6, 2))
+    windowed = cap.grid_maps(1)  # [1, 6, 2, 24, 24], zero outside each query's 4 x 4 window
+    assert windowed.shape == (1, 6, 2, 24, 24)
+    assert torch.allclose(windowed[0, :, 0, 0:4, 4:8].sum((-1, -2)), torch.ones(6))
+    assert bl.patch_config(hf_model).name == "paper"

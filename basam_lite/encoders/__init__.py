@@ -55,6 +55,13 @@ FAMILIES: dict[str, Family] = {
             None,
             "segment_anything SAM (ViT-B/L/H, SAM-HQ's encoder, MedSAM)",
         ),
+        Family(
+            "hf",
+            ("transformers",),
+            "basam_lite.encoders.hf:HFSamAdapter",
+            "hf",
+            "Hugging Face transformers SamModel (SAM ViT-B/L/H)",
+        ),
     )
 }
 

@@ -88,6 +88,10 @@ MODELS: dict[str, ModelEntry] = {
             ModelEntry(name, "segment_anything", "basam_lite.encoders.sam1:build_random")
             for name in ("vit_b", "vit_l", "vit_h", "tiny", "tiny-vanilla", "tiny-basam")
         ),
+        *(
+            ModelEntry(f"hf-{a}", "hf", "basam_lite.encoders.hf:build_random")
+            for a in ("tiny", "vit_b", "vit_l", "vit_h")
+        ),
     )
 }
 
