@@ -530,3 +530,26 @@ def test_capture_with_queries_on_a_patched_model():
     assert windowed.shape == (1, 6, 2, 24, 24)
     assert torch.allclose(windowed[0, :, 0, 0:4, 4:8].sum((-1, -2)), torch.ones(6))
     assert bl.patch_config(hf_model).name == "paper"
+
+
+def test_build_by_name_and_checkpoint_formats(tmp_path):
+    """``hf-tiny`` is ``tiny``'s weights; ``hf-vit_b`` loads a save_pretrained folder or an
+    official segment_anything .pth, and refuses a checkpoint of another architecture."""
+    from basam_lite.encoders.hf import build
+
+    tiny = build("hf-tiny")
+    reference = build_tiny_hf_sam()
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(tiny.state_dict().values(), reference.state_dict().values(), strict=True)
+    )
+    with pytest.raises(UserError, match="loads no checkpoint"):
+        build("hf-tiny", tmp_path)
+    with pytest.raises(UserError, match="unknown Hugging Face model"):
+        build("hf-vit_x")
+    tiny.save_pretrained(tmp_path / "tiny")
+    with pytest.raises(UserError, match="not hf-vit_b: pass the matching --model"):
+        build("hf-vit_b", tmp_path / "tiny")
+    torch.save(bl.build_sam("tiny").state_dict(), tmp_path / "sam_tiny.pth")
+    with pytest.raises(UserError):  # segment_anything's loader explains the mismatch
+        build("hf-vit_b", tmp_path / "sam_tiny.pth")

@@ -30,6 +30,7 @@ refused in one line. The config is never changed: ``save_pretrained`` / ``from_p
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 import numpy as np
@@ -438,3 +439,42 @@ def build_random(name: str) -> nn.Module:
     else:
         raise ValueError(f"no Hugging Face SamModel architecture named {name!r}")
     return SamModel(hf_config_from_sam(sam))
+
+
+def build(name: str, checkpoint: str | os.PathLike | None = None) -> SamModel:
+    """The named Hugging Face model in eval mode.
+
+    ``hf-tiny``: random weights, exactly those of ``build_sam("tiny")`` (no checkpoint).
+    ``hf-vit_b`` / ``hf-vit_l`` / ``hf-vit_h``: random weights without ``checkpoint``; with it,
+    a folder written by ``save_pretrained`` or a Hugging Face id (``facebook/sam-vit-base``),
+    or an official ``segment_anything`` ``.pth`` file converted by
+    :func:`~basam_lite.encoders.hf_weights.sam_to_hf`; the architecture must be the named one.
+    """
+    from ..models import build_sam
+    from .hf_weights import build_tiny_hf_sam, load_hf_sam, sam_to_hf
+
+    arch = name.removeprefix("hf-")
+    if name == "hf-tiny":
+        if checkpoint is not None:
+            raise UserError("hf-tiny has random weights and loads no checkpoint: leave it out")
+        return build_tiny_hf_sam()
+    if arch not in ("vit_b", "vit_l", "vit_h") or not name.startswith("hf-"):
+        raise UserError(
+            f"unknown Hugging Face model {name!r}: choose hf-tiny, hf-vit_b, hf-vit_l or hf-vit_h"
+        )
+    if checkpoint is None:
+        return build_random(name).eval()
+    if str(checkpoint).endswith(".pth"):
+        model = sam_to_hf(build_sam(arch, checkpoint))
+    else:
+        model = load_hf_sam(checkpoint)
+    with torch.device("meta"):  # the architecture only: no weights allocated
+        expected = build_random(name).config.vision_config
+    got = model.config.vision_config
+    facts = ("hidden_size", "num_hidden_layers", "num_attention_heads")
+    if any(getattr(got, f) != getattr(expected, f) for f in facts):
+        raise UserError(
+            f"{checkpoint} holds a SamModel with hidden size {got.hidden_size} and "
+            f"{got.num_hidden_layers} layers, not {name}: pass the matching --model"
+        )
+    return model
