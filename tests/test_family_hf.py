@@ -553,3 +553,30 @@ def test_build_by_name_and_checkpoint_formats(tmp_path):
     torch.save(bl.build_sam("tiny").state_dict(), tmp_path / "sam_tiny.pth")
     with pytest.raises(UserError):  # segment_anything's loader explains the mismatch
         build("hf-vit_b", tmp_path / "sam_tiny.pth")
+
+
+def test_hf_output_recording_survives_the_size_change():
+    """``output_hidden_states`` (and, while unpatched, ``output_attentions``) keep working at
+    another size: equal to HF's own model built for 384 px."""
+    hf_model = build_tiny_hf_sam(attn_implementation="eager")
+    ref = hf_reference_at(hf_model, 384)
+    bl.set_input_size(hf_model, 384)
+    x = image(384)
+    kwargs = {"output_hidden_states": True, "output_attentions": True}
+    with torch.no_grad():
+        expected = ref.vision_encoder(x, **kwargs)
+        got = hf_model.vision_encoder(x, **kwargs)
+        # A fresh model: HF installs its recording hooks twice when the encoder is called alone
+        # before the whole model (stock transformers 5.23.0 does the same, at any size).
+        other = bl.apply_basam(build_tiny_hf_sam(), BASAMConfig.paper())
+        bl.set_input_size(other, 384)
+        patched = other(pixel_values=x, **prompts(384), **kwargs)
+    assert len(got.hidden_states) == 7 and len(got.attentions) == 6
+    for a, b in zip(
+        got.hidden_states + got.attentions,
+        expected.hidden_states + expected.attentions,
+        strict=True,
+    ):
+        assert torch.allclose(a, b, atol=1e-5, rtol=0)
+    # Patched attention never forms its probabilities (capture_attention recomputes them).
+    assert len(patched.vision_hidden_states) == 7 and patched.vision_attentions == ()

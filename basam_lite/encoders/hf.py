@@ -156,6 +156,20 @@ class SizedSamModel(SamModel):
             self.__class__ = SizedSamModel
 
 
+def _register_output_recording(*classes: type[nn.Module]) -> None:
+    """HF records ``output_hidden_states`` / ``output_attentions`` through a registry keyed on
+    the model's class name (filled in ``__init__``): give our swapped-in subclasses their
+    parent's entry so that recording keeps working on a resized or patched model."""
+    from transformers.utils import output_capturing
+
+    registry = output_capturing._CAN_RECORD_REGISTRY
+    for cls in classes:
+        dict.__setitem__(registry, str(cls), cls._can_record_outputs)
+
+
+_register_output_recording(SizedSamVisionEncoder, SizedSamModel)
+
+
 def check_square(hw: Grid, what: str = "the Hugging Face SamModel") -> Grid:
     if hw[0] != hw[1]:
         raise UserError(
