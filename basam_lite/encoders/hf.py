@@ -429,6 +429,11 @@ class HFSamAdapter(EncoderAdapter):
     def encode(self, pixels: Tensor) -> Tensor:
         return self.encoder(pixels).last_hidden_state
 
+    def first_grid(self, pixels: Tensor) -> Grid:
+        with torch.no_grad():
+            tokens = self.encoder.patch_embed.projection(pixels)  # [B, C, rows, cols]
+        return int(tokens.shape[2]), int(tokens.shape[3])
+
     def make_predictor(self) -> Predictor:
         if self.model is None:
             raise TypeError("a predictor needs the whole SamModel, not its vision encoder")
@@ -438,21 +443,14 @@ class HFSamAdapter(EncoderAdapter):
 def build_random(name: str) -> nn.Module:
     """A ``SamModel`` of the architecture ``name`` with random weights (for the model-spec
     registry, which builds it on the meta device): ``hf-tiny`` (:data:`basam_lite.models.TINY`)
-    or ``hf-vit_b`` / ``hf-vit_l`` / ``hf-vit_h`` (read off ``segment_anything``'s builders)."""
+    or ``hf-vit_b`` / ``hf-vit_l`` / ``hf-vit_h``, read off ``segment_anything``'s builds."""
+    from . import sam1_build
     from .hf_weights import hf_config_from_sam
 
     arch = name.removeprefix("hf-")
-    if arch == "tiny":
-        from ..models import build_tiny_sam
-
-        sam = build_tiny_sam()
-    elif arch in ("vit_b", "vit_l", "vit_h"):
-        from segment_anything.build_sam import sam_model_registry
-
-        sam = sam_model_registry[arch](checkpoint=None)
-    else:
+    if not name.startswith("hf-") or arch not in ("tiny", "vit_b", "vit_l", "vit_h"):
         raise ValueError(f"no Hugging Face SamModel architecture named {name!r}")
-    return SamModel(hf_config_from_sam(sam))
+    return SamModel(hf_config_from_sam(sam1_build.build_random(arch)))
 
 
 def build(name: str, checkpoint: str | os.PathLike | None = None) -> SamModel:

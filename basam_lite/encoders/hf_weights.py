@@ -26,7 +26,7 @@ from segment_anything.modeling import Sam
 from torch import Tensor
 
 from ..errors import UserError
-from ..models import build_tiny_sam
+from .sam1_build import build_tiny_sam
 
 HF_EXTRA_HINT = "pip install 'basam-lite[hf]'"
 
