@@ -580,3 +580,28 @@ def test_hf_output_recording_survives_the_size_change():
         assert torch.allclose(a, b, atol=1e-5, rtol=0)
     # Patched attention never forms its probabilities (capture_attention recomputes them).
     assert len(patched.vision_hidden_states) == 7 and patched.vision_attentions == ()
+
+
+def test_explorer_draws_hf_maps_equal_to_segment_anything_ones():
+    """The attention explorer on the HF model (same weights as ``tiny``) at 128 and 256 px:
+    every captured map equals the segment_anything model's (1e-6), and it draws a figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from basam_lite import explorer
+    from basam_lite.datasets import ProceduralScenes
+
+    image = ProceduralScenes(1, seed=0).sample(0, size=128).image
+    queries = {"centre": (0.5, 0.5), "corner": (0.1, 0.9)}
+    args = (image, [128, 256], ["vanilla", "paper"], queries)
+    hf_atlas = explorer.AttentionAtlas(build_tiny_hf_sam(), *args)
+    sam_atlas = explorer.AttentionAtlas(bl.build_sam("tiny"), *args)
+    assert hf_atlas.global_blocks == [2, 5]
+    for side in (128, 256):
+        for variant in ("vanilla", "paper"):
+            got, expected = hf_atlas.capture(side, variant), sam_atlas.capture(side, variant)
+            for block in range(6):
+                np.testing.assert_allclose(got.maps[block], expected.maps[block], atol=1e-6)
+    fig = hf_atlas.across_sides(5, 0, "centre")
+    assert sum(1 for ax in fig.axes if ax.get_title()) == 4
+    assert not bl.is_patched(hf_atlas.sam) and type(hf_atlas.sam) is SamModel

@@ -421,8 +421,8 @@ class HFSamAdapter(EncoderAdapter):
                 f"image of {images.shape[-2]}x{images.shape[-1]} does not fit the model's input "
                 f"size {h}x{w}: resize it first"
             )
-        mean = _MEAN.to(images.device).view(1, 3, 1, 1)
-        std = _STD.to(images.device).view(1, 3, 1, 1)
+        mean = _MEAN.to(images.device).view(3, 1, 1)  # [3, h, w] or [B, 3, h, w] alike
+        std = _STD.to(images.device).view(3, 1, 1)
         x = (images.float() - mean) / std
         return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
 
