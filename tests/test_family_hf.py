@@ -380,8 +380,22 @@ def test_load_hf_sam_refuses_what_is_not_a_saved_model(tmp_path):
     (tmp_path / "weights.pt").write_bytes(b"x")
     with pytest.raises(UserError, match="not a folder saved by SamModel.save_pretrained"):
         load_hf_sam(tmp_path / "weights.pt")
-    with pytest.raises(UserError, match="not a folder saved by SamModel.save_pretrained"):
+    with pytest.raises(UserError, match="facebook/sam-vit-base"):
         load_hf_sam(tmp_path / "missing")
+    with pytest.raises(UserError, match="not a Hugging Face SamModel"):
+        load_hf_sam("vit_b")  # a registered segment_anything .pth
+
+
+def test_registered_hf_id_is_fetched_offline_in_one_line(monkeypatch, tmp_path):
+    """A registered id goes through basam_lite.weights (no download here: offline switch)."""
+    monkeypatch.setenv("BASAM_OFFLINE", "1")
+    monkeypatch.setenv("BASAM_CACHE_DIR", str(tmp_path))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(UserError) as err:
+        load_hf_sam("facebook/sam-vit-base")
+    assert "\n" not in str(err.value) and "facebook/sam-vit-base" in str(err.value)
 
 
 # ---------------------------------------------------------------- sizes, processor, predict

@@ -193,25 +193,37 @@ def build_tiny_hf_sam(seed: int = 0, attn_implementation: str = "sdpa"):  # -> S
 
 
 def load_hf_sam(source: str | os.PathLike, attn_implementation: str = "sdpa"):  # -> SamModel
-    """A real ``SamModel`` from a local folder (``save_pretrained``'s layout: ``config.json``
-    and safetensors weights) or a Hugging Face id such as ``facebook/sam-vit-base`` (from the
-    local cache, or downloaded by ``huggingface_hub`` where the network allows it)."""
+    """A real ``SamModel`` in eval mode from a local folder (``save_pretrained``'s layout:
+    ``config.json`` and safetensors weights) or a registered Hugging Face id such as
+    ``facebook/sam-vit-base`` (cached, downloaded and verified by :func:`basam_lite.weights.fetch`
+    on first use; nothing is downloaded by ``transformers`` itself)."""
     require_transformers()
     from transformers import SamModel
 
-    path = Path(source).expanduser()
-    is_folder = path.is_dir()
-    if not is_folder and (path.exists() or str(source).startswith((".", "/", "~"))):
-        raise UserError(f"{source} is not a folder saved by SamModel.save_pretrained")
-    if is_folder and not (path / "config.json").is_file():
+    from .. import weights
+
+    if isinstance(source, str) and source in weights.REGISTRY:
+        item = weights.entry(source)
+        if item.family != "hf" or item.model != "SamModel":
+            raise UserError(f"{source} is a {item.family} checkpoint, not a Hugging Face SamModel")
+        path = weights.fetch(source)
+    else:
+        path = Path(source).expanduser()
+        if not path.is_dir():
+            known = ", ".join(
+                n for n in weights.names("hf") if weights.entry(n).model == "SamModel"
+            )
+            raise UserError(
+                f"{source} is not a folder saved by SamModel.save_pretrained nor a registered "
+                f"Hugging Face SamModel ({known})"
+            )
+    if not (path / "config.json").is_file():
         raise UserError(f"{path} has no config.json: give a folder saved by save_pretrained")
     try:
         model = SamModel.from_pretrained(
-            str(path) if is_folder else str(source),
-            attn_implementation=attn_implementation,
-            local_files_only=is_folder,
+            str(path), attn_implementation=attn_implementation, local_files_only=True
         )
-    except OSError as e:
+    except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"could not load SamModel {source}: {first}") from None
+        raise UserError(f"could not load SamModel from {path}: {first}") from None
     return model.eval()
