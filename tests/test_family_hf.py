@@ -619,3 +619,18 @@ def test_explorer_draws_hf_maps_equal_to_segment_anything_ones():
     fig = hf_atlas.across_sides(5, 0, "centre")
     assert sum(1 for ax in fig.axes if ax.get_title()) == 4
     assert not bl.is_patched(hf_atlas.sam) and type(hf_atlas.sam) is SamModel
+
+
+def test_use_abs_pos_false_equals_hf_with_a_zero_position_embedding():
+    """``use_abs_pos=False`` (the official code's choice) leaves the position embedding out:
+    HF's own model with ``pos_embed`` zeroed gives the same embeddings, bit for bit."""
+    hf_model = build_tiny_hf_sam()
+    x = image(BASE)
+    bl.apply_basam(hf_model, BASAMConfig.vanilla().with_(use_abs_pos=False))
+    with torch.no_grad():
+        without = hf_model.get_image_embeddings(x)
+        bl.remove_basam(hf_model)
+        hf_model.vision_encoder.pos_embed.zero_()
+        expected = hf_model.get_image_embeddings(x)
+    assert type(hf_model.vision_encoder) is SamVisionEncoder
+    assert torch.equal(without, expected)
