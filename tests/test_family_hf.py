@@ -634,3 +634,26 @@ def test_use_abs_pos_false_equals_hf_with_a_zero_position_embedding():
         expected = hf_model.get_image_embeddings(x)
     assert type(hf_model.vision_encoder) is SamVisionEncoder
     assert torch.equal(without, expected)
+
+
+def test_sweep_cli_runs_hf_tiny_two_images_two_sizes(tmp_path):
+    """``python -m basam_lite sweep --model hf-tiny``: 2 images x 2 sizes x 2 variants x 2
+    prompts, all ok; scores within 2e-3 of ``--model tiny`` (the same weights; HF's processor
+    resizes the image itself, so pixels differ slightly from segment_anything's resize)."""
+    from basam_lite.__main__ import main
+    from basam_lite.sweep import read_table
+
+    common = ["--variants", "vanilla", "paper", "--resolutions", "128", "384"]
+    common += ["--dataset", "synthetic:2", "--axis", "zoom", "--prompt", "box", "point"]
+    tables = {}
+    for name in ("hf-tiny", "tiny"):
+        out = tmp_path / f"{name}.csv"
+        assert main(["sweep", "--model", name, *common, "--out", str(out)]) == 0
+        tables[name] = read_table(out)
+    hf, sam = tables["hf-tiny"], tables["tiny"]
+    assert len(hf) == 16 and (hf["status"] == "ok").all() and set(hf["model"]) == {"hf-tiny"}
+    assert sorted(set(hf["resolution"])) == [128, 384]
+    keys = ["image", "variant", "resolution", "prompt"]
+    joined = hf.merge(sam, on=keys, suffixes=("_hf", "_sam"))
+    assert len(joined) == 16
+    assert np.abs(joined["iou_hf"] - joined["iou_sam"]).max() < 2e-3

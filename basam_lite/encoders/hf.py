@@ -443,13 +443,16 @@ class HFSamAdapter(EncoderAdapter):
 def build_random(name: str) -> nn.Module:
     """A ``SamModel`` of the architecture ``name`` with random weights (for the model-spec
     registry, which builds it on the meta device): ``hf-tiny`` (:data:`basam_lite.models.TINY`)
-    or ``hf-vit_b`` / ``hf-vit_l`` / ``hf-vit_h``, read off ``segment_anything``'s builds."""
+    or ``hf-vit_b`` / ``hf-vit_l`` / ``hf-vit_h``, read off ``segment_anything``'s builds;
+    ``hf-tiny`` holds exactly ``build_sam("tiny")``'s weights."""
     from . import sam1_build
-    from .hf_weights import hf_config_from_sam
+    from .hf_weights import build_tiny_hf_sam, hf_config_from_sam
 
     arch = name.removeprefix("hf-")
     if not name.startswith("hf-") or arch not in ("tiny", "vit_b", "vit_l", "vit_h"):
         raise ValueError(f"no Hugging Face SamModel architecture named {name!r}")
+    if arch == "tiny":  # exactly tiny's weights, so the two families compare directly
+        return build_tiny_hf_sam()
     return SamModel(hf_config_from_sam(sam1_build.build_random(arch)))
 
 

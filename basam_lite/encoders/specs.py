@@ -101,7 +101,12 @@ MODELS: dict[str, ModelEntry] = {
             for name in ("vit_b", "vit_l", "vit_h", "tiny", "tiny-vanilla", "tiny-basam")
         ),
         *(
-            ModelEntry(f"hf-{a}", "hf", "basam_lite.encoders.hf:build_random")
+            ModelEntry(
+                f"hf-{a}",
+                "hf",
+                "basam_lite.encoders.hf:build_random",
+                "basam_lite.encoders.hf:build",
+            )
             for a in ("tiny", "vit_b", "vit_l", "vit_h")
         ),
     )
