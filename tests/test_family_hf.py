@@ -657,3 +657,20 @@ def test_sweep_cli_runs_hf_tiny_two_images_two_sizes(tmp_path):
     joined = hf.merge(sam, on=keys, suffixes=("_hf", "_sam"))
     assert len(joined) == 16
     assert np.abs(joined["iou_hf"] - joined["iou_sam"]).max() < 2e-3
+
+
+def test_predictor_mask_input_at_another_size(hf_model):
+    """A low-res mask from a first prediction feeds the next one (SAM's refinement loop), at the
+    size of the model's input (96 x 96 at 384 px); another shape is refused in one line."""
+    img = (np.random.default_rng(2).random((240, 320, 3)) * 255).astype(np.uint8)
+    bl.set_input_size(hf_model, 384)
+    predictor = bl.predictor_for(hf_model)
+    predictor.set_image(img)
+    box = np.array([40.0, 30.0, 200.0, 180.0])
+    _, scores, low = predictor.predict(box=box)
+    best = low[int(np.argmax(scores))][None]  # (1, 96, 96)
+    masks, _, _ = predictor.predict(box=box, mask_input=best, multimask_output=False)
+    assert masks.shape == (1, 240, 320)
+    with pytest.raises(UserError, match=r"mask_input must be \(1, 96, 96\)") as err:
+        predictor.predict(box=box, mask_input=np.zeros((1, 64, 64), dtype=np.float32))
+    assert "\n" not in str(err.value)
