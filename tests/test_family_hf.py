@@ -5,7 +5,9 @@ Model: the project's tiny random model (``basam_lite.models.TINY``: 256 px, 16 p
 dim 192, 6 layers, 6 heads, windows of 4, global layers 2 and 5, prompt dim 128, 2-layer mask
 decoder) built as a ``SamModel`` from ``SamConfig`` with the weights of ``build_sam("tiny")``
 renamed into HF's layout. Other size: 384 px (24 x 24 tokens; windows of 4 tile it, so windowed
-layers pad nothing) and 160 px (10 x 10 tokens: windowed layers pad to 12 x 12).
+layers pad nothing), 160 px (10 x 10 tokens: windowed layers pad to 12 x 12) and 512 px (the
+official preset runs only above the base size). Both of HF's attention classes are covered
+(``attn_implementation="sdpa"``, HF's default, and ``"eager"``).
 
 HF's unpatched model at another size is built the HF way: a ``SamConfig`` with
 ``image_size`` changed (vision and prompt encoder), ``pos_embed`` resampled bicubically and the
@@ -674,3 +676,22 @@ def test_predictor_mask_input_at_another_size(hf_model):
     with pytest.raises(UserError, match=r"mask_input must be \(1, 96, 96\)") as err:
         predictor.predict(box=box, mask_input=np.zeros((1, 64, 64), dtype=np.float32))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("path", ["dense", "chunked", "folded"])
+def test_every_preset_runs_on_every_attention_path(path):
+    """All presets (official at 512 px, the others at 384 px) on each attention path give
+    finite masks, and each path equals the default one (1e-4)."""
+    hf_model = build_tiny_hf_sam()
+    for name in ("vanilla", "scale", "bias", "paper", "paper_base", "official"):
+        size = 512 if name == "official" else 384
+        bl.set_input_size(hf_model, size)
+        x, p = image(size), prompts(size)
+        with torch.no_grad():
+            bl.apply_basam(hf_model, BASAMConfig.preset(name))
+            auto = hf_model(pixel_values=x, **p).pred_masks
+            bl.apply_basam(hf_model, BASAMConfig.preset(name).with_(path=path))
+            out = hf_model(pixel_values=x, **p).pred_masks
+            bl.remove_basam(hf_model)
+        assert torch.isfinite(out).all()
+        assert torch.allclose(out, auto, atol=1e-4, rtol=0), (name, path)
