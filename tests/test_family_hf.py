@@ -695,3 +695,17 @@ def test_every_preset_runs_on_every_attention_path(path):
             bl.remove_basam(hf_model)
         assert torch.isfinite(out).all()
         assert torch.allclose(out, auto, atol=1e-4, rtol=0), (name, path)
+
+
+def test_predictor_reads_bgr_and_grayscale(hf_model):
+    img = (np.random.default_rng(3).random((120, 160, 3)) * 255).astype(np.uint8)
+    predictor = bl.predictor_for(hf_model)
+    box = np.array([10.0, 20.0, 100.0, 90.0])
+    predictor.set_image(img)
+    rgb = predictor.predict(box=box)[0]
+    predictor.set_image(img[..., ::-1], image_format="BGR")
+    assert np.array_equal(predictor.predict(box=box)[0], rgb)
+    predictor.set_image(img[..., 0])  # (H, W) grayscale is accepted as three equal channels
+    assert predictor.predict(box=box)[0].shape == (3, 120, 160)
+    with pytest.raises(ValueError, match="image_format"):
+        predictor.set_image(img, image_format="HSV")
