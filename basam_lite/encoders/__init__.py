@@ -56,6 +56,13 @@ FAMILIES: dict[str, Family] = {
             "segment_anything SAM (ViT-B/L/H, SAM-HQ's encoder, MedSAM)",
         ),
         Family("sam2", ("sam2",), "basam_lite.encoders.sam2:Sam2Adapter", "sam2", "SAM 2 (Hiera)"),
+        Family(
+            "hf",
+            ("transformers",),
+            "basam_lite.encoders.hf:HFSamAdapter",
+            "hf",
+            "Hugging Face transformers SamModel (SAM ViT-B/L/H)",
+        ),
     )
 }
 

@@ -107,6 +107,15 @@ MODELS: dict[str, ModelEntry] = {
             ModelEntry(name, "sam2", f"{_SAM2}:build_random", f"{_SAM2}:build_sam2")
             for name in ("sam2-tiny", *(f"sam2.1_hiera_{v}" for v in _SAM2_SIZES))
         ),
+        *(
+            ModelEntry(
+                f"hf-{a}",
+                "hf",
+                "basam_lite.encoders.hf:build_random",
+                "basam_lite.encoders.hf:build",
+            )
+            for a in ("tiny", "vit_b", "vit_l", "vit_h")
+        ),
     )
 }
 
