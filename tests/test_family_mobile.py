@@ -1,0 +1,465 @@
+"""MobileSAM (TinyViT) through ``mobile_sam``: build, load, any size, BA-SAM, capture.
+
+Models: ``mobilesam-tiny`` (random weights, seed 0: TinyViT widths 16/32/32/320, one block per
+stage, heads 1/2/2/5, the official windows 7/14/7, MLP ratio 1) for forwards; the official
+``mobilesam`` architecture (TinyViT-5M) where only its layout or one block matters.
+Tolerances: the patched path runs PyTorch's fused SDPA where ``mobile_sam`` runs an explicit
+softmax, so outputs agree to 1e-4 (measured about 3e-6 on the encoder's output); references of
+one block agree to 1e-5.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from basam_lite.errors import UserError
+from basam_lite.official import STORED_COMMITS, OfficialRef
+from basam_lite.patch import BASAMConfig
+
+if importlib.util.find_spec("mobile_sam") is None:  # not importorskip: it would import it bare
+    pytest.skip("the [mobilesam] extra is not installed", allow_module_level=True)
+
+from reference import reference_mask
+
+from basam_lite.encoders.mobilesam import (
+    attention_blocks,
+    build_mobilesam,
+    mobile_input_size,
+    set_mobile_input_size,
+    stage_grids,
+)
+from basam_lite.encoders.mobilesam_attention import (
+    MOBILE_REFERENCES,
+    apply_mobile_basam,
+    official_mobile_scale,
+    remove_mobile_basam,
+)
+from basam_lite.encoders.mobilesam_capture import capture_mobile_attention
+from basam_lite.encoders.mobilesam_import import mobile_sam_module
+
+TOL_MODEL = 1e-4
+TOL_BLOCK = 1e-5
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_mobilesam("mobilesam-tiny")
+
+
+def fresh():
+    return build_mobilesam("mobilesam-tiny")
+
+
+def image(hw: tuple[int, int], seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 3, *hw, generator=g)
+
+
+def own_forward_at(sam, hw: tuple[int, int], x: torch.Tensor) -> torch.Tensor:
+    """The family's own unpatched forward at ``hw``: a TinyViT built by ``mobile_sam`` itself
+    with ``img_size=hw`` (its layers' resolutions computed by its constructor), the same
+    weights, its own stem, layers and neck; only ``forward_features``' hard-coded 64 x 64 view
+    is replaced by the (rows, cols) = hw / 16 view."""
+    m = mobile_sam_module().modeling
+    enc = sam.image_encoder
+    spec_kwargs = dict(
+        embed_dims=[16, 32, 32, 320],
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 2, 2, 5],
+        window_sizes=[7, 7, 14, 7],
+        mlp_ratio=1.0,
+        mbconv_expand_ratio=1.0,
+        drop_path_rate=0.0,
+    )
+    own = m.TinyViT(img_size=hw, **spec_kwargs)
+    own.load_state_dict(enc.state_dict())
+    own.eval()
+    with torch.no_grad():
+        y = own.patch_embed(x)
+        for layer in own.layers:
+            y = layer(y)
+        y = y.view(1, hw[0] // 16, hw[1] // 16, -1).permute(0, 3, 1, 2)
+        return own.neck(y)
+
+
+# ---------------------------------------------------------------- import and build
+
+
+def test_import_contains_warnings_and_keeps_timms_registry() -> None:
+    code = (
+        "import warnings; warnings.simplefilter('error')\n"
+        "import timm.models\n"
+        "from timm.models import _registry as r\n"
+        "before = r._model_entrypoints['tiny_vit_5m_224']\n"
+        "from basam_lite.encoders.mobilesam_import import mobile_sam_module\n"
+        "m = mobile_sam_module()\n"
+        "assert m.__name__ == 'mobile_sam'\n"
+        "assert r._model_entrypoints['tiny_vit_5m_224'] is before, 'registry changed'\n"
+        "assert before.__module__ == 'timm.models.tiny_vit'\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok" and out.stderr == ""
+
+
+def test_missing_package_is_one_line_naming_the_extra(monkeypatch) -> None:
+    from basam_lite.encoders import mobilesam_import
+
+    monkeypatch.setattr(mobilesam_import, "_MODULE", None)
+    monkeypatch.setitem(sys.modules, "mobile_sam", None)  # import mobile_sam -> ImportError
+    with pytest.raises(UserError) as info:
+        build_mobilesam("mobilesam-tiny")
+    line = str(info.value)
+    assert "\n" not in line and "pip install 'basam-lite[mobilesam]'" in line
+
+
+def test_official_architecture_has_mobile_sams_own_state_dict_layout() -> None:
+    ours = build_mobilesam("mobilesam").state_dict()
+    theirs = mobile_sam_module().build_sam_vit_t().state_dict()
+    assert list(ours) == list(theirs)
+    assert all(ours[k].shape == theirs[k].shape for k in ours)
+
+
+def test_checkpoint_round_trip_from_a_mobile_sam_pt_path(tmp_path) -> None:
+    src = build_mobilesam("mobilesam", seed=3)
+    path = tmp_path / "mobile_sam.pt"
+    torch.save(src.state_dict(), path)  # stands in for the official file (same layout)
+    loaded = build_mobilesam("mobilesam", checkpoint=path)
+    for k, v in src.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    # the eval-mode cached bias tables follow the loaded weights (mobile_sam's own builder
+    # caches them before loading)
+    for blk in attention_blocks(loaded):
+        a = blk.attn
+        assert torch.equal(a.ab, a.attention_biases[:, a.attention_bias_idxs])
+    stale = mobile_sam_module().build_sam_vit_t(checkpoint=str(path))
+    a = attention_blocks(stale)[0].attn
+    assert not torch.equal(a.ab, a.attention_biases[:, a.attention_bias_idxs])
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path) -> None:
+    vit = tmp_path / "vit.pt"
+    torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(1)}, vit)
+    with pytest.raises(UserError, match="not MobileSAM's"):
+        build_mobilesam("mobilesam", checkpoint=vit)
+    small = tmp_path / "tiny.pt"
+    torch.save(build_mobilesam("mobilesam-tiny").state_dict(), small)
+    with pytest.raises(UserError, match="does not fit model 'mobilesam'"):
+        build_mobilesam("mobilesam", checkpoint=small)
+    with pytest.raises(UserError, match="unknown MobileSAM model"):
+        build_mobilesam("mobilesam-huge")
+
+
+# ---------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize("size", [500, 8, (512, 0), 512.0])
+def test_sizes_not_multiples_of_16_are_refused(tiny, size) -> None:
+    with pytest.raises(UserError):
+        set_mobile_input_size(tiny, size)
+    assert mobile_input_size(tiny) == (1024, 1024)
+
+
+def test_stage_grids_follow_the_size(tiny) -> None:
+    enc = tiny.image_encoder
+    assert stage_grids(enc, (1024, 1024)) == [(256, 256), (128, 128), (64, 64), (64, 64)]
+    assert [layer.input_resolution for layer in enc.layers] == stage_grids(enc, (1024, 1024))
+    assert stage_grids(enc, (512, 768)) == [(128, 192), (64, 96), (32, 48), (32, 48)]
+
+
+def test_vanilla_equals_the_own_forward_at_1024(tiny) -> None:
+    x = image((1024, 1024))
+    with torch.no_grad():
+        stock = tiny.image_encoder(x)
+        apply_mobile_basam(tiny, BASAMConfig.vanilla())
+        try:
+            patched = tiny.image_encoder(x)
+        finally:
+            remove_mobile_basam(tiny)
+    assert (patched - stock).abs().max() < TOL_MODEL
+
+
+@pytest.mark.parametrize("hw", [(512, 512), (384, 640)])
+def test_resized_and_vanilla_equal_the_own_forward_at_another_size(hw) -> None:
+    sam = fresh()
+    x = image(hw)
+    reference = own_forward_at(sam, hw, x)
+    set_mobile_input_size(sam, hw)
+    with torch.no_grad():
+        resized = sam.image_encoder(x)
+        apply_mobile_basam(sam, BASAMConfig.vanilla())
+        patched = sam.image_encoder(x)
+    assert resized.shape == (1, 256, hw[0] // 16, hw[1] // 16)
+    assert torch.equal(resized, reference)  # the same modules and operations: bit for bit
+    assert (patched - reference).abs().max() < TOL_MODEL
+
+
+def test_global_block_presets_leave_mobilesam_unchanged() -> None:
+    """No TinyViT block is global: scale, bias, paper and paper_base act on none."""
+    sam = fresh()
+    set_mobile_input_size(sam, 512)
+    x = image((512, 512))
+    with torch.no_grad():
+        stock = sam.image_encoder(x)
+        for name in ("scale", "bias", "paper", "paper_base"):
+            apply_mobile_basam(sam, BASAMConfig.preset(name))
+            assert (sam.image_encoder(x) - stock).abs().max() < TOL_MODEL, name
+
+
+# ---------------------------------------------------------------- block-by-block references
+
+
+def press_slopes(n: int) -> torch.Tensor:
+    """Press's ALiBi ``get_slopes`` written out (non-powers of two included)."""
+
+    def power_of_2(k: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(k) - 3)))
+        return [start * start**i for i in range(k)]
+
+    if math.log2(n).is_integer():
+        return torch.tensor(power_of_2(n))
+    p = 2 ** math.floor(math.log2(n))
+    return torch.tensor(power_of_2(p) + power_of_2(2 * p)[0::2][: n - p])
+
+
+def reference_window_attention(attn, x, lam, table_coef, slopes, metric, window):
+    """TinyViT attention written out: LayerNorm, qkv split, explicit softmax of
+    lambda q.k / sqrt(d) + c * TinyViT's own table + mask, times v, projection."""
+    b, n, _ = x.shape
+    xn = torch.nn.functional.layer_norm(x, (x.shape[-1],), attn.norm.weight, attn.norm.bias)
+    qkv = xn @ attn.qkv.weight.T + attn.qkv.bias
+    q, k, v = qkv.view(b, n, attn.num_heads, -1).split([attn.key_dim, attn.key_dim, attn.d], 3)
+    q, k, v = (t.permute(0, 2, 1, 3) for t in (q, k, v))
+    logits = lam * (q @ k.transpose(-2, -1)) / math.sqrt(attn.key_dim)
+    logits = logits + table_coef * attn.attention_biases[:, attn.attention_bias_idxs]
+    if slopes is not None:
+        logits = logits + reference_mask(window, window, slopes, metric)
+    weights = torch.exp(logits - logits.amax(-1, keepdim=True))
+    weights = weights / weights.sum(-1, keepdim=True)
+    out = (weights @ v).transpose(1, 2).reshape(b, n, attn.dh)
+    return out @ attn.proj.weight.T + attn.proj.bias
+
+
+CASES = {
+    # name: (config, size, train mode, lambda, table coefficient, mask)
+    "scale-all": (BASAMConfig.scale_only().with_(blocks="all"), 512, False, 1.0, 1.0, False),
+    "bias-all": (BASAMConfig.bias_only().with_(blocks="all"), 512, False, 1.0, 1.0, True),
+    "paper-all": (BASAMConfig.paper().with_(blocks="all"), 768, False, 1.0, 1.0, True),
+    "paper-manhattan": (
+        BASAMConfig.paper().with_(blocks="all", metric="manhattan", gain=0.5),
+        512,
+        False,
+        1.0,
+        1.0,
+        True,
+    ),
+    "official-eval-2048": (
+        BASAMConfig.official(),
+        2048,
+        False,
+        math.log(4 * 1444, 1444),
+        1.0,
+        False,
+    ),
+    "official-train-2048": (
+        BASAMConfig.official(),
+        2048,
+        True,
+        math.log(4 * 1444, 1444),
+        0.1,
+        False,
+    ),
+    "official-1536": (BASAMConfig.official(), 1536, False, 1.0, 1.0, False),
+    "paper-global": (BASAMConfig.paper(), 512, False, 1.0, 1.0, False),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_block_equals_the_written_out_reference(case) -> None:
+    config, size, train, lam, coef, masked = CASES[case]
+    sam = build_mobilesam("mobilesam")  # the official heads (4, 5, 10) and windows
+    set_mobile_input_size(sam, size)
+    apply_mobile_basam(sam, config)
+    sam.train(train)
+    g = torch.Generator().manual_seed(5)
+    for i, blk in enumerate(attention_blocks(sam)):
+        attn = blk.attn
+        w = blk.window_size
+        x = torch.randn(3, w * w, attn.norm.normalized_shape[0], generator=g)
+        slopes = press_slopes(attn.num_heads) * config.gain if masked else None
+        with torch.no_grad():
+            got = attn(x)
+            want = reference_window_attention(attn, x, lam, coef, slopes, config.metric, w)
+        assert (got - want).abs().max() < TOL_BLOCK, (case, i)
+
+
+def test_official_scale_rule_and_refusal() -> None:
+    assert official_mobile_scale((1024, 1024)) == 1.0
+    assert official_mobile_scale((1536, 1536)) == 1.0  # the side ratio is floored
+    assert official_mobile_scale((2048, 2048)) == pytest.approx(1 + math.log(4) / math.log(1444))
+    assert official_mobile_scale((4096, 4096)) == pytest.approx(math.log(16 * 1444, 1444))
+    sam = fresh()
+    set_mobile_input_size(sam, 512)
+    with pytest.raises(UserError, match="cannot run at 512x512"):
+        apply_mobile_basam(sam, BASAMConfig.official())
+    set_mobile_input_size(sam, 1024)
+    apply_mobile_basam(sam, BASAMConfig.official())
+    with pytest.raises(UserError, match="cannot run at 768x768"):
+        set_mobile_input_size(sam, 768)
+
+
+def test_official_coefficient_learns_in_training_only() -> None:
+    sam = fresh()
+    apply_mobile_basam(sam, BASAMConfig.official())
+    names = [k for k in sam.state_dict() if k.endswith("basam_rel_pos_coef")]
+    assert len(names) == len(attention_blocks(sam)) == 3
+    sam.train()
+    x = image((1024, 1024))
+    sam.image_encoder(x).square().mean().backward()
+    coefs = [blk.attn.basam_rel_pos_coef for blk in attention_blocks(sam)]
+    assert all(c.grad is not None and c.grad.abs() > 0 for c in coefs)
+
+
+# ---------------------------------------------------------------- restore and round trips
+
+
+def test_remove_basam_restores_exactly() -> None:
+    sam = fresh()
+    x = image((1024, 1024))
+    with torch.no_grad():
+        before = sam.image_encoder(x)
+    classes = [type(m) for m in sam.modules()]
+    keys = list(sam.state_dict())
+    set_mobile_input_size(sam, 2048)
+    apply_mobile_basam(sam, BASAMConfig.official())
+    apply_mobile_basam(sam, BASAMConfig.paper().with_(blocks="all", learnable_gain=True))
+    remove_mobile_basam(sam)
+    set_mobile_input_size(sam, 1024)
+    assert [type(m) for m in sam.modules()] == classes
+    assert list(sam.state_dict()) == keys
+    assert [layer.input_resolution for layer in sam.image_encoder.layers] == [
+        (256, 256),
+        (128, 128),
+        (64, 64),
+        (64, 64),
+    ]
+    assert sam.image_encoder.img_size == 1024 and sam.prompt_encoder.image_embedding_size == (
+        64,
+        64,
+    )
+    with torch.no_grad():
+        assert torch.equal(sam.image_encoder(x), before)
+
+
+def test_state_dict_and_deepcopy_round_trips() -> None:
+    sam = fresh()
+    set_mobile_input_size(sam, 512)
+    apply_mobile_basam(sam, BASAMConfig.official().with_(scale="none"))
+    with torch.no_grad():
+        for blk in attention_blocks(sam):
+            blk.attn.basam_rel_pos_coef.fill_(0.37)
+    sam.train()
+    x = image((512, 512))
+    with torch.no_grad():
+        out = sam.image_encoder(x)
+    buffer = io.BytesIO()
+    torch.save(sam.state_dict(), buffer)
+    other = fresh()
+    set_mobile_input_size(other, 512)
+    apply_mobile_basam(other, BASAMConfig.official().with_(scale="none"))
+    buffer.seek(0)
+    other.load_state_dict(torch.load(buffer, weights_only=True))
+    other.train()
+    twin = copy.deepcopy(sam)
+    with torch.no_grad():
+        assert torch.equal(other.image_encoder(x), out)
+        assert torch.equal(twin.image_encoder(x), out)
+    remove_mobile_basam(twin)
+    assert type(attention_blocks(sam)[0].attn).__name__ == "BASAMTinyAttention"
+
+
+# ---------------------------------------------------------------- predictor and capture
+
+
+def test_predict_with_a_box_and_a_point_at_another_size() -> None:
+    sam = fresh()
+    set_mobile_input_size(sam, 512)
+    apply_mobile_basam(sam, BASAMConfig.paper().with_(blocks="all"))
+    predictor = mobile_sam_module().SamPredictor(sam)  # the family's own predictor
+    rgb = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    predictor.set_image(rgb)
+    assert predictor.features.shape == (1, 256, 32, 32)
+    assert predictor.input_size == (384, 512)
+    masks, scores, low = predictor.predict(
+        point_coords=np.array([[200.0, 150.0]]),
+        point_labels=np.array([1]),
+        box=np.array([50.0, 40.0, 350.0, 260.0]),
+    )
+    assert masks.shape == (3, 300, 400) and scores.shape == (3,) and low.shape == (3, 128, 128)
+    # the same prompt through Sam.forward (its own preprocess, prompt encoder, postprocess)
+    t = predictor.transform
+    batch = {
+        "image": torch.as_tensor(t.apply_image(rgb)).permute(2, 0, 1).float(),
+        "original_size": (300, 400),
+        "point_coords": torch.as_tensor(t.apply_coords(np.array([[[200.0, 150.0]]]), (300, 400))),
+        "point_labels": torch.tensor([[1]]),
+        "boxes": torch.as_tensor(t.apply_boxes(np.array([[50.0, 40.0, 350.0, 260.0]]), (300, 400))),
+    }
+    with torch.no_grad():
+        out = sam([batch], multimask_output=True)[0]
+    assert np.array_equal(out["masks"][0].numpy(), masks)
+
+
+def test_non_square_sam_forward_pads_and_crops() -> None:
+    sam = fresh()
+    set_mobile_input_size(sam, (256, 384))
+    img = torch.rand(3, 200, 384) * 255
+    with torch.no_grad():
+        out = sam([{"image": img, "original_size": (100, 192)}], multimask_output=False)[0]
+    assert out["masks"].shape == (1, 1, 100, 192)
+    assert sam.prompt_encoder.get_dense_pe().shape == (1, 256, 16, 24)
+
+
+def test_capture_attention_maps_at_another_size() -> None:
+    sam = fresh()
+    set_mobile_input_size(sam, 512)
+    x = image((512, 512))
+    with torch.no_grad():
+        stock = sam.image_encoder(x)
+        with capture_mobile_attention(sam) as cap:
+            captured = sam.image_encoder(x)
+    assert (captured - stock).abs().max() < TOL_MODEL
+    assert type(attention_blocks(sam)[0].attn).__name__ == "Attention"  # restored
+    assert sorted(cap.maps) == [0, 1, 2]
+    first = cap.maps[0]  # stage 1: 64 x 64 tokens, windows of 7, padded to 70
+    assert first.grid == (64, 64) and first.window == 7 and first.windows_hw == (10, 10)
+    assert first.probs.shape == (100, 2, 49, 49)
+    assert torch.allclose(first.probs.sum(-1), torch.ones(()), atol=1e-5)
+    qmap = first.query_map(10, 20)  # window (1, 2): no padding
+    assert qmap.shape == (2, 64, 64)
+    assert torch.allclose(qmap.sum((1, 2)), torch.ones(2), atol=1e-5)
+    assert qmap[:, :7].abs().sum() == 0 and qmap[:, 7:14, 14:21].sum() > 0.99
+    edge = cap.maps[1].query_map(31, 31)  # stage 2: 32 x 32, windows of 14 padded to 42
+    assert edge[:, 28:, 28:].sum((1, 2)).max() <= 1.0
+
+
+# ---------------------------------------------------------------- official references
+
+
+def test_mobile_references_are_well_formed() -> None:
+    ids = [r.claim_id for r in MOBILE_REFERENCES]
+    assert len(ids) == len(set(ids))
+    for r in MOBILE_REFERENCES:
+        assert isinstance(r, OfficialRef) and r.commit in STORED_COMMITS
+        assert 1 <= r.lines[0] <= r.lines[1] and 0 < len(r.token) <= 40
+        assert r.path.startswith("mobile_sam/") and r.claim.strip()
