@@ -463,3 +463,25 @@ def test_mobile_references_are_well_formed() -> None:
         assert isinstance(r, OfficialRef) and r.commit in STORED_COMMITS
         assert 1 <= r.lines[0] <= r.lines[1] and 0 < len(r.token) <= 40
         assert r.path.startswith("mobile_sam/") and r.claim.strip()
+
+
+# ---------------------------------------------------------------- what changes with size
+
+
+def test_no_row_sees_more_keys_as_the_image_grows() -> None:
+    from basam_lite.encoders.mobilesam_facts import conv_reach, window_rows
+
+    sam = build_mobilesam("mobilesam")
+    rows = window_rows(sam, [256, 512, 1024, 2048])
+    assert len(rows) == 4 * 10
+    for r in rows:
+        assert r["keys_per_row"] == r["window"] ** 2 and r["lambda_log_ratio"] == 1.0
+    stage1 = {r["size"]: r["windows"] for r in rows if r["block"] == 0}
+    assert stage1 == {256: 25, 512: 100, 1024: 361, 2048: 1369}
+    assert 4 * stage1[1024] == 1444  # the official constant: a batch of 4 at 1024 px
+    assert {r["lambda_official"] for r in rows if r["size"] < 1024} == {None}
+    # stem 3x3/2, 3x3/2; stage 0: 2 MBConv dw3x3; merges dw3x3/2, /2, /1; a 3x3 local_conv
+    # per block (2 + 6 + 2 at strides 8, 16, 16); the neck's 3x3 at 16
+    expected = 1 + 2 + 2 * 2 + 2 * 2 * 4 + 2 * 4 + 2 * 2 * 8 + 2 * 8 + 6 * 2 * 16 + 2 * 16
+    expected += 2 * 2 * 16 + 2 * 16
+    assert conv_reach(sam) == expected == 399

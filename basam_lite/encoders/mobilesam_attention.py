@@ -35,8 +35,9 @@ MobileSAM behaviour (:data:`MOBILE_REFERENCES`): every window scales its logits 
 .. math:: \lambda_\text{off} = \log_{1444}(s^2 \cdot 1444), \qquad
     s = \lfloor \text{image side} / 1024 \rfloor,
 
-where 1444 is, by the official comment, the batch dimension of the attention input (windows
-times images) the authors saw, not a softmax length; :math:`s` is an integer fixed at build
+where 1444 is, by the official comment, the batch dimension of the attention input the
+authors saw: 4 x 361, the stage-1 windows (19 x 19 of 7 x 7 tokens) of four 1024 px images, not
+a softmax length; :math:`s` is an integer fixed at build
 (1536 px gives 1, below 1024 px the official model cannot be built: ``log(0)``). For non-square
 sizes :math:`s = \lfloor\sqrt{HW}/1024\rfloor` (``isqrt`` of the floored pixel ratio), which is
 the side rule for squares. In training mode the bias table is multiplied by a learnable
