@@ -21,30 +21,25 @@ import numpy as np
 import pytest
 import torch
 
+from basam_lite.config import BASAMConfig
 from basam_lite.errors import UserError
 from basam_lite.official import STORED_COMMITS, OfficialRef
-from basam_lite.patch import BASAMConfig
 
 if importlib.util.find_spec("mobile_sam") is None:  # not importorskip: it would import it bare
     pytest.skip("the [mobilesam] extra is not installed", allow_module_level=True)
 
 from reference import reference_mask
 
-from basam_lite.encoders.mobilesam import (
-    attention_blocks,
+import basam_lite as bl
+from basam_lite import encoders
+from basam_lite.encoders.mobilesam_build import (
     build_mobilesam,
-    mobile_input_size,
-    set_mobile_input_size,
     stage_grids,
+    tiny_vit_blocks,
 )
-from basam_lite.encoders.mobilesam_attention import (
-    MOBILE_REFERENCES,
-    apply_mobile_basam,
-    official_mobile_scale,
-    remove_mobile_basam,
-)
-from basam_lite.encoders.mobilesam_capture import capture_mobile_attention
 from basam_lite.encoders.mobilesam_import import mobile_sam_module
+from basam_lite.encoders.mobilesam_official import MOBILE_REFERENCES, official_mobile_scale
+from basam_lite.encoders.specs import model_spec
 
 TOL_MODEL = 1e-4
 TOL_BLOCK = 1e-5
@@ -117,10 +112,12 @@ def test_missing_package_is_one_line_naming_the_extra(monkeypatch) -> None:
 
     monkeypatch.setattr(mobilesam_import, "_MODULE", None)
     monkeypatch.setitem(sys.modules, "mobile_sam", None)  # import mobile_sam -> ImportError
-    with pytest.raises(UserError) as info:
-        build_mobilesam("mobilesam-tiny")
-    line = str(info.value)
-    assert "\n" not in line and "pip install 'basam-lite[mobilesam]'" in line
+    monkeypatch.delitem(sys.modules, "basam_lite.encoders.mobilesam", raising=False)
+    for call in (lambda: build_mobilesam("mobilesam-tiny"), lambda: encoders.require("mobilesam")):
+        with pytest.raises(UserError) as info:
+            call()
+        line = str(info.value)
+        assert "\n" not in line and "pip install 'basam-lite[mobilesam]'" in line
 
 
 def test_official_architecture_has_mobile_sams_own_state_dict_layout() -> None:
@@ -139,11 +136,11 @@ def test_checkpoint_round_trip_from_a_mobile_sam_pt_path(tmp_path) -> None:
         assert torch.equal(v, loaded.state_dict()[k]), k
     # the eval-mode cached bias tables follow the loaded weights (mobile_sam's own builder
     # caches them before loading)
-    for blk in attention_blocks(loaded):
+    for blk in tiny_vit_blocks(loaded):
         a = blk.attn
         assert torch.equal(a.ab, a.attention_biases[:, a.attention_bias_idxs])
     stale = mobile_sam_module().build_sam_vit_t(checkpoint=str(path))
-    a = attention_blocks(stale)[0].attn
+    a = tiny_vit_blocks(stale)[0].attn
     assert not torch.equal(a.ab, a.attention_biases[:, a.attention_bias_idxs])
 
 
@@ -166,8 +163,8 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path) -> None:
 @pytest.mark.parametrize("size", [500, 8, (512, 0), 512.0])
 def test_sizes_not_multiples_of_16_are_refused(tiny, size) -> None:
     with pytest.raises(UserError):
-        set_mobile_input_size(tiny, size)
-    assert mobile_input_size(tiny) == (1024, 1024)
+        bl.set_input_size(tiny, size)
+    assert bl.input_size(tiny) == (1024, 1024)
 
 
 def test_stage_grids_follow_the_size(tiny) -> None:
@@ -181,11 +178,11 @@ def test_vanilla_equals_the_own_forward_at_1024(tiny) -> None:
     x = image((1024, 1024))
     with torch.no_grad():
         stock = tiny.image_encoder(x)
-        apply_mobile_basam(tiny, BASAMConfig.vanilla())
+        bl.apply_basam(tiny, BASAMConfig.vanilla())
         try:
             patched = tiny.image_encoder(x)
         finally:
-            remove_mobile_basam(tiny)
+            bl.remove_basam(tiny)
     assert (patched - stock).abs().max() < TOL_MODEL
 
 
@@ -194,10 +191,10 @@ def test_resized_and_vanilla_equal_the_own_forward_at_another_size(hw) -> None:
     sam = fresh()
     x = image(hw)
     reference = own_forward_at(sam, hw, x)
-    set_mobile_input_size(sam, hw)
+    bl.set_input_size(sam, hw)
     with torch.no_grad():
         resized = sam.image_encoder(x)
-        apply_mobile_basam(sam, BASAMConfig.vanilla())
+        bl.apply_basam(sam, BASAMConfig.vanilla())
         patched = sam.image_encoder(x)
     assert resized.shape == (1, 256, hw[0] // 16, hw[1] // 16)
     assert torch.equal(resized, reference)  # the same modules and operations: bit for bit
@@ -207,12 +204,12 @@ def test_resized_and_vanilla_equal_the_own_forward_at_another_size(hw) -> None:
 def test_global_block_presets_leave_mobilesam_unchanged() -> None:
     """No TinyViT block is global: scale, bias, paper and paper_base act on none."""
     sam = fresh()
-    set_mobile_input_size(sam, 512)
+    bl.set_input_size(sam, 512)
     x = image((512, 512))
     with torch.no_grad():
         stock = sam.image_encoder(x)
         for name in ("scale", "bias", "paper", "paper_base"):
-            apply_mobile_basam(sam, BASAMConfig.preset(name))
+            bl.apply_basam(sam, BASAMConfig.preset(name))
             assert (sam.image_encoder(x) - stock).abs().max() < TOL_MODEL, name
 
 
@@ -288,11 +285,11 @@ CASES = {
 def test_every_block_equals_the_written_out_reference(case) -> None:
     config, size, train, lam, coef, masked = CASES[case]
     sam = build_mobilesam("mobilesam")  # the official heads (4, 5, 10) and windows
-    set_mobile_input_size(sam, size)
-    apply_mobile_basam(sam, config)
+    bl.set_input_size(sam, size)
+    bl.apply_basam(sam, config)
     sam.train(train)
     g = torch.Generator().manual_seed(5)
-    for i, blk in enumerate(attention_blocks(sam)):
+    for i, blk in enumerate(tiny_vit_blocks(sam)):
         attn = blk.attn
         w = blk.window_size
         x = torch.randn(3, w * w, attn.norm.normalized_shape[0], generator=g)
@@ -309,24 +306,24 @@ def test_official_scale_rule_and_refusal() -> None:
     assert official_mobile_scale((2048, 2048)) == pytest.approx(1 + math.log(4) / math.log(1444))
     assert official_mobile_scale((4096, 4096)) == pytest.approx(math.log(16 * 1444, 1444))
     sam = fresh()
-    set_mobile_input_size(sam, 512)
+    bl.set_input_size(sam, 512)
     with pytest.raises(UserError, match="cannot run at 512x512"):
-        apply_mobile_basam(sam, BASAMConfig.official())
-    set_mobile_input_size(sam, 1024)
-    apply_mobile_basam(sam, BASAMConfig.official())
+        bl.apply_basam(sam, BASAMConfig.official())
+    bl.set_input_size(sam, 1024)
+    bl.apply_basam(sam, BASAMConfig.official())
     with pytest.raises(UserError, match="cannot run at 768x768"):
-        set_mobile_input_size(sam, 768)
+        bl.set_input_size(sam, 768)
 
 
 def test_official_coefficient_learns_in_training_only() -> None:
     sam = fresh()
-    apply_mobile_basam(sam, BASAMConfig.official())
+    bl.apply_basam(sam, BASAMConfig.official())
     names = [k for k in sam.state_dict() if k.endswith("basam_rel_pos_coef")]
-    assert len(names) == len(attention_blocks(sam)) == 3
+    assert len(names) == len(tiny_vit_blocks(sam)) == 3
     sam.train()
     x = image((1024, 1024))
     sam.image_encoder(x).square().mean().backward()
-    coefs = [blk.attn.basam_rel_pos_coef for blk in attention_blocks(sam)]
+    coefs = [blk.attn.basam_rel_pos_coef for blk in tiny_vit_blocks(sam)]
     assert all(c.grad is not None and c.grad.abs() > 0 for c in coefs)
 
 
@@ -340,11 +337,11 @@ def test_remove_basam_restores_exactly() -> None:
         before = sam.image_encoder(x)
     classes = [type(m) for m in sam.modules()]
     keys = list(sam.state_dict())
-    set_mobile_input_size(sam, 2048)
-    apply_mobile_basam(sam, BASAMConfig.official())
-    apply_mobile_basam(sam, BASAMConfig.paper().with_(blocks="all", learnable_gain=True))
-    remove_mobile_basam(sam)
-    set_mobile_input_size(sam, 1024)
+    bl.set_input_size(sam, 2048)
+    bl.apply_basam(sam, BASAMConfig.official())
+    bl.apply_basam(sam, BASAMConfig.paper().with_(blocks="all", learnable_gain=True))
+    bl.remove_basam(sam)
+    bl.set_input_size(sam, 1024)
     assert [type(m) for m in sam.modules()] == classes
     assert list(sam.state_dict()) == keys
     assert [layer.input_resolution for layer in sam.image_encoder.layers] == [
@@ -363,10 +360,10 @@ def test_remove_basam_restores_exactly() -> None:
 
 def test_state_dict_and_deepcopy_round_trips() -> None:
     sam = fresh()
-    set_mobile_input_size(sam, 512)
-    apply_mobile_basam(sam, BASAMConfig.official().with_(scale="none"))
+    bl.set_input_size(sam, 512)
+    bl.apply_basam(sam, BASAMConfig.official().with_(scale="none"))
     with torch.no_grad():
-        for blk in attention_blocks(sam):
+        for blk in tiny_vit_blocks(sam):
             blk.attn.basam_rel_pos_coef.fill_(0.37)
     sam.train()
     x = image((512, 512))
@@ -375,8 +372,8 @@ def test_state_dict_and_deepcopy_round_trips() -> None:
     buffer = io.BytesIO()
     torch.save(sam.state_dict(), buffer)
     other = fresh()
-    set_mobile_input_size(other, 512)
-    apply_mobile_basam(other, BASAMConfig.official().with_(scale="none"))
+    bl.set_input_size(other, 512)
+    bl.apply_basam(other, BASAMConfig.official().with_(scale="none"))
     buffer.seek(0)
     other.load_state_dict(torch.load(buffer, weights_only=True))
     other.train()
@@ -384,45 +381,71 @@ def test_state_dict_and_deepcopy_round_trips() -> None:
     with torch.no_grad():
         assert torch.equal(other.image_encoder(x), out)
         assert torch.equal(twin.image_encoder(x), out)
-    remove_mobile_basam(twin)
-    assert type(attention_blocks(sam)[0].attn).__name__ == "BASAMTinyAttention"
+    bl.remove_basam(twin)
+    assert type(tiny_vit_blocks(sam)[0].attn).__name__ == "BASAMTinyAttention"
 
 
 # ---------------------------------------------------------------- predictor and capture
 
 
-def test_predict_with_a_box_and_a_point_at_another_size() -> None:
+def prompt_through_sam_forward(sam, transform, rgb, point, box) -> np.ndarray:
+    """The same prompt through ``Sam.forward`` (its own preprocess, prompt encoder and
+    postprocess), for comparison with a predictor."""
+    size = rgb.shape[:2]
+    batch = {
+        "image": torch.as_tensor(transform.apply_image(rgb)).permute(2, 0, 1).float(),
+        "original_size": size,
+        "point_coords": torch.as_tensor(transform.apply_coords(np.array([[point]]), size)),
+        "point_labels": torch.tensor([[1]]),
+        "boxes": torch.as_tensor(transform.apply_boxes(np.array([box]), size)),
+    }
+    with torch.no_grad():
+        return sam([batch], multimask_output=True)[0]["masks"][0].numpy()
+
+
+RGB = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+POINT, BOX = [200.0, 150.0], [50.0, 40.0, 350.0, 260.0]
+
+
+def test_the_familys_own_predictor_follows_the_size() -> None:
     sam = fresh()
-    set_mobile_input_size(sam, 512)
-    apply_mobile_basam(sam, BASAMConfig.paper().with_(blocks="all"))
-    predictor = mobile_sam_module().SamPredictor(sam)  # the family's own predictor
-    rgb = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
-    predictor.set_image(rgb)
+    predictor = mobile_sam_module().SamPredictor(sam)  # mobile_sam's own, made at 1024 px
+    bl.set_input_size(predictor, 512)  # a predictor in hand follows too
+    bl.apply_basam(sam, BASAMConfig.paper().with_(blocks="all"))
+    predictor.set_image(RGB)
     assert predictor.features.shape == (1, 256, 32, 32)
     assert predictor.input_size == (384, 512)
     masks, scores, low = predictor.predict(
-        point_coords=np.array([[200.0, 150.0]]),
-        point_labels=np.array([1]),
-        box=np.array([50.0, 40.0, 350.0, 260.0]),
+        point_coords=np.array([POINT]), point_labels=np.array([1]), box=np.array(BOX)
     )
     assert masks.shape == (3, 300, 400) and scores.shape == (3,) and low.shape == (3, 128, 128)
-    # the same prompt through Sam.forward (its own preprocess, prompt encoder, postprocess)
-    t = predictor.transform
-    batch = {
-        "image": torch.as_tensor(t.apply_image(rgb)).permute(2, 0, 1).float(),
-        "original_size": (300, 400),
-        "point_coords": torch.as_tensor(t.apply_coords(np.array([[[200.0, 150.0]]]), (300, 400))),
-        "point_labels": torch.tensor([[1]]),
-        "boxes": torch.as_tensor(t.apply_boxes(np.array([[50.0, 40.0, 350.0, 260.0]]), (300, 400))),
-    }
-    with torch.no_grad():
-        out = sam([batch], multimask_output=True)[0]
-    assert np.array_equal(out["masks"][0].numpy(), masks)
+    reference = prompt_through_sam_forward(sam, predictor.transform, RGB, POINT, BOX)
+    assert np.array_equal(reference, masks)
+    with pytest.raises(UserError, match="non-square"):
+        bl.set_input_size(predictor, (384, 640))
+
+
+def test_predictor_for_predicts_with_a_box_and_a_point_at_a_non_square_size() -> None:
+    sam = fresh()
+    bl.set_input_size(sam, (384, 640))
+    bl.apply_basam(sam, BASAMConfig.official().with_(scale="none"))
+    predictor = bl.predictor_for(sam)
+    predictor.set_image(RGB)
+    assert predictor.features.shape == (1, 256, 24, 40)
+    assert predictor.input_size == (384, 512)  # 300 x 400 scaled by 1.28 fits 384 x 640
+    masks, _, _ = predictor.predict(
+        point_coords=np.array([POINT]), point_labels=np.array([1]), box=np.array(BOX)
+    )
+    assert masks.shape == (3, 300, 400)
+    reference = prompt_through_sam_forward(sam, predictor.transform, RGB, POINT, BOX)
+    assert np.array_equal(reference, masks)
+    with pytest.raises(UserError, match="outside"):
+        predictor.predict(point_coords=np.array([[500.0, 10.0]]), point_labels=np.array([1]))
 
 
 def test_non_square_sam_forward_pads_and_crops() -> None:
     sam = fresh()
-    set_mobile_input_size(sam, (256, 384))
+    bl.set_input_size(sam, (256, 384))
     img = torch.rand(3, 200, 384) * 255
     with torch.no_grad():
         out = sam([{"image": img, "original_size": (100, 192)}], multimask_output=False)[0]
@@ -432,25 +455,37 @@ def test_non_square_sam_forward_pads_and_crops() -> None:
 
 def test_capture_attention_maps_at_another_size() -> None:
     sam = fresh()
-    set_mobile_input_size(sam, 512)
+    bl.set_input_size(sam, 512)
     x = image((512, 512))
+    inputs = {}
+    blk = tiny_vit_blocks(sam)[0]
+    handle = blk.attn.register_forward_pre_hook(lambda m, a: inputs.setdefault("x", a[0]))
     with torch.no_grad():
         stock = sam.image_encoder(x)
-        with capture_mobile_attention(sam) as cap:
+        with bl.capture_attention(sam, queries=[(10, 20), (31, 31)]) as cap:
             captured = sam.image_encoder(x)
+    handle.remove()
     assert (captured - stock).abs().max() < TOL_MODEL
-    assert type(attention_blocks(sam)[0].attn).__name__ == "Attention"  # restored
-    assert sorted(cap.maps) == [0, 1, 2]
-    first = cap.maps[0]  # stage 1: 64 x 64 tokens, windows of 7, padded to 70
-    assert first.grid == (64, 64) and first.window == 7 and first.windows_hw == (10, 10)
-    assert first.probs.shape == (100, 2, 49, 49)
-    assert torch.allclose(first.probs.sum(-1), torch.ones(()), atol=1e-5)
-    qmap = first.query_map(10, 20)  # window (1, 2): no padding
-    assert qmap.shape == (2, 64, 64)
-    assert torch.allclose(qmap.sum((1, 2)), torch.ones(2), atol=1e-5)
-    assert qmap[:, :7].abs().sum() == 0 and qmap[:, 7:14, 14:21].sum() > 0.99
-    edge = cap.maps[1].query_map(31, 31)  # stage 2: 32 x 32, windows of 14 padded to 42
-    assert edge[:, 28:, 28:].sum((1, 2)).max() <= 1.0
+    assert type(tiny_vit_blocks(sam)[0].attn).__name__ == "Attention"  # restored
+    assert sorted(cap.maps) == list(range(3))
+    assert cap.grids[0] == (64, 64) and cap.grids[1] == (32, 32) and cap.window_sizes[1] == 14
+    maps = cap.grid_maps(0)  # stage 1: 64 x 64 tokens, windows of 7
+    assert maps.shape == (1, 2, 2, 64, 64)
+    assert torch.allclose(maps.sum((-1, -2)), torch.ones(()), atol=1e-5)
+    q = maps[0, :, 0]  # query (10, 20): window rows 7..13, cols 14..20
+    assert q[:, 7:14, 14:21].sum((-1, -2)).min() > 1 - 1e-5 and q[:, :7].abs().sum() == 0
+    # the query's row against the written-out reference on the block's own input
+    attn, w = blk.attn, blk.window_size
+    windows = inputs["x"]  # [windows, 49, C] as mobile_sam partitioned them (10 x 10)
+    xn = torch.nn.functional.layer_norm(
+        windows[12:13], (windows.shape[-1],), attn.norm.weight, attn.norm.bias
+    )
+    qkv = (xn @ attn.qkv.weight.T + attn.qkv.bias).view(1, w * w, attn.num_heads, -1)
+    qq, kk, _ = qkv.split([attn.key_dim, attn.key_dim, attn.d], 3)
+    logits = torch.einsum("hd,nhd->hn", qq[0, 3 * w + 6], kk[0]) / math.sqrt(attn.key_dim)
+    logits = logits + attn.attention_biases[:, attn.attention_bias_idxs][:, 3 * w + 6]
+    want = logits.softmax(-1).reshape(-1, w, w)
+    assert (q[:, 7:14, 14:21] - want).abs().max() < TOL_BLOCK
 
 
 # ---------------------------------------------------------------- official references
@@ -485,3 +520,48 @@ def test_no_row_sees_more_keys_as_the_image_grows() -> None:
     expected = 1 + 2 + 2 * 2 + 2 * 2 * 4 + 2 * 4 + 2 * 2 * 8 + 2 * 8 + 6 * 2 * 16 + 2 * 16
     expected += 2 * 2 * 16 + 2 * 16
     assert conv_reach(sam) == expected == 399
+
+
+# ---------------------------------------------------------------- the interface
+
+
+def test_adapter_and_spec_are_read_off_the_model() -> None:
+    sam = build_mobilesam("mobilesam")
+    adapter = encoders.adapter_for(sam)
+    assert adapter.family == "mobilesam" and encoders.adapter_for(sam.image_encoder).model is None
+    assert encoders.global_blocks(sam) == []
+    blocks = tiny_vit_blocks(sam)
+    spec = model_spec("mobilesam")
+    assert spec.family == "mobilesam" and spec.base_hw == (1024, 1024)
+    assert spec.patch_size == 4  # the stem's stride: 1024 px -> 256 x 256 tokens
+    assert spec.heads == tuple(b.attn.num_heads for b in blocks) == (4, 4) + (5,) * 6 + (10, 10)
+    assert spec.dims == tuple(b.dim for b in blocks)
+    assert spec.windows == tuple(b.window_size for b in blocks) == (7, 7) + (14,) * 6 + (7, 7)
+    assert spec.global_blocks == () and spec.base_keys == tuple(w * w for w in spec.windows)
+    assert "16" in spec.size_rule
+    assert model_spec("mobilesam-tiny").heads == (2, 2, 5)
+
+
+@pytest.mark.parametrize("preset", ["vanilla", "scale", "bias", "paper", "paper_base", "official"])
+def test_every_preset_applies_and_runs(preset) -> None:
+    sam = fresh()
+    bl.set_input_size(sam, 1024 if preset == "official" else 256)
+    bl.apply_basam(sam, BASAMConfig.preset(preset))
+    side = bl.input_size(sam)[0]
+    with torch.no_grad():
+        out = sam.image_encoder(image((side, side)))
+    assert out.shape == (1, 256, side // 16, side // 16) and torch.isfinite(out).all()
+    assert bl.patch_config(sam).name == preset
+
+
+def test_pickle_round_trip_of_a_patched_resized_model() -> None:
+    import pickle
+
+    sam = fresh()
+    bl.set_input_size(sam, (256, 384))
+    bl.apply_basam(sam, BASAMConfig.paper().with_(blocks="all", learnable_gain=True))
+    x = image((256, 384))
+    twin = pickle.loads(pickle.dumps(sam))
+    with torch.no_grad():
+        assert torch.equal(twin.image_encoder(x), sam.image_encoder(x))
+    assert bl.input_size(twin) == (256, 384) and bl.patch_config(twin).blocks == "all"

@@ -1,4 +1,4 @@
-"""MobileSAM (TinyViT image encoder) from the ``mobile_sam`` package: build, load, resize.
+"""MobileSAM (TinyViT image encoder) from the ``mobile_sam`` package: specs, build, load.
 
 MobileSAM is SAM with ViT-H's encoder replaced by a TinyViT-5M distilled from it (Zhang et al.
 2023, arXiv 2306.14289); the prompt encoder and mask decoder are SAM's. Its encoder:
@@ -15,7 +15,8 @@ MobileSAM is SAM with ViT-H's encoder replaced by a TinyViT-5M distilled from it
   offsets]``, gathered by ``attention_bias_idxs`` ``[w^2, w^2]``). It depends on the window,
   never on the image: the same table serves every input size.
 
-What fixes MobileSAM at 1024 px, and what :func:`set_mobile_input_size` changes:
+What fixes MobileSAM at 1024 px, and what the adapter's ``resize`` (:mod:`.mobilesam`,
+through :func:`basam_lite.set_input_size`) changes:
 
 - ``TinyViT.forward_features`` views the last stage's tokens as ``64 x 64`` (hard-coded);
 - each layer, block and merge keeps the ``input_resolution`` computed when it was built;
@@ -39,11 +40,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from ..errors import UserError
-from ..resolution import parse_size
 from .mobilesam_import import mobile_sam_module
 
 #: The side MobileSAM was trained at, and the stride of its output grid (the "patch size").
@@ -136,7 +135,7 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
     return [blk.attn for layer in enc.layers[1:] for blk in layer.blocks]
 
 
-def attention_blocks(model: nn.Module) -> list[nn.Module]:
+def tiny_vit_blocks(model: nn.Module) -> list[nn.Module]:
     """Every ``TinyViTBlock`` (the modules holding ``window_size`` and ``input_resolution``)."""
     enc = tiny_vit_of(model)
     return [blk for layer in enc.layers[1:] for blk in layer.blocks]
@@ -221,30 +220,12 @@ def build_mobilesam(
     return sam.eval()  # refreshes each window's cached bias table ('ab') from the weights
 
 
-# ---------------------------------------------------------------- input size
-
-
-@dataclass
-class MobileSize:
-    """Where a MobileSAM runs: its base (height, width) and the classes it had before."""
-
-    base_hw: tuple[int, int]
-    input_hw: tuple[int, int]
-    encoder_class: type[nn.Module]
-    sam_class: type[nn.Module] | None
-
-
-_SIZE = "basam_mobile_size"
-
-
-def size_record(encoder: nn.Module) -> MobileSize | None:
-    return encoder.__dict__.get(_SIZE)
-
-
-def mobile_input_size(model: nn.Module) -> tuple[int, int]:
-    """The (height, width) a MobileSAM (or its TinyViT) runs at."""
-    record = size_record(tiny_vit_of(model))
-    return record.input_hw if record is not None else (BASE_SIDE, BASE_SIDE)
+def build_random(name: str) -> nn.Module:
+    """The spec registry's builder: :func:`build_mobilesam` with random weights. ``mobile_sam``'s
+    constructor reads tensors (``.item()`` on its drop-path schedule), so it is built on the CPU
+    even inside a ``torch.device("meta")`` block (the official model: 10 M parameters)."""
+    with torch.device("cpu"):
+        return build_mobilesam(name)
 
 
 def stage_grids(encoder: nn.Module, hw: tuple[int, int]) -> list[tuple[int, int]]:
@@ -263,132 +244,3 @@ def stage_grids(encoder: nn.Module, hw: tuple[int, int]) -> list[tuple[int, int]
             s = layer.downsample.conv2.c.stride[0]
             grid = (-(-grid[0] // s), -(-grid[1] // s))
     return grids
-
-
-def _set_resolutions(encoder: nn.Module, hw: tuple[int, int]) -> None:
-    """Every ``input_resolution`` (layer, block, merge) and the stem's grid for ``hw`` pixels."""
-    grids = stage_grids(encoder, hw)
-    encoder.patch_embed.patches_resolution = grids[0]
-    encoder.patch_embed.num_patches = grids[0][0] * grids[0][1]
-    encoder.patches_resolution = grids[0]
-    for layer, grid in zip(encoder.layers, grids, strict=True):
-        layer.input_resolution = grid
-        for blk in layer.blocks:
-            if hasattr(blk, "input_resolution"):
-                blk.input_resolution = grid
-        if layer.downsample is not None:
-            layer.downsample.input_resolution = grid
-    encoder.img_size = max(hw)
-
-
-def _output_grid(encoder: nn.Module, hw: tuple[int, int]) -> tuple[int, int]:
-    last = stage_grids(encoder, hw)[-1]
-    if (last[0] * STRIDE, last[1] * STRIDE) != hw:
-        raise UserError(
-            f"this TinyViT's last stage runs at {last[0]}x{last[1]} tokens for a {hw[0]}x{hw[1]} "
-            f"input, not at 1/{STRIDE} of it: only MobileSAM's layout (last width "
-            f"{'/'.join(map(str, STRIDE_ONE_WIDTHS))}) is supported"
-        )
-    return last
-
-
-def _sized_classes() -> tuple[type[nn.Module], type[nn.Module]]:
-    """The any-size subclasses of ``mobile_sam``'s ``TinyViT`` and ``Sam`` (made once, kept as
-    module attributes so that pickling a resized model finds them)."""
-    cached = globals().get("SizedTinyViT")
-    if cached is not None:
-        return cached, globals()["SizedMobileSam"]
-    m = _modeling()
-
-    class SizedTinyViT(m.TinyViT):
-        """TinyViT whose output grid follows its input size (``forward_features`` of
-        ``mobile_sam`` views the tokens as 64 x 64)."""
-
-        def forward_features(self, x: Tensor) -> Tensor:
-            hw = mobile_input_size(self)
-            if tuple(x.shape[-2:]) != hw:
-                raise ValueError(
-                    f"TinyViT set to {hw[0]}x{hw[1]} px got a {x.shape[-2]}x{x.shape[-1]} input: "
-                    "set the size with set_mobile_input_size (Sam.preprocess pads to it)"
-                )
-            x = self.patch_embed(x)
-            for layer in self.layers:
-                x = layer(x)
-            b, _, c = x.shape
-            x = x.view(b, hw[0] // STRIDE, hw[1] // STRIDE, c).permute(0, 3, 1, 2)
-            return self.neck(x)
-
-    class SizedMobileSam(m.Sam):
-        """MobileSAM ``Sam`` padding to, and cropping from, its encoder's (height, width)."""
-
-        def preprocess(self, x: Tensor) -> Tensor:
-            h, w = mobile_input_size(self)
-            if x.shape[-2] > h or x.shape[-1] > w:
-                raise ValueError(
-                    f"image of {x.shape[-2]}x{x.shape[-1]} does not fit the model's input size "
-                    f"{h}x{w}: resize it first"
-                )
-            x = (x - self.pixel_mean) / self.pixel_std
-            return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
-
-        def postprocess_masks(
-            self, masks: Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...]
-        ) -> Tensor:
-            h, w = mobile_input_size(self)
-            masks = F.interpolate(masks, (h, w), mode="bilinear", align_corners=False)
-            masks = masks[..., : input_size[0], : input_size[1]]
-            return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
-
-    for cls in (SizedTinyViT, SizedMobileSam):
-        cls.__module__ = __name__
-        cls.__qualname__ = cls.__name__
-        globals()[cls.__name__] = cls
-    return SizedTinyViT, SizedMobileSam
-
-
-def __getattr__(name: str) -> type[nn.Module]:
-    """``SizedTinyViT`` / ``SizedMobileSam`` on first use (``mobile_sam`` is imported lazily)."""
-    if name in ("SizedTinyViT", "SizedMobileSam"):
-        return dict(zip(("SizedTinyViT", "SizedMobileSam"), _sized_classes(), strict=True))[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def set_mobile_input_size(model: nn.Module, size: int | tuple[int, int]) -> nn.Module:
-    """Make a MobileSAM ``Sam`` (or its TinyViT) run at ``size`` (an int or (height, width),
-    each a multiple of 16 px); returns ``model``. The base size (1024) restores the stock
-    classes and resolutions exactly. The attention bias tables are untouched: they depend on the
-    window, not on the image.
-    """
-    enc = tiny_vit_of(model)
-    sam = model if model is not enc else None
-    hw = parse_size(size, STRIDE)
-    _output_grid(enc, hw)
-    sized_enc, sized_sam = _sized_classes()
-    record = size_record(enc)
-    base = (BASE_SIDE, BASE_SIDE)
-    if hw == base:
-        if record is not None:
-            enc.__class__ = record.encoder_class
-            if sam is not None and record.sam_class is not None:
-                sam.__class__ = record.sam_class
-            del enc.__dict__[_SIZE]
-    else:
-        if record is None:
-            record = MobileSize(base, hw, type(enc), None)
-            enc.__dict__[_SIZE] = record
-            enc.__class__ = sized_enc
-        if sam is not None and type(sam) is not sized_sam:
-            record.sam_class = type(sam)
-            sam.__class__ = sized_sam
-        record.input_hw = hw
-    _set_resolutions(enc, hw)
-    if sam is not None:
-        pe = sam.prompt_encoder
-        grid = (hw[0] // STRIDE, hw[1] // STRIDE)
-        pe.image_embedding_size = grid
-        pe.input_image_size = hw
-        pe.mask_input_size = (4 * grid[0], 4 * grid[1])
-    from .mobilesam_attention import refresh_scales
-
-    refresh_scales(enc)
-    return model

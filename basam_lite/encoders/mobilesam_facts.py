@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..errors import UserError
-from .mobilesam import attention_blocks, stage_grids, tiny_vit_of
-from .mobilesam_attention import official_mobile_scale
+from .mobilesam_build import stage_grids, tiny_vit_blocks, tiny_vit_of
+from .mobilesam_official import official_mobile_scale
 
 
 def conv_reach(encoder: nn.Module) -> int:
@@ -37,7 +37,7 @@ def conv_reach(encoder: nn.Module) -> int:
 def window_rows(model: nn.Module, sizes: Sequence[int]) -> list[dict[str, object]]:
     """One row per (size, attention block): what a softmax row sees and how far it reaches."""
     enc = tiny_vit_of(model)
-    blocks = attention_blocks(enc)
+    blocks = tiny_vit_blocks(enc)
     stage_of = [i for i, layer in enumerate(enc.layers) if i > 0 for _ in layer.blocks]
     rows = []
     for side in sizes:
@@ -72,7 +72,7 @@ def window_rows(model: nn.Module, sizes: Sequence[int]) -> list[dict[str, object
 def main(argv: Sequence[str] | None = None) -> int:
     import pandas as pd
 
-    from .mobilesam import build_mobilesam
+    from .mobilesam_build import build_mobilesam
 
     sizes = [int(a) for a in (argv if argv is not None else sys.argv[1:])] or [
         256,

@@ -88,6 +88,10 @@ MODELS: dict[str, ModelEntry] = {
             ModelEntry(name, "segment_anything", "basam_lite.encoders.sam1:build_random")
             for name in ("vit_b", "vit_l", "vit_h", "tiny", "tiny-vanilla", "tiny-basam")
         ),
+        *(
+            ModelEntry(name, "mobilesam", "basam_lite.encoders.mobilesam_build:build_random")
+            for name in ("mobilesam", "mobilesam-tiny")
+        ),
     )
 }
 
