@@ -23,7 +23,7 @@ import torch
 
 from basam_lite.config import BASAMConfig
 from basam_lite.errors import UserError
-from basam_lite.official import STORED_COMMITS, OfficialRef
+from basam_lite.official import MOBILE_REFERENCES, STORED_COMMITS, OfficialRef
 
 if importlib.util.find_spec("mobile_sam") is None:  # not importorskip: it would import it bare
     pytest.skip("the [mobilesam] extra is not installed", allow_module_level=True)
@@ -38,7 +38,7 @@ from basam_lite.encoders.mobilesam_build import (
     tiny_vit_blocks,
 )
 from basam_lite.encoders.mobilesam_import import mobile_sam_module
-from basam_lite.encoders.mobilesam_official import MOBILE_REFERENCES, official_mobile_scale
+from basam_lite.encoders.mobilesam_official import official_mobile_scale
 from basam_lite.encoders.specs import model_spec
 
 TOL_MODEL = 1e-4

@@ -30,7 +30,8 @@ size), and ``use_abs_pos``/``drop_rel_pos`` have nothing to act on (no absolute 
 rel-pos tables; the official code keeps TinyViT's bias table).
 
 **The official preset** (``BASAMConfig.official()``, ``blocks="all"``) is the official code's
-MobileSAM behaviour (:data:`MOBILE_REFERENCES`): every window scales its logits by
+MobileSAM behaviour (cited in :data:`basam_lite.official.MOBILE_REFERENCES`): every window
+scales its logits by
 
 .. math:: \lambda_\text{off} = \log_{1444}(s^2 \cdot 1444), \qquad
     s = \lfloor \text{image side} / 1024 \rfloor,
@@ -50,59 +51,10 @@ from __future__ import annotations
 import math
 
 from ..errors import UserError
-from ..official import OfficialRef, ref
 from .mobilesam_build import BASE_SIDE
 
 #: The official code's constant: its comment calls it the batch dimension of the attention input.
 OFFICIAL_BASE = 1444
-
-_T = "mobile_sam/modeling/tiny_vit_sam.py"
-_B = "mobile_sam/build_sam.py"
-_D = "dabc86ee9387a13f86cc1f9955187cd32f68153c"
-
-#: Where each claim about the official MobileSAM path can be checked (``OfficialRef``: file,
-#: 1-based lines, commit, a token on those lines; no line is copied). The first three are the
-#: project's notebook-08 references; the others are this family's.
-MOBILE_REFERENCES: tuple[OfficialRef, ...] = (
-    ref("mobile-1444"),
-    ref("mobile-bias-train-only"),
-    ref("mobile-ab-unscaled"),
-    OfficialRef(
-        "mobile-coefficient-init",
-        "each TinyViT attention module adds one learnable coefficient, initialised to 0.1",
-        _T,
-        _D,
-        (255, 255),
-        "torch.tensor([0.1])",
-    ),
-    OfficialRef(
-        "mobile-length-scale",
-        "the side ratio passed to every attention layer is img_size // 1024, an integer",
-        _T,
-        _D,
-        (521, 521),
-        "img_size // 1024",
-    ),
-    OfficialRef(
-        "mobile-fixed-views",
-        "forward_features views the last stage as 32, 64, 128 or 256 tokens a side for 512, "
-        "1024, 2048 or 4096 px and prints a message for any other size",
-        _T,
-        _D,
-        (621, 630),
-        "Wrong Resolution",
-    ),
-    OfficialRef(
-        "mobile-eval-before-load",
-        "build_sam_vit_t calls eval() before loading the checkpoint (strict=False), so the "
-        "cached eval-mode bias tables are the zero tables of the fresh model until eval() runs "
-        "again",
-        _B,
-        _D,
-        (91, 95),
-        "strict = False",
-    ),
-)
 
 
 def official_mobile_scale(input_hw: tuple[int, int]) -> float:
