@@ -530,6 +530,9 @@ def test_adapter_and_spec_are_read_off_the_model() -> None:
     adapter = encoders.adapter_for(sam)
     assert adapter.family == "mobilesam" and encoders.adapter_for(sam.image_encoder).model is None
     assert encoders.global_blocks(sam) == []
+    assert adapter.first_grid(torch.zeros(1, 3, 512, 768)) == (128, 192)
+    assert adapter.block_grids(0, (512, 768)).query == (64, 96)
+    assert adapter.block_grids(9, (512, 768)).keys_per_row == 49
     blocks = tiny_vit_blocks(sam)
     spec = model_spec("mobilesam")
     assert spec.family == "mobilesam" and spec.base_hw == (1024, 1024)

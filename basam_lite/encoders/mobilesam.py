@@ -378,6 +378,13 @@ class MobileSamAdapter(EncoderAdapter):
     def encode(self, pixels: Tensor) -> Tensor:
         return self.encoder(pixels)
 
+    def first_grid(self, pixels: Tensor) -> Grid:
+        """The stem's token grid of ``pixels [B, 3, H, W]`` (two stride-2 convolutions: a
+        quarter of each side), measured by running it."""
+        with torch.no_grad():
+            out = self.encoder.patch_embed(pixels)
+        return int(out.shape[-2]), int(out.shape[-1])
+
     def make_predictor(self) -> Predictor:
         assert self.model is not None, "a predictor needs the whole Sam"
         return MobilePredictor(self.model)
