@@ -425,6 +425,20 @@ def test_the_familys_own_predictor_follows_the_size() -> None:
         bl.set_input_size(predictor, (384, 640))
 
 
+def test_vanilla_predictor_logits_equal_the_unpatched_family_predictor() -> None:
+    sam = fresh()
+    bl.set_input_size(sam, 512)
+    predictor = mobile_sam_module().SamPredictor(sam)
+    predictor.transform = mobile_sam_module().utils.transforms.ResizeLongestSide(512)
+    prompt = dict(point_coords=np.array([POINT]), point_labels=np.array([1]), box=np.array(BOX))
+    predictor.set_image(RGB)
+    stock = predictor.predict(**prompt, return_logits=True)[0]
+    bl.apply_basam(sam, BASAMConfig.vanilla())
+    predictor.set_image(RGB)
+    patched = predictor.predict(**prompt, return_logits=True)[0]
+    assert np.abs(patched - stock).max() < 1e-3  # mask logits, after the decoder
+
+
 def test_predictor_for_predicts_with_a_box_and_a_point_at_a_non_square_size() -> None:
     sam = fresh()
     bl.set_input_size(sam, (384, 640))
