@@ -45,7 +45,8 @@ from torch import nn
 from ..errors import UserError
 from .mobilesam_import import mobile_sam_module
 
-#: The side MobileSAM was trained at, and the stride of its output grid (the "patch size").
+#: The side MobileSAM was trained at, and the stride of its output grid (the decoder's grid;
+#: the stem's stride, the adapter's ``patch_size()``, is 4).
 BASE_SIDE = 1024
 STRIDE = 16
 #: Widths for which MobileSAM's PatchMerging uses stride 1 (its last merge).
@@ -111,12 +112,6 @@ def get_spec(name: str) -> TinyViTSpec:
 
 def _modeling() -> Any:
     return mobile_sam_module().modeling
-
-
-def is_mobile_sam(model: object) -> bool:
-    """Whether ``model`` is a ``mobile_sam`` ``Sam`` whose encoder is a TinyViT."""
-    modeling = _modeling()
-    return isinstance(model, modeling.Sam) and isinstance(model.image_encoder, modeling.TinyViT)
 
 
 def tiny_vit_of(model: nn.Module) -> nn.Module:
