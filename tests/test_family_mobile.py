@@ -144,6 +144,23 @@ def test_checkpoint_round_trip_from_a_mobile_sam_pt_path(tmp_path) -> None:
     assert not torch.equal(a.ab, a.attention_biases[:, a.attention_bias_idxs])
 
 
+def test_pretrained_comes_from_the_weights_cache(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("BASAM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("BASAM_OFFLINE", "1")
+    with pytest.raises(UserError, match="mobile_sam.pt") as info:  # never downloads in tests
+        build_mobilesam("mobilesam", pretrained=True)
+    assert "\n" not in str(info.value)
+    src = build_mobilesam("mobilesam", seed=4)
+    torch.save(src.state_dict(), tmp_path / "mobile_sam.pt")  # stands in for the cached file
+    import basam_lite.weights as weights
+
+    monkeypatch.setattr(weights, "fetch", lambda name: tmp_path / f"{name}.pt")
+    loaded = build_mobilesam("mobilesam", pretrained=True)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in src.state_dict().items())
+    with pytest.raises(UserError, match="pretrained=True loads"):
+        build_mobilesam("mobilesam-tiny", pretrained=True)
+
+
 def test_bad_checkpoints_are_one_line_errors(tmp_path) -> None:
     vit = tmp_path / "vit.pt"
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(1)}, vit)

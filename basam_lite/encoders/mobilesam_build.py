@@ -137,7 +137,11 @@ def tiny_vit_blocks(model: nn.Module) -> list[nn.Module]:
 
 
 def build_mobilesam(
-    name: str = "mobilesam", checkpoint: str | os.PathLike | None = None, seed: int = 0
+    name: str = "mobilesam",
+    checkpoint: str | os.PathLike | None = None,
+    seed: int = 0,
+    *,
+    pretrained: bool = False,
 ) -> nn.Module:
     """A MobileSAM ``Sam`` in eval mode, from ``mobile_sam``'s own classes.
 
@@ -147,6 +151,9 @@ def build_mobilesam(
             ``torch.load(weights_only=True)``); None keeps random weights.
         seed: seed of the random weights. The attention bias tables, zeros at ``mobile_sam``'s
             init, are drawn from N(0, 1) so that a random model exercises them.
+        pretrained: ``"mobilesam"`` only: the official ``mobile_sam.pt`` from the weights cache
+            (:func:`basam_lite.weights.fetch`: downloaded and verified on first use; with
+            ``BASAM_OFFLINE=1`` a missing file is one line saying where to put it).
 
     The bias table TinyViT uses in eval mode is a cache (``ab``) taken when ``eval()`` is
     called; ``mobile_sam.build_sam_vit_t`` calls ``eval()`` *before* loading the checkpoint, so
@@ -154,6 +161,15 @@ def build_mobilesam(
     loading.
     """
     spec = get_spec(name)
+    if pretrained:
+        if name != MOBILESAM.name or checkpoint is not None:
+            raise UserError(
+                f"pretrained=True loads the official mobile_sam.pt into {MOBILESAM.name!r} "
+                f"(not {name!r}), and replaces checkpoint=: give one of them"
+            )
+        from ..weights import fetch
+
+        checkpoint = fetch("mobile_sam")
     state = None
     if checkpoint is not None:
         from ..models import existing_file, read_checkpoint
