@@ -239,6 +239,12 @@ def build_random(name: str) -> nn.Module:
         return build_mobilesam(name)
 
 
+def load_checkpoint(name: str, checkpoint: str | os.PathLike) -> nn.Module:
+    """The spec registry's loader: ``name``'s architecture with the weights of a local
+    ``mobile_sam.pt`` (read with ``weights_only=True``), in eval mode."""
+    return build_mobilesam(name, checkpoint)
+
+
 def stage_grids(encoder: nn.Module, hw: tuple[int, int]) -> list[tuple[int, int]]:
     """The token grid of each TinyViT layer for an input of ``hw`` pixels, read off the modules:
     the stem's two stride-2 convolutions, then each merge's stride (3x3 conv, padding 1:
