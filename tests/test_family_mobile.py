@@ -599,3 +599,30 @@ def test_pickle_round_trip_of_a_patched_resized_model() -> None:
     with torch.no_grad():
         assert torch.equal(twin.image_encoder(x), sam.image_encoder(x))
     assert bl.input_size(twin) == (256, 384) and bl.patch_config(twin).blocks == "all"
+
+
+# ---------------------------------------------------------------- the command line
+
+
+@pytest.mark.slow
+def test_sweep_runs_two_images_at_two_sizes(tmp_path) -> None:
+    out = tmp_path / "mobile.csv"
+    cmd = [sys.executable, "-m", "basam_lite", "sweep", "--model", "mobilesam-tiny"]
+    cmd += ["--dataset", "synthetic:2", "--resolutions", "128", "256", "--out", str(out)]
+    cmd += ["--variants", "vanilla", "scale", "paper", "official", "--metrics", "binary"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    import pandas as pd
+
+    df = pd.read_csv(out)
+    assert len(df) == 2 * 2 * 4 * 2  # images x sizes x variants x prompts
+    assert set(df.model) == {"mobilesam-tiny"} and set(df.resolution) == {128, 256}
+    ok = df[df.variant != "official"]
+    assert (ok.status == "ok").all()
+    # no TinyViT block is global: scale and paper act on none, so they equal vanilla exactly
+    key = ["image", "resolution", "prompt"]
+    by = {v: g.set_index(key).sort_index()["iou"] for v, g in ok.groupby("variant")}
+    assert by["scale"].equals(by["vanilla"]) and by["paper"].equals(by["vanilla"])
+    official = df[df.variant == "official"]
+    assert (official.status == "skipped").all()
+    assert official.reason.str.contains("cannot run at 128x128").any()

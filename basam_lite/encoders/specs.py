@@ -101,7 +101,12 @@ MODELS: dict[str, ModelEntry] = {
             for name in ("vit_b", "vit_l", "vit_h", "tiny", "tiny-vanilla", "tiny-basam")
         ),
         *(
-            ModelEntry(name, "mobilesam", "basam_lite.encoders.mobilesam_build:build_random")
+            ModelEntry(
+                name,
+                "mobilesam",
+                "basam_lite.encoders.mobilesam_build:build_random",
+                "basam_lite.encoders.mobilesam_build:load_checkpoint",
+            )
             for name in ("mobilesam", "mobilesam-tiny")
         ),
     )
