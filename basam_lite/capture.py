@@ -34,7 +34,7 @@ from .encoders import adapter_for
 from .patch import apply_basam, is_patched, remove_basam
 from .patch_state import block_patch
 
-Queries = Sequence[int] | Sequence[tuple[int, int]] | None
+Queries = Sequence[int] | Sequence[tuple[int, int]] | Sequence[tuple[float, float]] | None
 
 
 @dataclass
@@ -88,6 +88,17 @@ def _query_positions(queries: Queries, grid: tuple[int, int]) -> Tensor | None:
     if not items:
         raise ValueError("queries is empty: pass None for all queries, or token indices/positions")
     rows, cols = grid
+    if all(
+        isinstance(q, (tuple, list)) and len(q) == 2 and any(isinstance(v, float) for v in q)
+        for q in items
+    ):
+        # (y, x) fractions of the image: each block puts them on its own grid
+        frac = torch.tensor([(float(q[0]), float(q[1])) for q in items])
+        if ((frac < 0) | (frac > 1)).any():
+            raise ValueError("query fractions (y, x) must lie in [0, 1]")
+        r = (frac[:, 0] * rows).long().clamp(max=rows - 1)
+        c = (frac[:, 1] * cols).long().clamp(max=cols - 1)
+        return torch.stack([r, c], dim=1)
     if all(isinstance(q, int) for q in items):
         idx = torch.tensor(items)
         if idx.min() < 0 or idx.max() >= rows * cols:
@@ -161,7 +172,9 @@ def capture_attention(
     model: nn.Module, blocks: Sequence[int] | None = None, queries: Queries = None
 ) -> Iterator[AttentionCapture]:
     """Collect attention probabilities of ``blocks`` (all when None) for ``queries`` (all when
-    None; else token indices or (row, col) positions on the image's token grid) during the
+    None; else token indices or (row, col) positions on the image's token grid, or (y, x)
+    fractions of the image as floats, which each block places on its own grid: the form to
+    use where blocks run at different grids, as MobileSAM's and SAM 2's stages do) during the
     forward passes run inside the ``with`` block. The last forward's maps are kept."""
     adapter = adapter_for(model)
     encoder = adapter.encoder

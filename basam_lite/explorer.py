@@ -195,18 +195,33 @@ class AttentionAtlas:
         self.queries[name] = (y, x)
         return name
 
-    def add_token_query(self, side: int, token: tuple[int, int]) -> str:
-        """Register the centre of ``token`` (row, col) on the grid at ``side`` as a query point
-        (named after the token and side) and return its name."""
-        g = side // self.patch
+    def add_token_query(self, side: int, token: tuple[int, int], block: int | None = None) -> str:
+        """Register the centre of ``token`` (row, col) on ``block``'s grid at ``side``
+        (default: the first block's) as a query point (named after the token and side) and
+        return its name."""
+        rows, cols = self.grid(side, block)
         r, c = token
-        return self.add_query(f"token ({r}, {c}) @ {side} px", ((r + 0.5) / g, (c + 0.5) / g))
+        return self.add_query(f"token ({r}, {c}) @ {side} px", ((r + 0.5) / rows, (c + 0.5) / cols))
 
-    def token(self, side: int, query: str) -> tuple[int, int]:
-        """(row, col) of query point ``query`` on the token grid at ``side``."""
+    def grid(self, side: int, block: int | None = None) -> tuple[int, int]:
+        """(rows, cols) of ``block``'s query grid at ``side`` (default: the first captured
+        block's; every block of a SAM 1 encoder has the same grid, MobileSAM's and SAM 2's
+        stages do not)."""
+        index = self.blocks[0] if block is None else block
+        return tuple(self.adapter.block_grids(index, (side, side)).query)  # type: ignore[return-value]
+
+    def stride(self, side: int, block: int | None = None) -> float:
+        """Pixels per token of ``block``'s grid at ``side`` (the patch size for SAM 1; an int
+        when the grid divides the side)."""
+        cols = self.grid(side, block)[1]
+        return side // cols if side % cols == 0 else side / cols
+
+    def token(self, side: int, query: str, block: int | None = None) -> tuple[int, int]:
+        """(row, col) of query point ``query`` on ``block``'s token grid at ``side`` (the
+        rule :func:`basam_lite.capture_attention` applies to fractions)."""
         y, x = self.queries[query]
-        g = side // self.patch
-        return int(y * g), int(x * g)
+        rows, cols = self.grid(side, block)
+        return min(int(y * rows), rows - 1), min(int(x * cols), cols - 1)
 
     def window_size(self, block: int) -> int:
         """Window side (tokens) of ``block``; 0 for a global block."""
@@ -216,11 +231,12 @@ class AttentionAtlas:
     def _run(self, side: int, variant: str, names: list[str]) -> CapturedMaps:
         sam = self.sam
         tokens = [self.token(side, q) for q in names]
+        fractions = [self.queries[q] for q in names]  # each block places them on its own grid
         image = resize_square(self.image, side)
         with variant_at(sam, self.configs[variant], side):
             x = torch.as_tensor(image).permute(2, 0, 1).float().to(sam.device)
             x = self.adapter.preprocess(x)[None]
-            with capture_attention(sam, blocks=self.blocks, queries=tokens) as cap:
+            with capture_attention(sam, blocks=self.blocks, queries=fractions) as cap:
                 self.adapter.encode(x)
             maps = {b: cap.grid_maps(b)[0].float().cpu().numpy() for b in self.blocks}
             grid = cap.grids[self.blocks[0]]
@@ -265,7 +281,9 @@ class AttentionAtlas:
         return {
             "entropy": map_entropy(p),
             "uniform_entropy": float(np.log(keys)),
-            "distance_px": map_distance(p, self.token(side, query), self.patch),
+            "distance_px": map_distance(
+                p, self.token(side, query, block), self.stride(side, block)
+            ),
         }
 
     def describe_block(self, block: int) -> str:
@@ -279,14 +297,15 @@ class AttentionAtlas:
         (the query's window with one window of margin, when that is under half the image);
         None to show the whole image."""
         ws = self.window_size(block)
-        g = side // self.patch
-        if ws == 0 or 3 * ws > g / 2:
+        rows, cols = self.grid(side, block)
+        if ws == 0 or 3 * ws > min(rows, cols) / 2:
             return None
-        r, c = self.token(side, query)
+        r, c = self.token(side, query, block)
         r0, c0 = (r // ws) * ws, (c // ws) * ws
-        y0, y1 = max(0, r0 - ws), min(g, r0 + 2 * ws)
-        x0, x1 = max(0, c0 - ws), min(g, c0 + 2 * ws)
-        return x0 * self.patch, x1 * self.patch, y0 * self.patch, y1 * self.patch
+        y0, y1 = max(0, r0 - ws), min(rows, r0 + 2 * ws)
+        x0, x1 = max(0, c0 - ws), min(cols, c0 + 2 * ws)
+        s = self.stride(side, block)
+        return x0 * s, x1 * s, y0 * s, y1 * s
 
     def draw(
         self,
@@ -326,10 +345,11 @@ class AttentionAtlas:
             extent=(0, side, side, 0),
             interpolation="nearest",
         )
-        r, c = self.token(side, query)
+        r, c = self.token(side, query, block)
+        s = self.stride(side, block)
         ax.scatter(
-            [(c + 0.5) * self.patch],
-            [(r + 0.5) * self.patch],
+            [(c + 0.5) * s],
+            [(r + 0.5) * s],
             marker="x",
             s=80,
             color="cyan",
@@ -406,7 +426,7 @@ class AttentionAtlas:
         )
         fig.suptitle(
             f"{self.describe_block(block)}, head {head}, query '{query}' at token "
-            f"{self.token(side, query)} ({self._scale_note(scale, shared)})",
+            f"{self.token(side, query, block)} ({self._scale_note(scale, shared)})",
             fontsize=10,
         )
         fig.tight_layout()
@@ -601,11 +621,11 @@ class AttentionExplorer:
             "A new side, variant or point costs one forward pass; what was seen is cached."
         )
 
-    def select_token(self, token: tuple[int, int]) -> str:
-        """Make ``token`` (row, col) at the current side the query and redraw; returns the
-        query's name."""
+    def select_token(self, token: tuple[int, int], block: int | None = None) -> str:
+        """Make ``token`` (row, col of ``block``'s grid, default the first block's) at the
+        current side the query and redraw; returns the query's name."""
         side = self.controls["side"].value
-        name = self.atlas.add_token_query(side, token)
+        name = self.atlas.add_token_query(side, token, block)
         q = self.controls["query"]
         if name not in q.options:
             self._quiet = True  # new options may reset the value: draw once, below
@@ -626,8 +646,9 @@ class AttentionExplorer:
         if not any(im.axes is event.inaxes for im in self.images):
             return None  # a colour bar, not a map
         side = self.controls["side"].value
-        grid = (side // self.atlas.patch, side // self.atlas.patch)
-        return self.select_token(nearest_token(event.xdata, event.ydata, side, grid))
+        block = self.controls["block"].value
+        grid = self.atlas.grid(side, block)
+        return self.select_token(nearest_token(event.xdata, event.ydata, side, grid), block)
 
     def png(self) -> bytes:
         """The current view as PNG bytes."""
