@@ -626,3 +626,34 @@ def test_sweep_runs_two_images_at_two_sizes(tmp_path) -> None:
     official = df[df.variant == "official"]
     assert (official.status == "skipped").all()
     assert official.reason.str.contains("cannot run at 128x128").any()
+
+
+def test_the_explorer_draws_maps_of_every_stage() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from basam_lite.explorer import AttentionAtlas
+
+    sam = fresh()
+    atlas = AttentionAtlas(
+        sam,
+        RGB,
+        sides=[256, 512],
+        variants={
+            "vanilla": BASAMConfig.vanilla(),
+            "paper-all": BASAMConfig.paper().with_(blocks="all"),
+        },
+    )
+    # stage 1 runs at side/8, stages 2 and 3 at side/16: each block places the query on its grid
+    assert atlas.grid(512, 0) == (64, 64) and atlas.grid(512, 2) == (32, 32)
+    assert atlas.token(512, "centre", 0) == (32, 32) and atlas.token(512, "centre", 2) == (16, 16)
+    for block in range(3):
+        p = atlas.map(512, "paper-all", block, 0, "centre")
+        assert p.shape == atlas.grid(512, block) and abs(p.sum() - 1) < 1e-5
+        stats = atlas.stats(512, "vanilla", block, 0, "centre")
+        assert stats["uniform_entropy"] == pytest.approx(
+            math.log(tiny_vit_blocks(sam)[block].window_size ** 2)
+        )
+    fig = atlas.figure(256, block=1, head=0, query="centre")
+    assert len(fig.axes) >= 2
+    assert type(sam).__name__ == "Sam" and bl.input_size(sam) == (1024, 1024)  # left as it was
