@@ -198,15 +198,17 @@ class AttentionAtlas:
     def add_token_query(self, side: int, token: tuple[int, int]) -> str:
         """Register the centre of ``token`` (row, col) on the grid at ``side`` as a query point
         (named after the token and side) and return its name."""
-        g = side // self.patch
+        rows, cols = self.adapter.block_grids(0, (side, side)).key
         r, c = token
-        return self.add_query(f"token ({r}, {c}) @ {side} px", ((r + 0.5) / g, (c + 0.5) / g))
+        return self.add_query(f"token ({r}, {c}) @ {side} px", ((r + 0.5) / rows, (c + 0.5) / cols))
 
     def token(self, side: int, query: str) -> tuple[int, int]:
-        """(row, col) of query point ``query`` on the token grid at ``side``."""
+        """(row, col) of query point ``query`` on the first attention block's token grid at
+        ``side`` (the grid :func:`~basam_lite.capture.capture_attention` reads queries on: the
+        patch grid, or for MobileSAM the grid its first attention stage runs at)."""
         y, x = self.queries[query]
-        g = side // self.patch
-        return int(y * g), int(x * g)
+        rows, cols = self.adapter.block_grids(0, (side, side)).key
+        return int(y * rows), int(x * cols)
 
     def window_size(self, block: int) -> int:
         """Window side (tokens) of ``block``; 0 for a global block."""
@@ -262,9 +264,9 @@ class AttentionAtlas:
         grid's token and patch size, unless the block runs on a coarser grid (SAM 2's later
         stages), where it is the cell holding the query."""
         rows, cols = self.adapter.block_grids(block, (side, side)).key
-        g = side // self.patch
+        g_rows, g_cols = self.adapter.block_grids(0, (side, side)).key
         r, c = self.token(side, query)
-        return (r * rows // g, c * cols // g), side / cols
+        return (r * rows // g_rows, c * cols // g_cols), side / cols
 
     def stats(self, side: int, variant: str, block: int, head: int, query: str) -> dict:
         """Entropy (nats), its uniform bound ln N and the mean attention distance (px)."""
@@ -337,9 +339,10 @@ class AttentionAtlas:
             interpolation="nearest",
         )
         r, c = self.token(side, query)
+        rows, cols = self.adapter.block_grids(0, (side, side)).key
         ax.scatter(
-            [(c + 0.5) * self.patch],
-            [(r + 0.5) * self.patch],
+            [(c + 0.5) * side / cols],
+            [(r + 0.5) * side / rows],
             marker="x",
             s=80,
             color="cyan",

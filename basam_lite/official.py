@@ -421,7 +421,9 @@ def table_rows() -> list[dict[str, str]]:
     ]
 
 
-def check_against(read: Callable[[str, str], str]) -> list[str]:
+def check_against(
+    read: Callable[[str, str], str], references: tuple[OfficialRef, ...] | None = None
+) -> list[str]:
     """Problems found when the references are checked against the official source.
 
     ``read(commit, path)`` returns the text of ``path`` at ``commit`` (for instance from
@@ -430,7 +432,7 @@ def check_against(read: Callable[[str, str], str]) -> list[str]:
     problem; an empty list means all pass.
     """
     problems = []
-    for r in REFERENCES:
+    for r in REFERENCES if references is None else references:
         lines = read(r.commit, r.path).splitlines()
         first, last = r.lines
         if last > len(lines):
@@ -445,3 +447,52 @@ def check_against(read: Callable[[str, str], str]) -> list[str]:
             if any(a in line for line in span)
         ]
     return problems
+
+
+_MOBILE_BUILD = "mobile_sam/build_sam.py"
+
+#: The official code's MobileSAM path, cited by the MobileSAM family
+#: (:mod:`basam_lite.encoders.mobilesam_official`, ``docs/mobilesam.md``): the three notebook-08
+#: references on it, then the family's own (kept out of :data:`REFERENCES`, which lists what
+#: notebook 08 cites). Checked against a clone like the others (``check_against(read,
+#: MOBILE_REFERENCES)``).
+MOBILE_REFERENCES: tuple[OfficialRef, ...] = (
+    ref("mobile-1444"),
+    ref("mobile-bias-train-only"),
+    ref("mobile-ab-unscaled"),
+    OfficialRef(
+        "mobile-coefficient-init",
+        "each TinyViT attention module adds one learnable coefficient, initialised to 0.1",
+        _TINY,
+        _D,
+        (255, 255),
+        "torch.tensor([0.1])",
+    ),
+    OfficialRef(
+        "mobile-length-scale",
+        "the side ratio passed to every attention layer is img_size // 1024, an integer",
+        _TINY,
+        _D,
+        (521, 521),
+        "img_size // 1024",
+    ),
+    OfficialRef(
+        "mobile-fixed-views",
+        "forward_features views the last stage as 32, 64, 128 or 256 tokens a side for 512, "
+        "1024, 2048 or 4096 px and prints a message for any other size",
+        _TINY,
+        _D,
+        (621, 630),
+        "Wrong Resolution",
+    ),
+    OfficialRef(
+        "mobile-eval-before-load",
+        "build_sam_vit_t calls eval() before loading the checkpoint (strict=False), so the "
+        "cached eval-mode bias tables are the zero tables of the fresh model until eval() runs "
+        "again",
+        _MOBILE_BUILD,
+        _D,
+        (91, 95),
+        "strict = False",
+    ),
+)

@@ -97,7 +97,7 @@ def apply_basam(model: nn.Module, config: BASAMConfig | None = None) -> nn.Modul
         if active and config.bias == "official_relpos" and tables:
             coef = torch.tensor(float(config.rel_pos_coef_init), device=device)
             set_block_parameter(attn, "rel_pos_coef", nn.Parameter(coef))
-        if config.drop_rel_pos and tables:
+        if config.drop_rel_pos and tables and adapter.drops_position_tables:
             record.saved_position = {name: t.detach().clone() for name, t in tables.items()}
             with torch.no_grad():
                 for t in tables.values():

@@ -77,16 +77,10 @@ def input_size(model: object) -> tuple[int, int]:
 
 
 def check_scale_at(adapter: EncoderAdapter, config: BASAMConfig, hw: tuple[int, int]) -> None:
-    """Refuse now, not at the first forward, an ``"official"`` scale at a size where a global
-    block would see fewer keys than at training (the official rule is undefined there)."""
-    if config.scale != "official":
-        return
-    from .scaling import attention_scale
-
-    base = adapter.base_size()
-    for index in adapter.global_blocks():
-        train_keys = config.train_keys or adapter.block_grids(index, base).keys_per_row
-        attention_scale(adapter.block_grids(index, hw).keys_per_row, train_keys, "official")
+    """Refuse now, not at the first forward, a config that cannot run at ``hw`` (the family's
+    :meth:`~basam_lite.encoders.base.EncoderAdapter.check_config_at`: e.g. the ``"official"``
+    scale below the training size, where the official rule is undefined)."""
+    adapter.check_config_at(config, hw)
 
 
 def set_encoder_config(model: object, config: BASAMConfig | None) -> None:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from basam_lite.official import check_against
+from basam_lite.official import MOBILE_REFERENCES, REFERENCES, check_against
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return shown.stdout
 
     try:
-        problems = check_against(read)
+        problems = check_against(read, REFERENCES + MOBILE_REFERENCES[3:])
     except SystemExit as err:
         print(err)
         return 2

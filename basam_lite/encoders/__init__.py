@@ -63,6 +63,13 @@ FAMILIES: dict[str, Family] = {
             "hf",
             "Hugging Face transformers SamModel (SAM ViT-B/L/H)",
         ),
+        Family(
+            "mobilesam",
+            ("mobile_sam",),
+            "basam_lite.encoders.mobilesam:MobileSamAdapter",
+            "mobilesam",
+            "MobileSAM (TinyViT, the mobile_sam package)",
+        ),
     )
 }
 
@@ -77,15 +84,17 @@ def family(name: str) -> Family:
 def require(name: str) -> None:
     """Import the packages of family ``name``, or a UserError naming the extra to install."""
     fam = family(name)
-    for package in fam.packages:
-        try:
-            importlib.import_module(package)
-        except ImportError as e:
-            hint = f"pip install 'basam-lite[{fam.extra}]'" if fam.extra else "reinstall basam-lite"
-            raise UserError(
-                f"the {fam.title} family needs the package {package!r}, which cannot be imported "
-                f"({e}): {hint}"
-            ) from None
+    # The adapter's module imports its family's packages its own way (mobile_sam: with timm's
+    # registry restored), so it is imported rather than the bare packages.
+    try:
+        importlib.import_module(fam.adapter.partition(":")[0])
+    except ImportError as e:
+        hint = f"pip install 'basam-lite[{fam.extra}]'" if fam.extra else "reinstall basam-lite"
+        needs = " and ".join(repr(p) for p in fam.packages)
+        raise UserError(
+            f"the {fam.title} family needs the package {needs}, which cannot be imported "
+            f"({e}): {hint}"
+        ) from None
 
 
 def adapter_class(name: str) -> type[EncoderAdapter]:

@@ -61,7 +61,7 @@ def basam_attend(
     if position is not None:
         rel_h, rel_w, table = position.rel_h, position.rel_w, position.table
         coef = block_parameter(attn, "rel_pos_coef")
-        if coef is not None:
+        if coef is not None and position.coefficient:
             rel_h = None if rel_h is None else coef * rel_h
             rel_w = None if rel_w is None else coef * rel_w
             table = None if table is None else coef * table

@@ -29,12 +29,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 from torch import Tensor, nn
 
 from ..sizes import Size, parse_size
+
+if TYPE_CHECKING:
+    from ..config import BASAMConfig
 
 Grid = tuple[int, int]
 
@@ -103,11 +106,14 @@ class PositionTerms:
         rel_w: ``[B, H, Nq, key cols]`` its width term, or None.
         table: ``[B or 1, H, Nq, Nk]`` a dense term (MobileSAM's learned per-head bias table,
             gathered for the window), or None.
+        coefficient: whether the official preset's learned coefficient multiplies these terms
+            in this call (MobileSAM: in training only, as the official code).
     """
 
     rel_h: Tensor | None = None
     rel_w: Tensor | None = None
     table: Tensor | None = None
+    coefficient: bool = True
 
 
 class Predictor(Protocol):
@@ -230,6 +236,23 @@ class EncoderAdapter(ABC):
         """The subclass the encoder gets while it is patched or away from its base size (it
         reads :class:`~basam_lite.patch_state.EncoderPatch` at each forward: the input size,
         ``use_abs_pos``), or None when the family's own encoder needs no change."""
+
+    drops_position_tables: ClassVar[bool] = True
+    """Whether a config's ``drop_rel_pos`` zeroes :meth:`position_tables` (MobileSAM: False,
+    the official code keeps TinyViT's loaded bias table)."""
+
+    def check_config_at(self, config: BASAMConfig, hw: Grid) -> None:
+        """Refuse (ValueError, one line) a config that cannot run at input size ``hw``. The
+        default: the ``"official"`` scale where a global block would see fewer keys than at
+        training (the official rule is undefined there)."""
+        if config.scale != "official":
+            return
+        from ..scaling import attention_scale
+
+        base = self.base_size()
+        for index in self.global_blocks():
+            train_keys = config.train_keys or self.block_grids(index, base).keys_per_row
+            attention_scale(self.block_grids(index, hw).keys_per_row, train_keys, "official")
 
     def uses_abs_pos(self) -> bool:
         """Whether the encoder has an absolute position embedding that a config's

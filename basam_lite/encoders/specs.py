@@ -116,6 +116,15 @@ MODELS: dict[str, ModelEntry] = {
             )
             for a in ("tiny", "vit_b", "vit_l", "vit_h")
         ),
+        *(
+            ModelEntry(
+                name,
+                "mobilesam",
+                "basam_lite.encoders.mobilesam_build:build_random",
+                "basam_lite.encoders.mobilesam_build:load_checkpoint",
+            )
+            for name in ("mobilesam", "mobilesam-tiny")
+        ),
     )
 }
 
