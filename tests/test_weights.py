@@ -200,7 +200,7 @@ def test_registry_holds_every_family_with_its_checks() -> None:
         assert e.family == "sam2" and e.url.endswith(f"/092824/sam2.1_hiera_{v}.pt")
         assert len(e.sha256) == 64 and e.size > 1e8
     mobile = REGISTRY["mobile_sam"]
-    assert mobile.family == "mobile_sam" and len(mobile.git_blob_sha1) == 40
+    assert mobile.family == "mobilesam" and len(mobile.git_blob_sha1) == 40
     for hub_id in ("facebook/sam-vit-base", "facebook/sam2.1-hiera-tiny"):
         assert REGISTRY[hub_id].on_hub and REGISTRY[hub_id].url is None
     for e in REGISTRY.values():
@@ -609,3 +609,10 @@ def test_readme_commands_download_nothing(tmp_path):
     assert (tmp_path / "sweep.csv").stat().st_size > 0
     assert (tmp_path / "sweep_extent.csv").stat().st_size > 0
     assert not (tmp_path / "empty-cache").exists()
+
+
+def test_every_registry_family_is_a_registered_encoder_family() -> None:
+    """A weights entry names the family whose adapter builds its model (encoders.FAMILIES)."""
+    from basam_lite.encoders import FAMILIES
+
+    assert {e.family for e in REGISTRY.values()} <= set(FAMILIES)

@@ -73,7 +73,7 @@ def cached(item: Checkpoint) -> Path | None:
 
 
 def names(family: str) -> tuple[str, ...]:
-    """The registry names of one family (``"segment_anything"``, ``"sam2"``, ``"mobile_sam"``,
+    """The registry names of one family (``"segment_anything"``, ``"sam2"``, ``"mobilesam"``,
     ``"hf"``)."""
     return tuple(name for name, item in REGISTRY.items() if item.family == family)
 

@@ -42,7 +42,7 @@ class Checkpoint:
     """One real checkpoint: a file at a URL, or a model repository on the Hugging Face Hub.
 
     ``family`` names the code that builds its model, as ``basam_lite.encoders.FAMILIES``
-    keys it: ``"segment_anything"``, ``"sam2"`` (the ``sam2`` package), ``"mobile_sam"`` or
+    keys it: ``"segment_anything"``, ``"sam2"`` (the ``sam2`` package), ``"mobilesam"`` or
     ``"hf"`` (``transformers``; ``model`` is then the transformers class). Every non-``None`` check
     (``size``, ``sha256``, ``md5_prefix``, ``git_blob_sha1``) is applied to a download before it
     is renamed into the cache; ``verified`` says, in words, what is checked and where each value
@@ -155,7 +155,7 @@ _ENTRIES = (
     ),
     Checkpoint(
         name="mobile_sam",
-        family="mobile_sam",
+        family="mobilesam",
         model="vit_t",
         licence="Apache-2.0",
         page=MOBILE_PAGE,
