@@ -370,7 +370,7 @@ def segment(
     mask logits at the image's size), ``mask`` (``logits > sam.mask_threshold``) and ``score``
     (the IoU head's prediction). ``config`` is applied for this call only.
     """
-    from .predictor import BASAMPredictor
+    from .encoders.sam1 import BASAMPredictor
 
     with configured(sam, config):
         predictor = BASAMPredictor(sam)

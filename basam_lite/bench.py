@@ -46,6 +46,7 @@ from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
 from . import attention as attn_lib
+from .encoders.sam1 import decomposed_rel_pos
 from .models import build_sam, tiny_checkpoint_path
 from .patch import BASAMConfig, apply_basam, remove_basam
 from .patch_state import block_patch
@@ -172,7 +173,7 @@ def attention_cases(block: nn.Module, x: torch.Tensor) -> dict[str, tuple[str, C
         slopes = alibi_slopes(attn.num_heads)
 
     def relpos() -> tuple[torch.Tensor, torch.Tensor]:
-        return attn_lib.decomposed_rel_pos(q, attn.rel_pos_h, attn.rel_pos_w, grid)
+        return decomposed_rel_pos(q, attn.rel_pos_h, attn.rel_pos_w, grid)
 
     def paper(path: str) -> Callable:
         def run() -> torch.Tensor:

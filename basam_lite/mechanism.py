@@ -31,9 +31,9 @@ from .axes import AxisSampler
 from .capture import capture_attention
 from .datasets import Sample
 from .datasets.extent import ExtentSample, TargetDoesNotFit
+from .encoders.sam1 import BASAMPredictor
 from .errors import UserError
 from .patch import BASAMConfig
-from .predictor import BASAMPredictor
 from .resolution import base_size, patch_size
 from .variants import variant_at
 

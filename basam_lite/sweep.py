@@ -58,13 +58,12 @@ from .axes import (
 )
 from .datasets import ProceduralScenes, Sample, open_dataset, prompt_for
 from .datasets.extent import TargetDoesNotFit
+from .encoders.sam1 import BASAMPredictor, FitResize
 from .errors import UserError
 from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS, SOD_COLUMNS
 from .models import MODEL_NAMES, OFFICIAL_NAMES, TINY, TINY_NAMES, build_sam, tiny_checkpoint_path
 from .outputs import output_lock, write_text_atomic, write_with
-from .predictor import BASAMPredictor
 from .provenance import platform_name, versions
-from .resolution import FitResize
 from .run_identity import (
     Identity,
     config_identity,
