@@ -11,23 +11,25 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
-from segment_anything.build_sam import sam_model_registry
-from segment_anything.modeling import (
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
-    Sam,
-    TwoWayTransformer,
-)
 from torch import nn
 
+from .encoders.sam1_build import TINY, TinySpec, build_official, build_tiny_sam
 from .errors import UserError
 from .weights import fetch as fetch_weights
+
+__all__ = [
+    "MODEL_NAMES",
+    "OFFICIAL_NAMES",
+    "TINY",
+    "TINY_NAMES",
+    "TinySpec",
+    "build_sam",
+    "build_tiny_sam",
+    "sam_from_env",
+]
 
 CHECKPOINT_ENV = "BASAM_SAM_CHECKPOINT"
 DATA_ENV = "BASAM_DATA_DIR"
@@ -38,83 +40,6 @@ MODEL_NAMES = OFFICIAL_NAMES + TINY_NAMES
 # encoder (embed_dim, depth) of the official models, used to say what a checkpoint looks like.
 _OFFICIAL_SHAPES = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}
 _OFFICIAL_FILE = re.compile(r"sam_(vit_[blh])_([0-9a-f]{6})\.pth$")
-
-
-@dataclass(frozen=True)
-class TinySpec:
-    """A small SAM of ``segment_anything``'s own classes, fast enough for a 2-core CPU.
-
-    Same patch size (16) and window/global pattern as ViT-B (every third block global), so the
-    token grid grows with resolution exactly as in real SAM: 16 x 16 tokens at 256 px.
-    """
-
-    img_size: int = 256
-    patch_size: int = 16  # SAM's, as in every official model; 8 only in scripts/recipe_study.py
-    embed_dim: int = 192
-    depth: int = 6
-    num_heads: int = 6
-    global_attn_indexes: tuple[int, ...] = (2, 5)
-    window_size: int = 4
-    prompt_dim: int = 128
-    decoder_depth: int = 2
-    decoder_mlp_dim: int = 512
-    decoder_heads: int = 4
-
-    @property
-    def grid(self) -> int:
-        """Tokens per side at ``img_size`` (16 at 256 px)."""
-        return self.img_size // self.patch_size
-
-    def parameter_count(self) -> int:
-        """Number of parameters of a model of this spec (builds one on the CPU)."""
-        return sum(p.numel() for p in build_tiny_sam(self).parameters())
-
-
-TINY = TinySpec()
-
-
-def build_tiny_sam(spec: TinySpec = TINY, seed: int = 0) -> Sam:
-    """A randomly initialised (seeded) tiny SAM in eval mode."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        sam = Sam(
-            image_encoder=ImageEncoderViT(
-                img_size=spec.img_size,
-                patch_size=spec.patch_size,
-                embed_dim=spec.embed_dim,
-                depth=spec.depth,
-                num_heads=spec.num_heads,
-                mlp_ratio=4,
-                norm_layer=partial(nn.LayerNorm, eps=1e-6),
-                qkv_bias=True,
-                use_rel_pos=True,
-                global_attn_indexes=spec.global_attn_indexes,
-                window_size=spec.window_size,
-                out_chans=spec.prompt_dim,
-            ),
-            prompt_encoder=PromptEncoder(
-                embed_dim=spec.prompt_dim,
-                image_embedding_size=(spec.grid, spec.grid),
-                input_image_size=(spec.img_size, spec.img_size),
-                mask_in_chans=16,
-            ),
-            mask_decoder=MaskDecoder(
-                num_multimask_outputs=3,
-                transformer=TwoWayTransformer(
-                    depth=spec.decoder_depth,
-                    embedding_dim=spec.prompt_dim,
-                    mlp_dim=spec.decoder_mlp_dim,
-                    num_heads=spec.decoder_heads,
-                ),
-                transformer_dim=spec.prompt_dim,
-                iou_head_depth=3,
-                iou_head_hidden_dim=spec.prompt_dim,
-            ),
-        )
-        # SAM leaves pos_embed at zero (it is learned); a small random table makes the
-        # untrained tiny model's resolution behaviour non-trivial.
-        nn.init.trunc_normal_(sam.image_encoder.pos_embed, std=0.02)
-    return sam.eval()
 
 
 def data_dir() -> Path:
@@ -228,7 +153,9 @@ def check_official_name(name: str, path: Path) -> None:
         )
 
 
-def load_weights(model: Sam, state: dict[str, torch.Tensor], source: str, name: str) -> Sam:
+def load_weights(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, name: str
+) -> nn.Module:
     """``model.load_state_dict(state)`` with errors that say what the checkpoint looks like."""
     own = model.state_dict()
     mismatched = [
@@ -257,7 +184,7 @@ def load_weights(model: Sam, state: dict[str, torch.Tensor], source: str, name: 
 
 def build_sam(
     name: str, checkpoint: str | os.PathLike | None = None, *, pretrained: bool = False
-) -> Sam:
+) -> nn.Module:
     """A SAM in eval mode.
 
     Args:
@@ -293,7 +220,7 @@ def build_sam(
         if name in OFFICIAL_NAMES:
             check_official_name(name, path)
         state = read_checkpoint(path)
-    sam = sam_model_registry[name](checkpoint=None) if name in OFFICIAL_NAMES else build_tiny_sam()
+    sam = build_official(name) if name in OFFICIAL_NAMES else build_tiny_sam()
     if state is not None:
         load_weights(sam, state, str(path), name)
     return sam.eval()
@@ -312,7 +239,7 @@ def model_name_from_checkpoint(path: str | os.PathLike) -> str:
     return name
 
 
-def sam_from_env(default: str = "tiny-vanilla") -> tuple[Sam, str]:
+def sam_from_env(default: str = "tiny-vanilla") -> tuple[nn.Module, str]:
     """The notebooks' one switch: a real SAM from ``BASAM_SAM_CHECKPOINT`` when it is set and
     readable, else the ``default`` tiny model. Returns (model, human-readable description)."""
     path = os.environ.get(CHECKPOINT_ENV)

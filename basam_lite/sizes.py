@@ -7,6 +7,7 @@ import numbers
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
 
 from .errors import UserError
 
@@ -52,3 +53,18 @@ def parse_size(size: Size, patch: int = 16) -> tuple[int, int]:
                 f"(basam_lite refuses to pad or crop silently, since that would shift prompts)"
             )
     return int(hw[0]), int(hw[1])
+
+
+def fit_shape(old_hw: tuple[int, int], target_hw: tuple[int, int]) -> tuple[int, int]:
+    """The (height, width) an image of ``old_hw`` takes when resized to fit inside ``target_hw``
+    keeping its aspect ratio (rounded half up; SAM's ``ResizeLongestSide`` for a square
+    target)."""
+    (oldh, oldw), (th, tw) = old_hw, target_hw
+    scale = min(th / oldh, tw / oldw)
+    return min(th, int(oldh * scale + 0.5)), min(tw, int(oldw * scale + 0.5))
+
+
+def fit_image(image: np.ndarray, target_hw: tuple[int, int]) -> np.ndarray:
+    """``(H, W, 3)`` uint8 ``image`` resized (bilinear, PIL) to :func:`fit_shape`."""
+    h, w = fit_shape(image.shape[:2], target_hw)
+    return np.array(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
+from torch import nn
 from tqdm.auto import tqdm
 
 from .attention import CHUNK_BIAS_BYTES, DENSE_MAX_TOKENS
@@ -58,11 +58,12 @@ from .axes import (
 )
 from .datasets import ProceduralScenes, Sample, open_dataset, prompt_for
 from .datasets.extent import TargetDoesNotFit
-from .encoders.sam1 import BASAMPredictor, FitResize
+from .encoders.specs import model_spec
 from .errors import UserError
 from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS, SOD_COLUMNS
-from .models import MODEL_NAMES, OFFICIAL_NAMES, TINY, TINY_NAMES, build_sam, tiny_checkpoint_path
+from .models import MODEL_NAMES, OFFICIAL_NAMES, build_sam, tiny_checkpoint_path
 from .outputs import output_lock, write_text_atomic, write_with
+from .predictor import predictor_for
 from .provenance import platform_name, versions
 from .run_identity import (
     Identity,
@@ -74,6 +75,7 @@ from .run_identity import (
     plain,
     union,
 )
+from .sizes import fit_image
 from .variants import get_variant, variant_at, variant_names
 
 PROMPTS = {"box": "box", "point": "center", "click": "point"}
@@ -116,13 +118,10 @@ EXTENT_LIMIT = 12
 ON_ERROR = ("stop", "skip")
 """What a bad image does: stop the run (rows so far kept) or a row with status "error"."""
 
-_OFFICIAL_HEADS = {"vit_b": (12, 768), "vit_l": (16, 1024), "vit_h": (16, 1280)}
-"""Attention heads and embedding width of the official image encoders (memory estimates)."""
-
 
 def patch_of(model: str) -> int:
-    """Patch size of a model by name (16 for every official SAM and the tiny spec)."""
-    return TINY.patch_size if model in TINY_NAMES else 16
+    """Patch size of a model by name (its spec: :func:`basam_lite.encoders.specs.model_spec`)."""
+    return model_spec(model).patch_size
 
 
 def _nearest_multiples(size: int, patch: int) -> str:
@@ -341,7 +340,8 @@ def attention_bytes(model: str, size: int, biased: bool) -> int:
     """Peak bytes of one global-attention block at ``size`` px (batch 1, fp32): with a bias
     (BA-SAM variants) the dense path holds heads x N^2 scores and bias, the chunked path
     (``"auto"`` beyond ``DENSE_MAX_TOKENS``) two chunks of rows; plus the block's activations."""
-    heads, dim = (TINY.num_heads, TINY.embed_dim) if model in TINY_NAMES else _OFFICIAL_HEADS[model]
+    spec = model_spec(model)
+    heads, dim = spec.global_heads(), spec.global_dim()
     n = (size // patch_of(model)) ** 2
     activations = 16 * n * dim * 4
     if not biased:
@@ -414,17 +414,17 @@ def check_runnable(cfg: SweepConfig) -> None:
 class LazyModels(dict):
     """Models built on first use (a resumed run that has nothing left loads none)."""
 
-    def __init__(self, cfg: SweepConfig, built: dict[str, Sam] | None = None) -> None:
+    def __init__(self, cfg: SweepConfig, built: dict[str, nn.Module] | None = None) -> None:
         super().__init__(built or {})
         self.cfg = cfg
 
-    def __missing__(self, name: str) -> Sam:
+    def __missing__(self, name: str) -> nn.Module:
         ckpt = self.cfg.checkpoint if name in OFFICIAL_NAMES else None
         self[name] = build_sam(name, ckpt).to(self.cfg.device).eval()
         return self[name]
 
 
-def load_models(cfg: SweepConfig) -> dict[str, Sam]:
+def load_models(cfg: SweepConfig) -> dict[str, nn.Module]:
     """Every model of ``cfg``, built now."""
     models = LazyModels(cfg)
     return {name: models[name] for name in cfg.models}
@@ -432,7 +432,7 @@ def load_models(cfg: SweepConfig) -> dict[str, Sam]:
 
 @torch.no_grad()
 def run_variant(
-    sam: Sam,
+    sam: nn.Module,
     sample: Sample,
     variant: str,
     size: int,
@@ -448,7 +448,7 @@ def run_variant(
 
 
 def _variant_rows(
-    sam: Sam,
+    sam: nn.Module,
     sample: Sample,
     variant: str,
     size: int,
@@ -459,11 +459,10 @@ def _variant_rows(
     image, frame_hw = sample.image, sample.hw
     if get_variant(variant).transform == "resize_to_base":
         # The information available at S: the image fit to S, then the model's own resize.
-        fit = FitResize((size, size))
         if max(sample.hw) != size:
-            image = fit.apply_image(sample.image)
+            image = fit_image(sample.image, (size, size))
         frame_hw = image.shape[:2]
-    predictor = BASAMPredictor(sam)
+    predictor = predictor_for(sam)
     t0 = time.perf_counter()
     predictor.set_image(image)
     if sam.device.type == "cuda":
@@ -906,7 +905,7 @@ def run_sweep(
     out: str | Path,
     progress: bool = True,
     stop_after: int | None = None,
-    models: dict[str, Sam] | None = None,
+    models: dict[str, nn.Module] | None = None,
     *,
     on_error: str = "stop",
     overwrite: bool = False,
@@ -964,7 +963,7 @@ def _run_locked(
     out: Path,
     progress: bool,
     stop_after: int | None,
-    models: dict[str, Sam] | None,
+    models: dict[str, nn.Module] | None,
     on_error: str,
 ) -> pd.DataFrame:
     indices = selected(cfg, ds)
@@ -1087,9 +1086,9 @@ def _load(
 
 
 def base_side(model: str) -> int:
-    """The base input side of a model by name, without building it (256 for the tiny models,
-    1024 for the official ones)."""
-    return TINY.img_size if model in TINY_NAMES else 1024
+    """The base input side of a model by name, from its spec (256 for the tiny models, 1024 for
+    the official ones)."""
+    return model_spec(model).base_side
 
 
 # ---------------------------------------------------------------- command line

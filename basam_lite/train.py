@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .datasets import ProceduralScenes, Prompt, box_from_mask, random_points
 from .datasets.procedural import MIX_NAMES, render_layers
 from .decoding import decode_each, decode_prompts
+from .encoders import adapter_for
 from .errors import UserError
 from .evaluation import evaluate, evaluation_table, image_batch, mean_ious
 from .model_card import write_card
@@ -56,7 +56,7 @@ _MAX_SCENES = 10**9  # the training stream is effectively infinite
 
 @dataclass
 class TrainResult:
-    model: Sam
+    model: nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     step: int = 0
@@ -72,7 +72,7 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
-def initial_model(cfg: TrainConfig) -> Sam:
+def initial_model(cfg: TrainConfig) -> nn.Module:
     """Random tiny SAM (seeded) or the ``init`` model (unpatched: see :func:`sync_preset`)."""
     if cfg.init is None:
         sam = build_tiny_sam(cfg.spec, seed=cfg.seed)
@@ -83,7 +83,7 @@ def initial_model(cfg: TrainConfig) -> Sam:
     return sam
 
 
-def sync_preset(sam: Sam, cfg: TrainConfig, step: int) -> None:
+def sync_preset(sam: nn.Module, cfg: TrainConfig, step: int) -> None:
     """Apply ``cfg.preset`` once ``step`` reaches ``cfg.preset_from`` (zero-shot presets add no
     parameter, so the optimiser's state carries over unchanged)."""
     if cfg.preset != "vanilla" and step >= cfg.preset_from and not is_patched(sam):
@@ -133,10 +133,13 @@ class TrainBatch:
                 yield i, prompt, mask
 
 
-def batch_loss(sam: Sam, batch: TrainBatch, cfg: TrainConfig) -> tuple[Tensor, dict[str, float]]:
+def batch_loss(
+    sam: nn.Module, batch: TrainBatch, cfg: TrainConfig
+) -> tuple[Tensor, dict[str, float]]:
     """Total loss of one batch and its parts (bce, dice, iou_mse, train IoU)."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.encoder_bf16):
-        embeddings = sam.image_encoder(sam.preprocess(image_batch(batch.images)))
+        adapter = adapter_for(sam)
+        embeddings = adapter.encode(adapter.preprocess(image_batch(batch.images)))
     embeddings = embeddings.float()  # the decoder is faster, and exact, in float32
     image_index, prompts, targets = zip(*batch.pairs(), strict=True)
     decode = decode_prompts if cfg.decoder_batched else decode_each
@@ -200,7 +203,7 @@ def batch_at(ds: ProceduralScenes, step: int, cfg: TrainConfig) -> TrainBatch:
 
 
 def optimiser_step(
-    sam: Sam, opt: torch.optim.Optimizer, batch: TrainBatch, cfg: TrainConfig
+    sam: nn.Module, opt: torch.optim.Optimizer, batch: TrainBatch, cfg: TrainConfig
 ) -> dict[str, float]:
     """One training step on ``batch`` (loss, backward, gradient clip, ``opt`` step); returns
     the loss parts of :func:`batch_loss`."""
@@ -401,7 +404,7 @@ def finetune(
     seed: int = 0,
     progress: bool = True,
     **overrides: object,
-) -> Sam:
+) -> nn.Module:
     """Fine-tune ``init`` briefly at 256 px with ``preset`` active (in memory, nothing saved).
 
     A few dozen steps take well under a minute on two CPU cores. The returned model still has
@@ -452,7 +455,7 @@ def check_savable(cfg: TrainConfig) -> None:
         )
 
 
-def save_half(sam: Sam, path: Path) -> str:
+def save_half(sam: nn.Module, path: Path) -> str:
     """Save ``sam``'s state_dict with floating tensors in fp16 (atomically); returns the
     file's sha256."""
     import hashlib

@@ -169,23 +169,6 @@ def test_the_cycle_finder_sees_local_imports_and_skips_type_checking() -> None:
 FAMILY_PACKAGES = ("segment_anything", "sam2", "transformers", "mobile_sam")
 """Top-level packages of the SAM family's libraries: only basam_lite/encoders/ imports them."""
 
-NOT_YET_MOVED = {
-    "basam_lite/analysis.py",
-    "basam_lite/bench.py",
-    "basam_lite/decoding.py",
-    "basam_lite/evaluation.py",
-    "basam_lite/explorer.py",
-    "basam_lite/mechanism.py",
-    "basam_lite/models.py",
-    "basam_lite/provenance.py",
-    "basam_lite/quickstart.py",
-    "basam_lite/sweep.py",
-    "basam_lite/train.py",
-    "basam_lite/variants.py",
-}
-"""Modules still importing a family's classes while issue 22 moves them onto the interface
-(the list only shrinks: a test fails when an entry no longer imports one)."""
-
 
 def _family_imports(source: str) -> list[str]:
     """``line N: module`` for every import (type-only and function-local included) of a family
@@ -207,14 +190,13 @@ def test_only_the_encoders_package_imports_family_classes() -> None:
     offenders = {}
     for path in PACKAGE.rglob("*.py"):
         rel = str(path.relative_to(ROOT))
-        if rel.startswith("basam_lite/encoders/") or rel in NOT_YET_MOVED:
+        if rel.startswith("basam_lite/encoders/"):
             continue
         found = _family_imports(path.read_text())
         if found:
             offenders[rel] = found
     assert not offenders, f"family classes imported outside basam_lite/encoders/: {offenders}"
-    stale = sorted(m for m in NOT_YET_MOVED if not _family_imports((ROOT / m).read_text()))
-    assert not stale, f"no longer import a family's classes: drop them from NOT_YET_MOVED {stale}"
+    assert _family_imports((PACKAGE / "encoders" / "sam1.py").read_text()), "the scan sees nothing"
 
 
 def test_the_family_import_scan_sees_each_form() -> None:

@@ -263,6 +263,11 @@ class EncoderAdapter(ABC):
         decoder takes (``[B, C, h, w]`` for SAM 1)."""
 
     @abstractmethod
+    def first_grid(self, pixels: Tensor) -> Grid:
+        """The (rows, cols) token grid the encoder's patch embedding (stem) makes of ``pixels
+        [B, 3, H, W]``, measured by running it (no size rule assumed)."""
+
+    @abstractmethod
     def make_predictor(self) -> Predictor:
         """A predictor on :attr:`model` that follows its input size (box and point prompts)."""
 

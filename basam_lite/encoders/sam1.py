@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from segment_anything import SamPredictor
 from segment_anything.modeling import ImageEncoderViT, Sam
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
@@ -39,6 +38,7 @@ from ..patch_state import (
     swap_class,
 )
 from ..predictor import check_prompt, to_rgb_uint8
+from ..sizes import fit_image, fit_shape
 from .attend import basam_attend
 from .base import AttentionBlock, BlockGrids, EncoderAdapter, Grid, PositionTerms, Predictor
 
@@ -151,13 +151,10 @@ class FitResize(ResizeLongestSide):
         self.target_hw = tuple(target_hw)
 
     def fit_shape(self, oldh: int, oldw: int) -> tuple[int, int]:
-        th, tw = self.target_hw
-        scale = min(th / oldh, tw / oldw)
-        return min(th, int(oldh * scale + 0.5)), min(tw, int(oldw * scale + 0.5))
+        return fit_shape((oldh, oldw), self.target_hw)
 
     def apply_image(self, image: np.ndarray) -> np.ndarray:
-        h, w = self.fit_shape(*image.shape[:2])
-        return np.array(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+        return fit_image(image, self.target_hw)
 
     def apply_coords(self, coords: np.ndarray, original_size: tuple[int, ...]) -> np.ndarray:
         oh, ow = original_size
@@ -373,21 +370,11 @@ class SegmentAnythingAdapter(EncoderAdapter):
     def encode(self, pixels: Tensor) -> Tensor:
         return self.encoder(pixels)
 
+    def first_grid(self, pixels: Tensor) -> Grid:
+        with torch.no_grad():
+            tokens = self.encoder.patch_embed(pixels)  # [B, rows, cols, C]
+        return int(tokens.shape[1]), int(tokens.shape[2])
+
     def make_predictor(self) -> Predictor:
         assert self.model is not None, "a predictor needs the whole Sam"
         return BASAMPredictor(self.model)
-
-
-def build_random(name: str) -> nn.Module:
-    """A model of the architecture ``name`` (``vit_b/l/h``, ``tiny``, ``tiny-vanilla``,
-    ``tiny-basam``) with random weights, for :mod:`basam_lite.encoders.specs` (which builds it on
-    the meta device: no memory, no weights)."""
-    if name in ("vit_b", "vit_l", "vit_h"):
-        from segment_anything.build_sam import sam_model_registry
-
-        return sam_model_registry[name](checkpoint=None)
-    from ..models import TINY_NAMES, build_tiny_sam
-
-    if name not in TINY_NAMES:
-        raise ValueError(f"no segment_anything architecture named {name!r}")
-    return build_tiny_sam()

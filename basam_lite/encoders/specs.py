@@ -85,7 +85,7 @@ MODELS: dict[str, ModelEntry] = {
     e.name: e
     for e in (
         *(
-            ModelEntry(name, "segment_anything", "basam_lite.encoders.sam1:build_random")
+            ModelEntry(name, "segment_anything", "basam_lite.encoders.sam1_build:build_random")
             for name in ("vit_b", "vit_l", "vit_h", "tiny", "tiny-vanilla", "tiny-basam")
         ),
     )
