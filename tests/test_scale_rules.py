@@ -160,6 +160,22 @@ def test_patched_global_block_equals_explicit_softmax(tiny_sam, mode: str, grid)
         )
 
 
+@pytest.mark.parametrize("mode", PATCHED)
+def test_rule_leaves_the_mask_unscaled(tiny_sam, mode: str) -> None:
+    """With the 2-D ALiBi mask too, the rule multiplies q.k alone: the mask enters as it is."""
+    from reference import reference_attention
+
+    config = bl.BASAMConfig(scale=mode, bias="alibi2d")  # type: ignore[arg-type]
+    bl.apply_basam(tiny_sam, config)
+    attn = tiny_sam.image_encoder.blocks[2].attn
+    x = torch.randn(1, 20, 20, attn.qkv.in_features)
+    lam = written_out(mode, 400, 256, attn.qkv.in_features // attn.num_heads)
+    slopes = bl.alibi_slopes(attn.num_heads)
+    with torch.no_grad():
+        want = reference_attention(attn, x, lam, slopes, "euclidean")
+        torch.testing.assert_close(attn(x), want, atol=1e-4, rtol=0)
+
+
 # --- the rule variants ------------------------------------------------------------------------
 
 
