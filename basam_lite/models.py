@@ -36,6 +36,7 @@ DATA_ENV = "BASAM_DATA_DIR"
 OFFICIAL_NAMES = ("vit_b", "vit_l", "vit_h")
 TINY_NAMES = ("tiny", "tiny-vanilla", "tiny-basam")
 MODEL_NAMES = OFFICIAL_NAMES + TINY_NAMES
+"""The ``segment_anything`` models; :func:`model_names` adds every registered family's."""
 
 # encoder (embed_dim, depth) of the official models, used to say what a checkpoint looks like.
 _OFFICIAL_SHAPES = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}
@@ -182,6 +183,20 @@ def load_weights(
     return model
 
 
+def model_names() -> tuple[str, ...]:
+    """Every model :func:`build_sam` builds: the ``segment_anything`` ones, then the other
+    families' named models (:data:`basam_lite.encoders.specs.MODELS`)."""
+    from .encoders.specs import MODELS
+
+    return MODEL_NAMES + tuple(n for n in MODELS if n not in MODEL_NAMES)
+
+
+def loads_checkpoint(name: str) -> bool:
+    """Whether model ``name`` takes its weights from a checkpoint a user gives (the official
+    ViTs and other families' models; the tiny ones bring their own)."""
+    return name not in TINY_NAMES
+
+
 def build_sam(
     name: str, checkpoint: str | os.PathLike | None = None, *, pretrained: bool = False
 ) -> nn.Module:
@@ -190,13 +205,19 @@ def build_sam(
     Args:
         name: ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` (built exactly as ``segment_anything``
             builds them), ``"tiny"`` (random weights, seed 0) or ``"tiny-vanilla"`` /
-            ``"tiny-basam"`` (the trained tiny checkpoints in ``data/checkpoints``).
+            ``"tiny-basam"`` (the trained tiny checkpoints in ``data/checkpoints``); or another
+            family's registered model (:func:`model_names`; random weights, seed 0, without a
+            checkpoint).
         checkpoint: local path to weights (official ViTs: without it the weights are random).
         pretrained: official ViTs only: Meta's checkpoint from the weights cache, downloaded
             and verified on first use (``basam_lite.weights.fetch(name)``), as timm does.
     """
     if name not in MODEL_NAMES:
-        raise UserError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+        from .encoders.specs import MODELS, load_model
+
+        if name in MODELS and not pretrained:  # another family's model
+            return load_model(name, None if checkpoint is None else str(checkpoint))
+        raise UserError(f"unknown model {name!r}: choose one of {', '.join(model_names())}")
     if pretrained:
         if name not in OFFICIAL_NAMES:
             raise UserError(

@@ -61,7 +61,14 @@ from .datasets.extent import TargetDoesNotFit
 from .encoders.specs import model_spec
 from .errors import UserError
 from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS, SOD_COLUMNS
-from .models import MODEL_NAMES, OFFICIAL_NAMES, build_sam, tiny_checkpoint_path
+from .models import (
+    OFFICIAL_NAMES,
+    TINY_NAMES,
+    build_sam,
+    loads_checkpoint,
+    model_names,
+    tiny_checkpoint_path,
+)
 from .outputs import output_lock, write_text_atomic, write_with
 from .predictor import predictor_for
 from .provenance import platform_name, versions
@@ -163,7 +170,7 @@ class SweepConfig:
                 "the S, E and F measures, about 40% of a 1024 px row's time)"
             )
         for what, values, allowed in (
-            ("model", self.models, MODEL_NAMES),
+            ("model", self.models, model_names()),
             ("variant", self.variants, variant_names()),
             ("prompt", self.prompts, tuple(PROMPTS)),
         ):
@@ -198,7 +205,7 @@ class SweepConfig:
         k, n = self.shard
         if not 0 <= k < n:
             raise UserError(f"shard {k}/{n}: need 0 <= K < N")
-        official = [m for m in self.models if m in OFFICIAL_NAMES]
+        official = [m for m in self.models if loads_checkpoint(m)]
         if self.checkpoint is not None and not official:
             raise UserError(
                 f"--checkpoint {self.checkpoint} was given but no model loads one "
@@ -235,13 +242,19 @@ def model_weights(name: str, checkpoint: str | None) -> dict[str, object]:
     initialised when it loads none."""
     path = (
         checkpoint
-        if name in OFFICIAL_NAMES
+        if loads_checkpoint(name)
         else None
         if name == "tiny"
         else tiny_checkpoint_path(name)
     )
     if path is None:
-        init = "build_tiny_sam(seed=0)" if name == "tiny" else "segment_anything's unseeded init"
+        init = (
+            "build_tiny_sam(seed=0)"
+            if name == "tiny"
+            else "segment_anything's unseeded init"
+            if name in OFFICIAL_NAMES
+            else f"{name}: its family's init, seed 0"
+        )
         return {"file": None, "sha256": None, "init": init}
     path = Path(path).expanduser()
     if not path.is_file():
@@ -383,11 +396,7 @@ def check_runnable(cfg: SweepConfig) -> None:
                 "(`python -m basam_lite weights get vit_b` downloads them and prints it)"
             )
     for name in cfg.models:
-        if (
-            name not in OFFICIAL_NAMES
-            and name != "tiny"
-            and not tiny_checkpoint_path(name).is_file()
-        ):
+        if name in TINY_NAMES and name != "tiny" and not tiny_checkpoint_path(name).is_file():
             raise UserError(
                 f"{tiny_checkpoint_path(name)} is missing: train it with `python -m basam_lite "
                 f"train` or use --model tiny"
@@ -419,7 +428,7 @@ class LazyModels(dict):
         self.cfg = cfg
 
     def __missing__(self, name: str) -> nn.Module:
-        ckpt = self.cfg.checkpoint if name in OFFICIAL_NAMES else None
+        ckpt = self.cfg.checkpoint if loads_checkpoint(name) else None
         self[name] = build_sam(name, ckpt).to(self.cfg.device).eval()
         return self[name]
 
@@ -1171,7 +1180,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         nargs="+",
         default=list(d.models),
-        help=f"{', '.join(MODEL_NAMES)} (several allowed; default: {listed(d.models)})",
+        help=f"{', '.join(model_names())} (several allowed; default: {listed(d.models)})",
     )
     p.add_argument(
         "--checkpoint", default=None, help="weights of the official model (.pth); none for tiny"

@@ -265,3 +265,32 @@ def test_set_input_size_refuses_an_encoder_alone(tiny_sam) -> None:
 def test_types_of_a_built_model() -> None:
     sam = bl.build_sam("tiny")
     assert type(sam) is Sam and type(sam.image_encoder) is ImageEncoderViT
+
+
+# --- every registered model through build_sam and the sweep -------------------------------------
+
+
+def _tiny_under_another_name(name: str) -> torch.nn.Module:
+    """A registered model's builder for the tests: the tiny architecture, whatever the name."""
+    from basam_lite.encoders.sam1_build import build_tiny_sam
+
+    return build_tiny_sam(seed=int(torch.randint(0, 1000, ()).item()))
+
+
+def test_build_sam_reaches_every_registered_model(monkeypatch) -> None:
+    from basam_lite.encoders import specs
+    from basam_lite.models import model_names
+
+    entry = specs.ModelEntry(
+        "other-tiny", "segment_anything", f"{__name__}:_tiny_under_another_name"
+    )
+    monkeypatch.setitem(specs.MODELS, "other-tiny", entry)
+    assert "other-tiny" in model_names()
+    a, b = bl.build_sam("other-tiny"), bl.build_sam("other-tiny")
+    assert not a.training
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), f"{name}: random weights must be seeded"
+    with pytest.raises(UserError, match="no checkpoint loader yet"):
+        bl.build_sam("other-tiny", checkpoint="weights.pt")
+    with pytest.raises(UserError, match="unknown model 'nope'.*other-tiny"):
+        bl.build_sam("nope")

@@ -12,6 +12,7 @@ import importlib
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from ..errors import UserError
 from . import adapter_class, adapter_for
@@ -73,12 +74,23 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A named model: its family and ``"module:function"`` building it with random weights
-    from its name (called on the meta device)."""
+    """A named model.
+
+    Attributes:
+        name: what :func:`basam_lite.build_sam` and ``sweep --model`` take.
+        family: its family's registry key.
+        build: ``"module:function"``: ``function(name)`` builds the architecture with random
+            weights (also called on the meta device by :func:`model_spec`).
+        load: ``"module:function"``: ``function(name, checkpoint)`` -> the model in eval mode
+            with the weights of a local ``checkpoint`` file (read safely, never unpickled),
+            or None where the family has no loader yet (then only random weights). The
+            ``segment_anything`` models load through :func:`basam_lite.build_sam` itself.
+    """
 
     name: str
     family: str
     build: str
+    load: str | None = None
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -90,6 +102,27 @@ MODELS: dict[str, ModelEntry] = {
         ),
     )
 }
+
+
+def _function(path: str):
+    module, _, function = path.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def load_model(name: str, checkpoint: str | None = None, seed: int = 0) -> nn.Module:
+    """A registered model in eval mode: the weights of ``checkpoint`` (a local file) through the
+    family's loader, or random weights (seeded, ``seed``) without one."""
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
+    entry = MODELS[name]
+    adapter_class(entry.family)  # a missing optional package: one line naming the extra
+    if checkpoint is not None:
+        if entry.load is None:
+            raise UserError(f"{name} has no checkpoint loader yet: leave the checkpoint out")
+        return _function(entry.load)(name, checkpoint).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _function(entry.build)(name).eval()
 
 
 def spec_of(model: object, name: str = "custom") -> ModelSpec:
@@ -119,8 +152,6 @@ def model_spec(name: str) -> ModelSpec:
         raise UserError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
     entry = MODELS[name]
     adapter_class(entry.family)  # a missing optional package: one line naming the extra
-    module, _, function = entry.build.partition(":")
-    build = getattr(importlib.import_module(module), function)
     with torch.device("meta"):
-        model = build(name)
+        model = _function(entry.build)(name)
     return spec_of(model, name)
