@@ -13,6 +13,15 @@ model in a variant's state and back.
   at every size.
 - ``resize``: the stock SAM at its base size; the caller resizes the image (the information
   available at S, brought to the size the model was built for: what a user would do).
+
+:data:`TEMPERATURE_VARIANTS` adds, one entry per rule, the test-time temperature rules of the
+length-extrapolation literature that fit a SAM block without training (``yarn``, ``jin``,
+``infoscale``: :mod:`basam_lite.scaling` gives each formula and source). Each is the rule alone
+on q.k in the global blocks, where ``scale`` puts lambda. They are selectable by
+name (:func:`get_variant`, :func:`variant_at`) but are not in :data:`VARIANTS`, the main job's
+list, so the sweep's default rows and the committed results stay as they are.
+Scalable-Softmax has no entry: with its learned ``s`` fixed to give 1 at the base size it is
+``scale`` (:func:`basam_lite.scaling.log_ratio`).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from torch import nn
 from .errors import UserError
 from .patch import BASAMConfig, apply_basam, detach_patch, reattach_patch
 from .resolution import base_size, input_size, set_input_size
+from .scaling import ScaleMode
 
 Transform = Literal["none", "resize_to_base"]
 
@@ -102,21 +112,54 @@ VARIANTS: tuple[Variant, ...] = (
         note="the image resized to the model's base size, the stock model run there",
     ),
 )
-"""Every variant, in plot and table order."""
+"""The main job's variants (the sweep's default rows), in plot and table order."""
+
+
+def _rule(name: ScaleMode, label: str, note: str) -> Variant:
+    """A temperature-rule variant: the scale mode ``name`` alone in the global blocks."""
+    return Variant(name, label, BASAMConfig(scale=name, name=name), note=note)
+
+
+TEMPERATURE_VARIANTS: tuple[Variant, ...] = (
+    _rule(
+        "yarn",
+        "YaRN temperature",
+        "YaRN's attention temperature (0.1 ln s + 1)^2, s = max(1, n / n_train), in the global "
+        "blocks (Peng et al. 2023)",
+    ),
+    _rule(
+        "jin",
+        "Jin et al. entropy scale",
+        "sqrt(ln n / ln n_train) in the global blocks (Jin et al., NeurIPS 2023)",
+    ),
+    _rule(
+        "infoscale",
+        "InfoScale",
+        "sqrt((1 - n^(-2/d)) / (1 - n_train^(-2/d))) in the global blocks (Li et al. 2025)",
+    ),
+)
+"""The test-time temperature rules beside lambda (issue 28), selectable by name; not in the
+main job's default list."""
 
 
 def variant_names() -> tuple[str, ...]:
-    """The names of :data:`VARIANTS`, in order."""
+    """The names of :data:`VARIANTS` (the main job's list), in order."""
     return tuple(v.name for v in VARIANTS)
 
 
+def known_variant_names() -> tuple[str, ...]:
+    """Every name :func:`get_variant` takes: :data:`VARIANTS`, then
+    :data:`TEMPERATURE_VARIANTS`."""
+    return tuple(v.name for v in (*VARIANTS, *TEMPERATURE_VARIANTS))
+
+
 def get_variant(name: str) -> Variant:
-    """The variant called ``name``; a :class:`~basam_lite.errors.UserError` naming the known
-    variants otherwise."""
-    for v in VARIANTS:
+    """The variant called ``name`` (the main list or a temperature rule); a
+    :class:`~basam_lite.errors.UserError` naming the known variants otherwise."""
+    for v in (*VARIANTS, *TEMPERATURE_VARIANTS):
         if v.name == name:
             return v
-    raise UserError(f"unknown variant {name!r}: choose one of {', '.join(variant_names())}")
+    raise UserError(f"unknown variant {name!r}: choose one of {', '.join(known_variant_names())}")
 
 
 def as_variant(variant: str | Variant | BASAMConfig) -> Variant:
