@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ..analysis import token_table
 from ..resolution import resample_pos_embed
 from . import Verdict, close, verdict
+from .answers import instrument
 from .mistakes import check_with_mistakes
 
 DENSE_CASES = ((256, 6), (512, 12), (768, 12), (1024, 16), (2048, 16), (1536, 12))
@@ -137,3 +138,6 @@ def check_keys_prediction(
         f"measured {mw} and {mg} keys: windows stay the same, global rows follow the image.",
         hint + f" Measured: {mw} (windowed), {mg} (global).",
     )
+
+
+instrument(globals())  # record answers for `python -m basam_lite grade`

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from . import Verdict, check_implementation, close, verdict
+from .answers import instrument
 from .predictions import check_prediction
 
 VIT_H_HEADS = 16
@@ -157,3 +158,6 @@ def check_distance_prediction(prediction: object, slope: float) -> Verdict:
         f"{mask_only_distance(64, slope):.2f} tokens ({ratio:.2f}x). A steep head's reach is set "
         "by its slope, not by the grid; a shallow head's keeps growing with the grid.",
     )
+
+
+instrument(globals())  # record answers for `python -m basam_lite grade`
