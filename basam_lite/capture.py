@@ -21,7 +21,7 @@ padding tokens take part as keys). Their maps are per window:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import AttentionBias, attention_probs
+from .errors import UserError
 from .patch import BASAMConfig, apply_basam, image_encoder_of, is_patched, remove_basam
 from .patch_state import block_patch
 
@@ -109,12 +110,22 @@ def _query_positions(queries: Queries, grid: tuple[int, int]) -> Tensor | None:
 class _BlockHook:
     """Receives q, k and the bias from one attention module and stores probabilities."""
 
-    def __init__(self, capture: AttentionCapture, index: int, window: int, queries: Queries):
+    def __init__(
+        self,
+        capture: AttentionCapture,
+        index: int,
+        window: int,
+        queries: Queries,
+        budget: Callable[[int, tuple[int, int]], None] | None = None,
+    ):
         self.capture, self.index, self.window, self.queries = capture, index, window, queries
         self.image_grid: tuple[int, int] | None = None
+        self.budget = budget
 
     def pre_block(self, module: nn.Module, args: tuple) -> None:
         self.image_grid = (int(args[0].shape[1]), int(args[0].shape[2]))
+        if self.budget is not None:
+            self.budget(int(args[0].shape[0]), self.image_grid)
 
     def __call__(self, attn: nn.Module, q: Tensor, k: Tensor, scale: float, bias: AttentionBias):
         assert self.image_grid is not None
@@ -154,13 +165,51 @@ class _BlockHook:
             cap.window_origins[i] = (pos // ws) * ws
 
 
+MAX_CAPTURE_GB = 8.0
+"""Default limit of :func:`capture_attention`: the maps it would keep, estimated up front."""
+
+
+def capture_bytes(
+    heads_and_windows: Sequence[tuple[int, int]],
+    batch: int,
+    grid: tuple[int, int],
+    n_queries: int | None,
+) -> int:
+    """Bytes of the float32 maps kept for blocks given as ``(heads, window)`` (0: global) on
+    a token ``grid``: per block ``batch * heads * rows * keys * 4``, where a global block has
+    ``keys = H * W`` and a windowed one ``ws * ws`` keys (its windows padded to whole ones), and
+    ``rows`` is every token (``None``) or the ``n_queries`` asked for. The softmax holds one
+    more map of the same size while it runs."""
+    rows_tokens, cols_tokens = grid
+    total = 0
+    for heads, ws in heads_and_windows:
+        if ws == 0:
+            keys, rows = rows_tokens * cols_tokens, rows_tokens * cols_tokens
+        else:
+            keys = ws * ws
+            padded = -(-rows_tokens // ws) * ws * -(-cols_tokens // ws) * ws
+            rows = padded
+        if n_queries is not None:
+            rows = n_queries
+        total += batch * heads * rows * keys * 4
+    return total
+
+
 @contextmanager
 def capture_attention(
-    model: nn.Module, blocks: Sequence[int] | None = None, queries: Queries = None
+    model: nn.Module,
+    blocks: Sequence[int] | None = None,
+    queries: Queries = None,
+    max_gb: float = MAX_CAPTURE_GB,
 ) -> Iterator[AttentionCapture]:
     """Collect attention probabilities of ``blocks`` (all when None) for ``queries`` (all when
     None; else token indices or (row, col) positions on the image's token grid) during the
-    forward passes run inside the ``with`` block. The last forward's maps are kept."""
+    forward passes run inside the ``with`` block. The last forward's maps are kept.
+
+    Before the first chosen block computes anything, the maps' size is estimated
+    (:func:`capture_bytes`); above ``max_gb`` GB the forward is refused with a
+    :class:`~basam_lite.errors.UserError` giving the estimate (fewer queries or blocks, a smaller
+    image, or a larger ``max_gb``)."""
     encoder = image_encoder_of(model)
     n_blocks = len(encoder.blocks)
     chosen = list(range(n_blocks)) if blocks is None else list(blocks)
@@ -172,11 +221,27 @@ def capture_attention(
     if temporary:
         apply_basam(encoder, BASAMConfig.vanilla())
     capture = AttentionCapture()
+    layout = [
+        (int(encoder.blocks[b].attn.num_heads), int(encoder.blocks[b].window_size)) for b in chosen
+    ]
+    n_queries = None if queries is None else len(list(queries))
+
+    def budget(batch: int, grid: tuple[int, int]) -> None:
+        need = capture_bytes(layout, batch, grid, n_queries)
+        if need > max_gb * 2**30:
+            asked = "every query" if n_queries is None else f"{n_queries} queries"
+            raise UserError(
+                f"capture_attention: {asked} of {len(chosen)} block(s) on a {grid[0]} x "
+                f"{grid[1]} token grid would keep about {need / 2**30:.1f} GB of maps (limit "
+                f"{max_gb:g} GB): ask for fewer queries or blocks, a smaller image, or pass "
+                "max_gb"
+            )
+
     handles = []
     try:
         for b in chosen:
             block = encoder.blocks[b]
-            hook = _BlockHook(capture, b, block.window_size, queries)
+            hook = _BlockHook(capture, b, block.window_size, queries, budget)
             handles.append(block.register_forward_pre_hook(hook.pre_block))
             block_patch(block.attn).capture_hook = hook  # type: ignore[union-attr]
         yield capture

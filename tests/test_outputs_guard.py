@@ -283,3 +283,29 @@ def test_a_huge_image_is_refused_in_one_line_and_can_be_skipped(tmp_path) -> Non
         FolderDataset(tmp_path)
     ds = FolderDataset(tmp_path, on_error="skip")
     assert len(ds) == 1 and "pixel limit" in str(ds.problems())
+
+
+@pytest.mark.parametrize("queries", [None, [(0, 0), (5, 9), (15, 15)]])
+def test_capture_estimate_matches_the_maps_and_refuses_above_the_limit(queries) -> None:
+    import torch
+
+    from basam_lite.capture import capture_bytes
+
+    sam = bl.build_sam("tiny")
+    enc = sam.image_encoder
+    blocks = list(range(len(enc.blocks)))
+    layout = [(int(enc.blocks[b].attn.num_heads), int(enc.blocks[b].window_size)) for b in blocks]
+    image = torch.randn(2, 3, 256, 256)
+    with bl.capture_attention(sam, blocks=blocks, queries=queries) as cap, torch.no_grad():
+        enc(image)
+    kept = sum(m.numel() * m.element_size() for m in cap.maps.values())
+    n_queries = None if queries is None else len(queries)
+    assert capture_bytes(layout, 2, (16, 16), n_queries) == kept  # the estimate is exact
+    limit = kept / 2**30 / 2
+    with pytest.raises(UserError, match=r"would keep about 0\.0 GB of maps \(limit .* max_gb"):
+        with bl.capture_attention(sam, blocks=blocks, queries=queries, max_gb=limit):
+            with torch.no_grad():
+                enc(image)
+    # 2048 px on every query of every block: refused up front with the estimate
+    huge = capture_bytes(layout, 1, (128, 128), None)
+    assert huge > 8 * 2**30
