@@ -317,6 +317,10 @@ def test_every_solution_is_rechecked_correct(tmp_path, monkeypatch) -> None:
     assert len(records) >= len(called)
     for record in records:
         assert grade._judge(record)[0] == "correct", record["checker"]
+    # a model argument is passed through untouched in the kernel, and re-checked without it
+    (model,) = [r for r in records if r["checker"] == "nb02.check_basam_attention"]
+    assert model["args"][1] == {"$opaque": "Sam"} and model["kernel_said"] is True
+    assert "re-checked without sam (Sam)" in grade._judge(model)[1]
 
 
 def test_inputs_checked_before_any_runs(tmp_path, monkeypatch, capsys) -> None:
