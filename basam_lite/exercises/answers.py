@@ -39,9 +39,11 @@ GRADE_LOG = "BASAM_GRADE_LOG"
 """Environment variable naming the file where the kernel appends the answers it records."""
 
 MODULE = re.compile(r"nb\d\d[a-z]?")
+LIBRARY = __name__.split(".")[0] + "."
+"""The library's package prefix: only its own dataclasses are rebuilt from a record."""
 MAX_DEPTH = 40
 
-_active: contextvars.ContextVar[bool] = contextvars.ContextVar("basam_checking", default=False)
+_active: contextvars.ContextVar[bool] = contextvars.ContextVar("checking", default=False)
 
 
 class Unreplayable(Exception):
@@ -119,7 +121,7 @@ def encode(value: Any, depth: int = 0) -> Any:
             }
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         cls = type(value)
-        if cls.__module__.startswith("basam_lite."):
+        if cls.__module__.startswith(LIBRARY):
             fields = {
                 f.name: encode(getattr(value, f.name), depth + 1)
                 for f in dataclasses.fields(value)
@@ -210,7 +212,7 @@ def _decode_column(d: Any, depth: int) -> Any:
 
 def _dataclass(d: dict, depth: int) -> Any:
     module, _, qualname = str(d["$dc"]).partition(":")
-    if not module.startswith("basam_lite.") or not qualname.isidentifier():
+    if not module.startswith(LIBRARY) or not qualname.isidentifier():
         raise Unreplayable(f"class {d['$dc']!r} in the record is not one of the library's")
     cls = getattr(importlib.import_module(module), qualname)
     if not dataclasses.is_dataclass(cls):
