@@ -442,3 +442,25 @@ def test_sandbox_refuses_writes_outside_the_copy_as_an_unprivileged_user() -> No
             (copy / "work" / "mine.txt").unlink()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_every_exercise_checker_records_its_answers() -> None:
+    """A new checker module must end with ``instrument(globals())``, or grade gets no answer."""
+    import importlib
+    import pkgutil
+
+    import basam_lite.exercises as package
+
+    names = [
+        m.name for m in pkgutil.iter_modules(package.__path__) if answers.MODULE.fullmatch(m.name)
+    ]
+    assert len(names) >= 9
+    for name in names:
+        module = importlib.import_module(f"basam_lite.exercises.{name}")
+        for attr, value in vars(module).items():
+            if (
+                attr.startswith("check_")
+                and callable(value)
+                and value.__module__ == module.__name__
+            ):
+                assert getattr(value, "__basam_checker__", None) == f"{name}.{attr}", (name, attr)
