@@ -5,14 +5,20 @@ Each subcommand lives in its own module, which provides ``add_arguments(parser)`
 import error is raised, never hidden.
 
 A mistake in the arguments or a refused request (:class:`basam_lite.errors.UserError`) prints
-one line, ``error: ...`` saying what to do, and exits with status 2; any other exception is a
-bug and keeps its traceback. ``--debug`` (anywhere on the line) shows the traceback always.
+one line, ``error: ...`` saying what to do, and exits with status 2; a number argument that is
+not finite (``nan``, ``inf``) is such a mistake, refused before any work. A file-system fault
+(a read-only folder, no permission, a full disk or quota) prints one line naming the file and
+exits with status 1; what was written before it stays (every result file is written
+atomically, and a rerun resumes). Any other exception is a bug and keeps its traceback.
+``--debug`` (anywhere on the line) shows the traceback always.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import math
 import sys
 
 from .errors import UserError
@@ -28,6 +34,38 @@ COMMANDS = {
 
 USAGE_ERROR = 2
 """Exit status of a user error (as argparse uses for bad arguments)."""
+FAULT = 1
+"""Exit status of a file-system fault (read-only, no permission, disk full)."""
+FAULTS = {
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+}
+"""errno -> what the one-line message says; the fix is the same: free space or write elsewhere."""
+
+
+def refuse_non_finite(args: argparse.Namespace) -> None:
+    """Refuse any float argument (or float in a list argument) that is nan or infinite."""
+    for name, value in vars(args).items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                flag = "--" + name.replace("_", "-")
+                raise UserError(f"{flag} {v}: not a finite number; give a number such as 0.5")
+
+
+def fault_line(e: OSError) -> str | None:
+    """The one line for a file-system fault, or None for any other OSError (a bug)."""
+    why = FAULTS.get(e.errno or 0)
+    if why is None:
+        return None
+    where = f": {e.filename}" if e.filename else ""
+    return (
+        f"{why}{where}; nothing written before it was lost: free space or choose a writable "
+        "place (--out), then rerun the same command"
+    )
 
 
 class Parser(argparse.ArgumentParser):
@@ -57,7 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser, modules = build_parser()
         args = parser.parse_args(argv)
+        refuse_non_finite(args)
         return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
+    except OSError as e:
+        line = fault_line(e)
+        if debug or line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return FAULT
     except UserError as e:
         if debug:
             raise

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from .attention import AttentionBias, attention_probs
 from .config import BASAMConfig
 from .encoders import adapter_for
+from .errors import UserError
 from .patch import apply_basam, is_patched, remove_basam
 from .patch_state import block_patch
 
@@ -170,15 +171,53 @@ class _BlockHook:
             cap.window_origins[i] = (pos // ws) * ws
 
 
+MAX_CAPTURE_GB = 8.0
+"""Default limit of :func:`capture_attention`: the maps it would keep, estimated up front."""
+
+
+def capture_bytes(
+    heads_and_windows: Sequence[tuple[int, int]],
+    batch: int,
+    grid: tuple[int, int],
+    n_queries: int | None,
+) -> int:
+    """Bytes of the float32 maps kept for blocks given as ``(heads, window)`` (0: global) on
+    a token ``grid``: per block ``batch * heads * rows * keys * 4``, where a global block has
+    ``keys = H * W`` and a windowed one ``ws * ws`` keys (its windows padded to whole ones), and
+    ``rows`` is every token (``None``) or the ``n_queries`` asked for. The softmax holds one
+    more map of the same size while it runs."""
+    rows_tokens, cols_tokens = grid
+    total = 0
+    for heads, ws in heads_and_windows:
+        if ws == 0:
+            keys, rows = rows_tokens * cols_tokens, rows_tokens * cols_tokens
+        else:
+            keys = ws * ws
+            padded = -(-rows_tokens // ws) * ws * -(-cols_tokens // ws) * ws
+            rows = padded
+        if n_queries is not None:
+            rows = n_queries
+        total += batch * heads * rows * keys * 4
+    return total
+
+
 @contextmanager
 def capture_attention(
-    model: nn.Module, blocks: Sequence[int] | None = None, queries: Queries = None
+    model: nn.Module,
+    blocks: Sequence[int] | None = None,
+    queries: Queries = None,
+    max_gb: float = MAX_CAPTURE_GB,
 ) -> Iterator[AttentionCapture]:
     """Collect attention probabilities of ``blocks`` (all when None) for ``queries`` (all when
     None; else token indices or (row, col) positions on the image's token grid, the first
     block's: a block on a coarser grid, as in SAM 2's later stages, takes the cell holding each
     query) during the forward passes run inside the ``with`` block. The last forward's maps are
-    kept."""
+    kept.
+
+    Before the first block computes anything, the maps' size is estimated from each chosen
+    block's own grid at the input size (:func:`capture_bytes`); above ``max_gb`` GB the forward
+    is refused with a :class:`~basam_lite.errors.UserError` giving the estimate (fewer queries
+    or blocks, a smaller image, or a larger ``max_gb``)."""
     adapter = adapter_for(model)
     encoder = adapter.encoder
     attention_blocks = adapter.attention_blocks()
@@ -192,8 +231,30 @@ def capture_attention(
     if temporary:
         apply_basam(encoder, BASAMConfig.vanilla())
     capture = AttentionCapture()
+    n_queries = None if queries is None else len(list(queries))
+
+    def budget(module: nn.Module, args: tuple) -> None:
+        pixels = args[0]  # [B, 3, H, W]: every family's encoder input
+        batch, hw = int(pixels.shape[0]), (int(pixels.shape[-2]), int(pixels.shape[-1]))
+        need, grid = 0, (0, 0)
+        for b in chosen:
+            block = attention_blocks[b]
+            grid = adapter.block_grids(b, hw).key
+            need += capture_bytes([(block.heads, block.window)], batch, grid, n_queries)
+        if need > max_gb * 2**30:
+            asked = "every query" if n_queries is None else f"{n_queries} queries"
+            raise UserError(
+                f"capture_attention: {asked} of {len(chosen)} block(s) at {hw[0]} x {hw[1]} px "
+                f"(last block's token grid {grid[0]} x {grid[1]}) would keep about "
+                f"{need / 2**30:.1f} GB of maps (limit {max_gb:g} GB): ask for fewer queries or "
+                "blocks, a smaller image, or pass max_gb"
+            )
+
     first: dict[str, tuple[int, int]] = {}
-    handles = [adapter.watch_block_input(0, lambda grid: first.__setitem__("grid", grid))]
+    handles = [
+        encoder.register_forward_pre_hook(budget),
+        adapter.watch_block_input(0, lambda grid: first.__setitem__("grid", grid)),
+    ]
     try:
         for b in chosen:
             block = attention_blocks[b]

@@ -73,3 +73,69 @@ def output_lock(out: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def hold_folder(folder: str | os.PathLike, flag: str = "--run-dir") -> FileLock:
+    """Take ``FOLDER/.lock`` (creating the folder) so one process at a time writes into it;
+    refuse at once if another holds it. The lock is released when the returned object is
+    released or dropped (or the process ends)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / ".lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(
+            f"another run is writing {folder} (it holds {folder / '.lock'}): wait for it to "
+            f"finish, or give this run its own folder with {flag}"
+        ) from None
+    return lock
+
+
+# ------------------------------------------------------------ files written beside a result
+
+
+def refuse_foreign(
+    path: str | os.PathLike, is_ours: Callable[[Path], bool], what: str, how: str
+) -> None:
+    """Refuse, before any work, to replace ``path`` unless it is absent or ``is_ours`` knows it
+    as a file this project wrote (``what``: "a plot", ...; ``how``: the way out)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder where {what} would be written; {how}")
+    if path.exists() and not is_ours(path):
+        raise UserError(
+            f"{path} exists and is not {what} this project wrote; it is never replaced, and "
+            f"nothing was written: {how}"
+        )
+
+
+def _head(path: Path, n: int = 65536) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def is_matplotlib_png(path: Path) -> bool:
+    """A PNG whose ``Software`` text chunk says Matplotlib (how every plot here is saved)."""
+    head = _head(path)
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and b"Software\x00Matplotlib" in head
+
+
+def is_torch_checkpoint(path: Path) -> bool:
+    """A ``torch.save`` zip archive (its ``data.pkl`` inside), read without loading it."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/data.pkl") or n == "data.pkl" for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def is_model_card(path: Path) -> bool:
+    """A Markdown model card as :func:`basam_lite.model_card.write_card` writes it."""
+    text = _head(path).decode("utf-8", errors="replace")
+    return text.startswith("# ") and "\n## Architecture" in text and "\nsha256: `" in text

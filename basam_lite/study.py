@@ -166,6 +166,27 @@ def sweep_args(args: argparse.Namespace) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def incomplete_lines(out: str | Path) -> list[str]:
+    """A warning heading the findings when either axis's table is not complete (a killed run,
+    a partial merge, a missing axis): the findings then cover only the rows it holds."""
+    from .sweep import read_meta
+
+    bad = []
+    for p in (Path(out), extent_path(out)):
+        meta = read_meta(p) if p.exists() else None
+        if not p.exists():
+            bad.append(f"{p} is missing")
+        elif meta is None or not meta.get("complete"):
+            bad.append(f"{p} is incomplete (its run stopped, or shards are missing)")
+    if not bad:
+        return []
+    return [
+        f"**Incomplete table: {'; '.join(bad)}.** These findings cover only the rows written "
+        "so far; rerun the same command (it resumes) or merge every shard, then report again.",
+        "",
+    ]
+
+
 def report(out: str | Path, target_se: float = 0.01) -> str:
     """The findings of a two-axis run (``out`` and ``OUT_extent.csv``): the paired table with
     intervals and Holm marks, and the images each cell would need for a standard error of
@@ -185,7 +206,7 @@ def report(out: str | Path, target_se: float = 0.01) -> str:
         f"per-image SD {100 * worst['sd']:.1f} points over {int(worst['images'])} images); "
         f"{int(t['needed'].max())} images would bring every cell to {100 * target_se:.1f}.",
     ]
-    body = "\n".join(lines)
+    body = "\n".join(incomplete_lines(out) + lines)
     from .outputs import write_text_atomic
 
     write_text_atomic(Path(out).with_suffix(".findings.md"), body + "\n")

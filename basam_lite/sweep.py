@@ -69,7 +69,13 @@ from .models import (
     model_names,
     tiny_checkpoint_path,
 )
-from .outputs import output_lock, write_text_atomic, write_with
+from .outputs import (
+    is_matplotlib_png,
+    output_lock,
+    refuse_foreign,
+    write_text_atomic,
+    write_with,
+)
 from .predictor import predictor_for
 from .provenance import platform_name, versions
 from .run_identity import (
@@ -734,6 +740,38 @@ def remove_table(out: Path) -> None:
         p.unlink(missing_ok=True)
 
 
+def check_shard_rows(path: Path, meta: dict[str, object], table: pd.DataFrame) -> None:
+    """A shard's rows against its own metadata: as many as it says when complete, each key
+    once, and every row inside its run's grid (models, variants, sizes, prompts, dataset)."""
+    rows = meta.get("rows")
+    if meta.get("complete") and isinstance(rows, int) and len(table) != rows:
+        raise UserError(
+            f"shard {path} holds {len(table)} rows but its metadata says {rows} (the table was "
+            "cut short or edited): rerun that shard's command to rebuild it, then merge again"
+        )
+    if table.duplicated(subset=list(KEY)).any():
+        raise UserError(f"shard {path} holds the same row twice: rerun that shard's command")
+    ident = meta["identity"]  # type: ignore[index]
+    grid, config = ident["grid"], ident["config"]  # type: ignore[index]
+    allowed = {
+        "model": set(grid["models"]),
+        "variant": set(grid["variants"]),
+        "resolution": {int(r) for r in grid["resolutions"]},
+        "prompt": set(config["prompts"]),
+        "dataset": {config["dataset"]},
+    }
+    for column, values in allowed.items():
+        if column not in table:
+            continue
+        got = set(table[column].astype(int) if column == "resolution" else table[column])
+        stray = sorted(map(str, got - values))
+        if stray:
+            raise UserError(
+                f"shard {path} holds rows outside its own run ({column} {', '.join(stray[:3])}): "
+                "rerun that shard's command to rebuild it, then merge again"
+            )
+
+
 def _shard_of(meta: dict[str, object], path: Path) -> tuple[int, int]:
     shard = meta["identity"]["scope"]["shard"]  # type: ignore[index]
     if not isinstance(shard, list) or len(shard) != 2:
@@ -800,7 +838,10 @@ def merge_shards(
             f"cannot merge a complete table: {'; '.join(parts)}: finish them (rerun the same "
             "command to resume), or pass --allow-partial to write a union marked partial"
         )
-    df = pd.concat([read_table(p) for p in paths], ignore_index=True)
+    tables = [read_table(p) for p in paths]
+    for p, meta, table in zip(paths, metas, tables, strict=True):
+        check_shard_rows(p, meta, table)
+    df = pd.concat(tables, ignore_index=True)
     df = df.drop_duplicates(subset=list(KEY), keep="first")
     complete = not (missing or incomplete)
     ident = json.loads(json.dumps(first))
@@ -955,6 +996,10 @@ def run_sweep(
                     f"holds a table of another run ({'; '.join(diff[:4])}"
                     f"{' ...' if len(diff) > 4 else ''})",
                 )
+    models = dict(models or {})
+    for name in cfg.models:  # an official model's checkpoint is refused before any file is made
+        if name in OFFICIAL_NAMES and cfg.checkpoint is not None and name not in models:
+            models[name] = build_sam(name, cfg.checkpoint).to(cfg.device).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(out):
         if overwrite:
@@ -1289,6 +1334,11 @@ def extent_path(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}_extent{out.suffix}")
 
 
+def refuse_plot_over_foreign_file(out: Path) -> None:
+    """Before any work: the plot beside ``out`` may replace only a plot (a Matplotlib PNG)."""
+    refuse_foreign(plot_path(out), is_matplotlib_png, "a plot", "move it, or pass --no-plot")
+
+
 def _axis_args(args: argparse.Namespace, axis: str) -> argparse.Namespace:
     one = copy.copy(args)
     one.axis = axis
@@ -1305,6 +1355,8 @@ def main_job(args: argparse.Namespace) -> int:
     """Both axes (see the module docstring); returns the exit status."""
     from .plots import plot_axes
 
+    if not args.no_plot and "{" not in args.out:
+        refuse_plot_over_foreign_file(Path(args.out))
     for axis in ("zoom", "extent"):
         one = _axis_args(args, axis)
         one.header = f"== {axis} axis"  # printed once the run has succeeded
@@ -1344,6 +1396,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 f"--out {args.out}: only {{k}} and {{n}} (the shard) may stand in braces"
             ) from None
+    if not args.no_plot:
+        refuse_plot_over_foreign_file(out)
     if args.merge:
         df = merge_shards(
             args.merge, out, allow_partial=args.allow_partial, overwrite=args.overwrite

@@ -43,7 +43,14 @@ from .errors import UserError
 from .evaluation import evaluate, evaluation_table, image_batch, mean_ious
 from .model_card import write_card
 from .models import TINY, build_sam, build_tiny_sam, load_safely, tiny_checkpoint_path
-from .outputs import atomic_write, write_text_atomic
+from .outputs import (
+    atomic_write,
+    hold_folder,
+    is_model_card,
+    is_torch_checkpoint,
+    refuse_foreign,
+    write_text_atomic,
+)
 from .patch import BASAMConfig, apply_basam, is_patched, set_attention_path
 from .precision import PRECISIONS, resolve_precision
 from .train_config import TrainConfig
@@ -568,6 +575,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         "--eval-n": args.eval_n,
         "--threads": args.threads,
     }
+    if args.lr is not None and not args.lr > 0:  # nan and inf are refused by the CLI itself
+        raise UserError(f"--lr must be a positive learning rate such as 1e-4, got {args.lr}")
     if args.warmup is not None and args.warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {args.warmup}")
     for flag, value in counts.items():
@@ -600,6 +609,9 @@ def output_path(args: argparse.Namespace, cfg: TrainConfig, run_dir: Path) -> Pa
             f"--out {out} is inside the package's bundled checkpoints ({bundled_dir()}): pass "
             "--write-bundled to replace a shipped model deliberately, or choose another path"
         )
+    refuse_foreign(out, is_torch_checkpoint, "a checkpoint", "choose another --out")
+    card = out.with_suffix(".md")
+    refuse_foreign(card, is_model_card, "a model card", "move it, or choose another --out")
     return out
 
 
@@ -738,6 +750,7 @@ def run(args: argparse.Namespace) -> int:
     out = output_path(args, cfg, run_dir)
     check_savable(cfg)
     precision, why = planned_precision(cfg, run_dir, args.warm_start)  # refuses unsafe states
+    lock = hold_folder(run_dir)  # one writer per run folder, held until this function returns
     print(f"precision: {precision} ({why})")
     result = train(
         cfg,
@@ -786,4 +799,5 @@ def run(args: argparse.Namespace) -> int:
     print("held-out IoU at", cfg.size, "px:", json.dumps(metrics))
     if stress:
         print("stress test (hard mix):", json.dumps(stress))
+    lock.release()
     return 0

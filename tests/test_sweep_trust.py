@@ -442,7 +442,8 @@ def test_unexpected_errors_keep_their_traceback(monkeypatch, tmp_path):
         main(["sweep", "--model", "tiny", "--out", str(tmp_path / "x.csv")])
 
 
-def test_help_states_the_real_defaults(capsys):
+def test_help_states_the_real_defaults(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps at hyphens ("tiny-" / "basam")
     with pytest.raises(SystemExit) as exit_:
         main(["sweep", "--help"])
     assert exit_.value.code == 0

@@ -46,6 +46,12 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(arr.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
 
 
+MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+"""Largest image read, in pixels (about 179 million, 13,000 x 13,000): Pillow's own
+decompression-bomb limit. A larger file is refused in one line (skipped with ``on_error='skip'``),
+never decoded."""
+
+
 @contextmanager
 def _reading(path: Path) -> Iterator[None]:
     """Turn PIL's many failure types into errors that name the file and what to do."""
@@ -55,6 +61,12 @@ def _reading(path: Path) -> Iterator[None]:
         raise FileNotFoundError(f"file not found: {path}") from None
     except UserError:
         raise
+    except Image.DecompressionBombError:
+        raise UserError(
+            f"{path} is larger than the {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixel limit for "
+            "one image (Pillow's "
+            "decompression-bomb guard); shrink it, remove it, or skip it with --on-error skip"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(
             f"cannot read {path} as an image ({type(exc).__name__}: {exc}); replace or remove "

@@ -7,13 +7,14 @@ a verdict and returns a :class:`Verdict` (truthy when right), so a notebook cell
 
 from __future__ import annotations
 
-import inspect
-import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from .answers import GRADE_LOG
+
+__all__ = ["GRADE_LOG", "Verdict", "check_implementation", "close", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -34,44 +35,7 @@ def verdict(correct: bool, right: str, hint: str) -> Verdict:
     """Print and return the verdict: ``right`` when correct, else the ``hint``."""
     v = Verdict(bool(correct), right if correct else hint)
     print(repr(v))
-    _log_for_grading(v)
     return v
-
-
-GRADE_LOG = "BASAM_GRADE_LOG"
-"""Environment variable naming the file where ``python -m basam_lite grade`` collects verdicts."""
-
-
-def _log_for_grading(v: Verdict) -> None:
-    """Append ``{"checker": "nbNN.check_x", "correct": ...}`` to $BASAM_GRADE_LOG, when set."""
-    path = os.environ.get(GRADE_LOG)
-    if not path:
-        return
-    record = {"checker": _checker_name(), "correct": v.correct, "message": v.message}
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _checker_name() -> str:
-    """``nbNN.check_x``: the outermost ``check_*`` function of an exercise module on the stack.
-
-    Frames of this module (``verdict``, ``check_implementation``) are skipped, so every checker
-    is named without declaring anything; a verdict given outside a checker is named after its
-    caller (``module.function``).
-    """
-    frame = inspect.currentframe()
-    while frame is not None and frame.f_globals.get("__name__") == __name__:
-        frame = frame.f_back
-    if frame is None:
-        return "unknown"
-    first, name = frame, None
-    while frame is not None and frame.f_globals.get("__name__", "").startswith(__name__ + "."):
-        if frame.f_code.co_name.startswith("check"):
-            name = f"{frame.f_globals['__name__'].rsplit('.', 1)[-1]}.{frame.f_code.co_name}"
-        frame = frame.f_back
-    if name is None:
-        name = f"{first.f_globals.get('__name__', '?').rsplit('.', 1)[-1]}.{first.f_code.co_name}"
-    return name
 
 
 def close(answer: object, expected: float, rel: float = 1e-3, abs_tol: float = 1e-6) -> bool:

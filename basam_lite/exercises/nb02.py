@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from ..analysis import token_table
 from ..resolution import resample_pos_embed
 from . import Verdict, close, verdict
+from .answers import instrument
 from .mistakes import check_with_mistakes
 
 DENSE_CASES = ((256, 6), (512, 12), (768, 12), (1024, 16), (2048, 16), (1536, 12))
@@ -358,3 +359,6 @@ def check_basam_attention(learner: Callable, sam: object | None = None) -> Verdi
         atol=1e-5,
         right="your attention is the library's: the block's own output, at every size tried.",
     )
+
+
+instrument(globals())  # record answers for `python -m basam_lite grade`

@@ -12,6 +12,7 @@ import torch
 from ..analysis import entropy
 from ..scaling import attention_scale
 from . import Verdict, check_implementation, close, verdict
+from .answers import instrument
 from .mistakes import check_with_mistakes, diagnose_mistakes
 
 
@@ -163,3 +164,6 @@ def _float(answer: object) -> float | None:
         return float(answer)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+instrument(globals())  # record answers for `python -m basam_lite grade`

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from . import Verdict, close, verdict
+from .answers import instrument
 from .mistakes import check_with_mistakes
 from .predictions import check_prediction
 
@@ -145,3 +146,6 @@ def check_distance_prediction(prediction: object, slope: float) -> Verdict:
         "a steep head's reach is set by its slope, not by the grid; a shallow head's keeps "
         "growing with the grid. The next cell prints both distances.",
     )
+
+
+instrument(globals())  # record answers for `python -m basam_lite grade`

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..masks import base_unit_scale, bias_mode_mask
 from . import Verdict, check_implementation, close, verdict
+from .answers import instrument
 
 
 def reference_base_unit_mask(grid_hw: tuple[int, int], heads: int, base_grid: tuple[int, int]):
@@ -60,3 +61,6 @@ __all__ = [
     "check_target_token_ratios",
     "reference_base_unit_mask",
 ]
+
+
+instrument(globals())  # record answers for `python -m basam_lite grade`

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from . import Verdict, check_implementation, close, verdict
+from .answers import instrument
 from .predictions import check_prediction
 
 
@@ -146,3 +147,6 @@ def check_se_prediction(prediction: object, table: pd.DataFrame, variant: str = 
         "subset scatters around that, because its spread is itself estimated from few images. "
         "The next cell prints the measured ratio.",
     )
+
+
+instrument(globals())  # record answers for `python -m basam_lite grade`

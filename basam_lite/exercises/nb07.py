@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from . import Verdict, close, verdict
+from .answers import instrument
 from .mistakes import check_number_function
 from .predictions import check_prediction
 
@@ -96,3 +97,6 @@ def check_finetune_prediction(
         "mostly add noise; section 4 prints both scores and says whether the difference is "
         "larger than the scenes' spread.",
     )
+
+
+instrument(globals())  # record answers for `python -m basam_lite grade`
