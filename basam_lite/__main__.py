@@ -1,4 +1,4 @@
-"""Command line: ``python -m basam_lite {sweep,train,bench} ...``.
+"""Command line: ``python -m basam_lite {sweep,study,train,bench,grade,weights} ...``.
 
 Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
 ``run(args) -> int``; every listed module is imported (to register its arguments), and an
@@ -23,6 +23,7 @@ COMMANDS = {
     "train": ("basam_lite.train", "train or fine-tune a tiny SAM on procedural scenes"),
     "bench": ("basam_lite.bench", "attention speed and memory, side by side"),
     "grade": ("basam_lite.grade", "run students' notebooks and tabulate every exercise verdict"),
+    "weights": ("basam_lite.weights.cli", "real SAM checkpoints: list the cache, get one, verify"),
 }
 
 USAGE_ERROR = 2

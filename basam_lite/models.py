@@ -1,8 +1,9 @@
 """Building SAM models: the official ViT-B/L/H, a tiny CPU configuration, and trained tiny
 checkpoints, with checkpoint loading that explains what went wrong.
 
-Official checkpoints are only ever read from a local path (nothing is downloaded): pass
-``checkpoint=`` or set ``BASAM_SAM_CHECKPOINT``.
+Official checkpoints come from a local path (``checkpoint=`` or ``BASAM_SAM_CHECKPOINT``: no
+network) or, with ``pretrained=True``, from the weights cache (:mod:`basam_lite.weights`:
+downloaded and verified on first use). Without either, official models have random weights.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from segment_anything.modeling import (
 from torch import nn
 
 from .errors import UserError
+from .weights import fetch as fetch_weights
 
 CHECKPOINT_ENV = "BASAM_SAM_CHECKPOINT"
 DATA_ENV = "BASAM_DATA_DIR"
@@ -130,8 +132,8 @@ def existing_file(path: str | os.PathLike) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(
-            f"checkpoint {p} does not exist: download the official SAM weights on a machine with "
-            f"internet access and pass their local path (or set {CHECKPOINT_ENV})"
+            f"checkpoint {p} does not exist: pass the path of a SAM checkpoint (or set "
+            f"{CHECKPOINT_ENV}), or use build_sam(name, pretrained=True) to download it"
         )
     if p.is_dir():
         raise IsADirectoryError(f"checkpoint {p} is a folder: pass the .pth file inside it")
@@ -253,7 +255,9 @@ def load_weights(model: Sam, state: dict[str, torch.Tensor], source: str, name: 
     return model
 
 
-def build_sam(name: str, checkpoint: str | os.PathLike | None = None) -> Sam:
+def build_sam(
+    name: str, checkpoint: str | os.PathLike | None = None, *, pretrained: bool = False
+) -> Sam:
     """A SAM in eval mode.
 
     Args:
@@ -261,9 +265,20 @@ def build_sam(name: str, checkpoint: str | os.PathLike | None = None) -> Sam:
             builds them), ``"tiny"`` (random weights, seed 0) or ``"tiny-vanilla"`` /
             ``"tiny-basam"`` (the trained tiny checkpoints in ``data/checkpoints``).
         checkpoint: local path to weights (official ViTs: without it the weights are random).
+        pretrained: official ViTs only: Meta's checkpoint from the weights cache, downloaded
+            and verified on first use (``basam_lite.weights.fetch(name)``), as timm does.
     """
     if name not in MODEL_NAMES:
         raise UserError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+    if pretrained:
+        if name not in OFFICIAL_NAMES:
+            raise UserError(
+                f"pretrained=True is for {', '.join(OFFICIAL_NAMES)}; {name!r} is bundled "
+                "(tiny-vanilla, tiny-basam) or random (tiny)"
+            )
+        if checkpoint is not None:
+            raise UserError("give checkpoint= (a local file) or pretrained=True, not both")
+        checkpoint = fetch_weights(name)
     if name not in OFFICIAL_NAMES and name != "tiny" and checkpoint is None:
         checkpoint = tiny_checkpoint_path(name)
         if not checkpoint.exists():

@@ -401,8 +401,8 @@ def check_runnable(cfg: SweepConfig) -> None:
         p = Path(cfg.checkpoint).expanduser()
         if not p.is_file():
             raise UserError(
-                f"--checkpoint {p} is not a file: download the official SAM weights on a machine "
-                "with internet access and pass their local path"
+                f"--checkpoint {p} is not a file: pass the local path of the official weights "
+                "(`python -m basam_lite weights get vit_b` downloads them and prints it)"
             )
         for name in cfg.models:
             if name in OFFICIAL_NAMES:
