@@ -45,7 +45,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +129,6 @@ class FinetuneConfig:
     random_weights: bool = False
     name: str = "finetuned"
     threads: int | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -442,7 +441,8 @@ def mask_iou(logits: Tensor, target: Tensor) -> Tensor:
     """|pred & gt| / |pred | gt| with pred = logits > 0 (1 when both are empty)."""
     pred, gt = logits > 0, target > 0.5
     union = (pred | gt).sum()
-    return torch.where(union > 0, (pred & gt).sum() / union.clamp(min=1), torch.ones(()))
+    one = torch.ones((), device=union.device)
+    return torch.where(union > 0, (pred & gt).sum() / union.clamp(min=1), one)
 
 
 @torch.no_grad()

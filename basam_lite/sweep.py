@@ -1520,9 +1520,9 @@ def official_checkpoint(
         return env
     if not random_weights:
         raise UserError(
-            f"{', '.join(official)} has no weights: pass --checkpoint, set {CHECKPOINT_ENV}, or "
-            "pass --random-weights to run seeded random weights on purpose (recorded in the "
-            "table's identity)"
+            f"{', '.join(official)} has no weights: pass --checkpoint, set {CHECKPOINT_ENV} "
+            "(`python -m basam_lite weights get` fetches the file), or pass --random-weights to "
+            "run seeded random weights on purpose (recorded in the table's identity)"
         )
     return None
 
@@ -1541,6 +1541,8 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
         args.extent_limit = default_images(models)
     if getattr(args, "dataset", None) is None:
         args.dataset = f"synthetic:{default_images(models)}"
+    if getattr(args, "out", None) is None and args.merge:
+        raise UserError("--merge writes the merged table to --out: give it, e.g. runs/sweep.csv")
     if getattr(args, "out", None) is None:
         args.out = f"runs/sweep-{'-'.join(official)}.csv" if official else "results/sweep.csv"
     if not args.merge:

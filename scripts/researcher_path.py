@@ -8,11 +8,17 @@ in a temporary folder with these substitutions, and no others:
 - ``$BASAM_SAM_CHECKPOINT``: seeded random ViT-B weights saved under the official file name
   (``basam_lite.standin``; the MD5 prefix of the name is the file's own);
 - ``/data/DIS5K``: a DIS5K layout of procedural scenes (two images per split);
-- sizes: 512, 1024, 1536, 2048 px become 64, 128, 192, 256 px (``--size`` and the Python
-  cell's sizes too), ``--images 240`` becomes 2, ``--epochs 10`` becomes 1, ``--batch-size 2
+- sizes: 512, 768, 1024, 1536, 2048 px become 64, 96, 128, 192, 256 px (``--size`` and the
+  Python cell's sizes too; a two-axis sweep's default extent sides, 768 1024 2048 for ViT-B,
+  are cut the same way), ``--images 240`` becomes 2, ``--epochs 10`` becomes 1, ``--batch-size 2
   --accumulate 4`` stays (one step);
-- ``--device cuda``: first run as written (on a machine without a GPU that is the one-line
-  refusal, exit 2, checked), then with ``--device cpu`` to completion;
+- ``weights get``: run offline (``BASAM_OFFLINE=1``, an empty cache of its own), so it is the
+  one-line refusal that names the URL, never a download;
+- ``--device cuda``: the first such command runs as written; on a machine without a GPU that
+  is the one-line refusal (exit 2, checked), and from then on every command runs with
+  ``--device cpu`` to completion;
+- variants: a sweep or study that names none runs ``vanilla`` and ``paper`` (stock and
+  fused attention, the scale and the mask), not all seven;
 - images: each sweep gets ``--limit 1`` (``--limit 2`` for the sharded run: one image per
   shard), the study ``--images 2``;
 - the SLURM array (``--array=0-7``) runs as 2 tasks one after the other, with the variables a
@@ -37,12 +43,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST, LAST = "## Using a real SAM checkpoint", "## The library"
-SIZES = {"512": "64", "1024": "128", "1536": "192", "2048": "256"}
+SIZES = {"512": "64", "768": "96", "1024": "128", "1536": "192", "2048": "256"}
+EXTENT = ("768", "1024", "2048")
+"""ViT-B's default extent sides (a sweep without --axis runs both axes), cut like the others."""
 SIZE_FLAGS = (
     "--resolutions", "--extent-resolutions", "--zoom-resolutions", "--mechanism-zoom",
     "--mechanism-extent", "--size",
 )  # fmt: skip
 OTHER = {"--images": {"240": "2"}, "--epochs": {"10": "1"}}
+VARIANTS = ("vanilla", "paper")
+"""The variants a sweep or study runs here when its command names none (all seven take 3.5x
+as long; each one's code is tested by tests/test_sweep*.py)."""
 
 
 def blocks(readme: str) -> list[tuple[str, str]]:
@@ -101,18 +112,26 @@ class Rehearsal:
             "BASAM_SAM_CHECKPOINT": str(checkpoint),
             "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            "BASAM_OFFLINE": "1",  # `weights get` must refuse here, never download
+            "BASAM_CACHE_DIR": str(work / "cache"),  # an empty weights cache of its own
         }
         for k in ("SLURM_ARRAY_TASK_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
             self.env.pop(k, None)
-        self.log: list[str] = []
+        self.gpu: bool | None = None  # unknown until the first --device cuda command
 
     def argv(self, command: str, images: int = 1) -> list[str]:
         expanded = command.replace("$BASAM_SAM_CHECKPOINT", str(self.checkpoint))
         expanded = expanded.replace("/data/DIS5K", str(self.dis5k))
         expanded = expanded.replace("-of-8", "-of-2")  # the array's 8 tasks run as 2
-        argv = shlex.split(expanded)
+        argv = shlex.split(expanded, comments=True)
         if argv[0] == "python":
             argv[0] = sys.executable
+        runs = argv[2:4] in (["basam_lite", "sweep"], ["basam_lite", "study"])
+        if runs and "--merge" not in argv and "--variants" not in argv:
+            argv += ["--variants", *VARIANTS]  # the variants cut (each is tested elsewhere)
+        both = argv[2:4] == ["basam_lite", "sweep"] and "--merge" not in argv
+        if both and "--axis" not in argv and "--extent-resolutions" not in argv:
+            argv += ["--extent-resolutions", *EXTENT]  # ViT-B's default, cut below
         if argv[2:4] == ["basam_lite", "sweep"] and "--merge" not in argv and "--limit" not in argv:
             argv += ["--limit", str(images)]  # the images cut: one per sweep (per shard)
         return reduce(argv)
@@ -144,8 +163,11 @@ class Rehearsal:
             return
         argv = self.argv(command)
         if "--device" in argv and argv[argv.index("--device") + 1] == "cuda":
-            if self.run(argv) == 0:
+            if self.gpu is not False and self.run(argv) == 0:
+                self.gpu = True
                 return  # a GPU: done as written
+            if self.gpu is None:
+                self.gpu = False  # refused once, in one line: the CPU from now on
             argv[argv.index("--device") + 1] = "cpu"
         self.run(argv)
 
