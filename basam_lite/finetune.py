@@ -687,6 +687,18 @@ def export_state(sam: Sam) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     return {k: v.detach().contiguous() for k, v in model.state_dict().items()}, learned
 
 
+def started_from(cfg: FinetuneConfig) -> str:
+    """What the run's weights were before it: the checkpoint file, the bundled tiny model, or
+    seeded random weights."""
+    if cfg.checkpoint is not None:
+        return f"`{cfg.checkpoint}`"
+    if cfg.model in OFFICIAL_NAMES:
+        return f"seeded random {cfg.model} weights (--random-weights, seed {cfg.seed})"
+    if cfg.model == "tiny":
+        return "the random tiny SAM (build_tiny_sam, seed 0)"
+    return f"the bundled {cfg.model} (data/checkpoints/{cfg.model}.pt)"
+
+
 def write_model_card(
     path: Path, cfg: FinetuneConfig, result: FinetuneResult, sha: str, command: str
 ) -> None:
@@ -698,7 +710,7 @@ def write_model_card(
         "",
         f"- command: `{command}`",
         f"- weights: `{path.with_suffix('.pth').name}`, sha256 `{sha}`",
-        f"- started from: {cfg.checkpoint or 'seeded random weights (--random-weights)'}",
+        f"- started from: {started_from(cfg)}",
         f"- input size: {cfg.size or 'the base size'} px; BA-SAM preset `{cfg.preset}` active in "
         "training and validation",
         f"- trained (--tune {cfg.tune}): "

@@ -147,7 +147,7 @@ def test_sweep_refuses_a_run_that_cannot_fit_with_the_sizes_that_would(monkeypat
         models=("vit_b",), variants=("vanilla", "paper"), resolutions=(512, 2048), limit=1
     )
     with pytest.raises(UserError) as e:
-        sweep.run_sweep(cfg, tmp_path / "t.csv", progress=False)
+        sweep.run_sweep(cfg, tmp_path / "t.csv", progress=False, random_weights=True)
     msg = str(e.value)
     assert "resolution 2048" in msg and "sizes up to" in msg and "\n" not in msg
     fits = int(msg.split("sizes up to ")[1].split(" px")[0])
