@@ -3,6 +3,12 @@ r"""Numbers the notebooks plot: token counts, lambda tables, softmax entropy, at
 Entropy of one attention row :math:`p` over :math:`n` keys is
 :math:`H(p) = -\sum_j p_j \ln p_j`, at most :math:`\ln n` (uniform attention); the mean attention
 distance of a query at :math:`p_i` is :math:`\sum_j p_j \lVert p_i - p_j \rVert`, in pixels.
+
+A map that simply *stretches* with the image (each key's weight shared evenly by the
+:math:`k \times k` keys that replace it when the side grows by :math:`k`,
+:func:`stretch_map`) has entropy :math:`H + \ln k^2` over :math:`k^2 n` keys: its distance from
+uniform, :math:`\ln n - H` (:func:`below_uniform`), stays put while :math:`H / \ln n` rises.
+So :math:`\ln n - H` falling is fading beyond stretching, rising is sharpening.
 """
 
 from __future__ import annotations
@@ -82,6 +88,24 @@ def entropy(probs: Tensor | np.ndarray) -> Tensor:
     return -(probs * p.log()).sum(-1)
 
 
+def below_uniform(probs: Tensor | np.ndarray) -> Tensor:
+    """``ln n - H`` of each row of ``probs [..., n]`` (nats): 0 for uniform attention, unchanged
+    when a map stretches with the image (:func:`stretch_map`)."""
+    probs = torch.as_tensor(probs)
+    return np.log(probs.shape[-1]) - entropy(probs)
+
+
+def stretch_map(p: Tensor | np.ndarray, k: int) -> Tensor:
+    """The attention map ``p [..., rows, cols]`` of an image ``k`` times larger per side, if
+    attention simply stretched with it: every key's weight shared evenly by the ``k x k`` keys
+    that replace it, ``[..., k rows, k cols]`` (still summing to the same total)."""
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive whole number, got {k!r}")
+    p = torch.as_tensor(p)
+    k = int(k)
+    return p.repeat_interleave(k, -2).repeat_interleave(k, -1) / (k * k)
+
+
 def softmax_fading(
     lengths: Sequence[int],
     head_dim: int = 64,
@@ -150,7 +174,9 @@ def attention_statistics(
 
     ``image`` is an ``(H, W, 3)`` uint8 array; it is resized to each side (square). Queries are
     ``num_queries`` token positions drawn once per side (seeded). Returns one row per
-    (side, variant, block, head) with mean entropy, normalised entropy and distance (px).
+    (side, variant, block, head) with the mean over queries of the entropy, the normalised
+    entropy ``H / ln N``, the distance from uniform ``ln N - H`` (``below_uniform``) and the
+    distance (px).
     """
     from .predictor import to_rgb_uint8
 
@@ -192,6 +218,7 @@ def attention_statistics(
                             "head": h,
                             "entropy": ent[h].mean().item(),
                             "normalised_entropy": (ent[h] / np.log(g * g)).mean().item(),
+                            "below_uniform": (np.log(g * g) - ent[h]).mean().item(),
                             "distance_px": dist[h].mean().item(),
                         }
                     )

@@ -724,16 +724,50 @@ def capture_cost(
     return pd.DataFrame(rows)
 
 
+def stretching_reference(
+    stats: pd.DataFrame, metric: str, reference_side: int, variant: str = "vanilla"
+) -> pd.DataFrame:
+    """What ``metric`` would be at every side if ``variant``'s maps at ``reference_side`` simply
+    stretched with the image (:func:`basam_lite.analysis.stretch_map`): ``below_uniform``
+    (``ln N - H``) stays at its value there, ``distance_px`` grows in proportion to the side,
+    ``entropy`` grows by ``ln`` of the token ratio. One row per (block, image when present,
+    side), column ``metric`` (mean over heads)."""
+    if metric not in ("below_uniform", "distance_px", "entropy"):
+        raise ValueError(f"no stretching reference for {metric!r}")
+    keys = ["block", "image"] if "image" in stats else ["block"]
+    at = stats[(stats["variant"] == variant) & (stats["side"] == reference_side)]
+    if at.empty:
+        raise ValueError(f"no {variant!r} rows at side {reference_side} to stretch from")
+    start = at.groupby(keys)[metric].mean()
+    rows = []
+    for key, value in start.items():
+        key = key if isinstance(key, tuple) else (key,)
+        for side in sorted(stats["side"].unique()):
+            k = side / reference_side
+            if metric == "distance_px":
+                v = value * k
+            elif metric == "entropy":
+                v = value + np.log(k * k)
+            else:
+                v = value
+            rows.append({**dict(zip(keys, key, strict=True)), "side": side, metric: v})
+    return pd.DataFrame(rows)
+
+
 def plot_statistics(
     stats: pd.DataFrame,
-    metrics: Sequence[str] = ("entropy", "distance_px"),
+    metrics: Sequence[str] = ("below_uniform", "distance_px"),
     patch: int = 16,
     height: float = 3.2,
+    reference_side: int | None = None,
 ):
     """Line plots of :func:`basam_lite.analysis.attention_statistics` output: one row per
     metric, one column per block, x = input side (log2 axis), hue = variant, style = image (when
     an ``image`` column is present); the band is the spread over heads (95% interval).
-    The entropy panels add its ceiling ln N (uniform attention) as a dotted line."""
+    The entropy panels add its ceiling ln N (uniform attention) as a dotted line. With
+    ``reference_side``, grey lines show what vanilla's maps at that side would give at every
+    side if they simply stretched with the image (:func:`stretching_reference`): flat for
+    ``ln N - H``, proportional to the side for the distance. The legend sits outside the axes."""
     import matplotlib.pyplot as plt
     import seaborn as sns
     from matplotlib.lines import Line2D
@@ -741,11 +775,13 @@ def plot_statistics(
     labels = {
         "entropy": "entropy H (nats)",
         "normalised_entropy": "H / ln N",
+        "below_uniform": "ln N - H (nats below uniform)",
         "distance_px": "mean attention distance (px)",
     }
     blocks = sorted(stats["block"].unique())
     sides = sorted(stats["side"].unique())
     style = "image" if "image" in stats else None
+    dashes = ["--", "-.", ":", (0, (5, 1))]
     fig, axes = plt.subplots(
         len(metrics),
         len(blocks),
@@ -753,6 +789,11 @@ def plot_statistics(
         squeeze=False,
     )
     for r, metric in enumerate(metrics):
+        ref = (
+            stretching_reference(stats, metric, reference_side)
+            if reference_side is not None and metric in ("below_uniform", "distance_px", "entropy")
+            else None
+        )
         for c, block in enumerate(blocks):
             ax = axes[r, c]
             part = stats[stats["block"] == block]
@@ -771,22 +812,36 @@ def plot_statistics(
             )
             if metric == "entropy":
                 ax.plot(sides, [np.log((s // patch) ** 2) for s in sides], "k:", lw=1, label="ln N")
+            if ref is not None:
+                mine = ref[ref["block"] == block]
+                groups = mine.groupby("image") if "image" in mine else [(None, mine)]
+                for i, (_, g) in enumerate(groups):
+                    ax.plot(g["side"], g[metric], color="0.45", lw=1.2, ls=dashes[i % len(dashes)])
             ax.set_xscale("log", base=2)
             ax.set_xticks(sides, [str(s) for s in sides])
             ax.minorticks_off()
             ax.grid(alpha=0.3)
+            if metric == "below_uniform":
+                ax.set_ylim(bottom=0)
             ax.set(
                 title=f"block {block}: {labels.get(metric, metric)}",
                 xlabel="input side (px)",
                 ylabel=labels.get(metric, metric),
             )
     legend = axes[0, -1].get_legend()
-    if legend is not None:  # seaborn's legend, plus the ceiling line drawn by hand
+    if legend is not None:  # seaborn's legend, plus the lines drawn by hand
         handles = list(legend.legend_handles)
         texts = [t.get_text() for t in legend.get_texts()]
         if "entropy" in metrics:
             handles.append(Line2D([], [], color="k", ls=":", lw=1))
             texts.append("ln N (uniform attention)")
+        if reference_side is not None:
+            images = sorted(stats["image"].unique()) if "image" in stats else [None]
+            for i, image in enumerate(images):
+                handles.append(Line2D([], [], color="0.45", lw=1.2, ls=dashes[i % len(dashes)]))
+                texts.append(
+                    f"vanilla at {reference_side} px, stretched" + (f" ({image})" if image else "")
+                )
         legend.remove()
         axes[0, -1].legend(handles, texts, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
     fig.tight_layout()

@@ -314,7 +314,14 @@ def model_name_from_checkpoint(path: str | os.PathLike) -> str:
 
 def sam_from_env(default: str = "tiny-vanilla") -> tuple[Sam, str]:
     """The notebooks' one switch: a real SAM from ``BASAM_SAM_CHECKPOINT`` when it is set and
-    readable, else the ``default`` tiny model. Returns (model, human-readable description)."""
+    readable, else the ``default`` tiny model. Returns (model, human-readable description).
+
+    It also sets torch's thread count for the notebook's kernel to the cores no other process is
+    running on (:func:`basam_lite.threads.use_quiet_threads`), so that a busy browser or a
+    shared machine does not stall every operation."""
+    from .threads import use_quiet_threads
+
+    use_quiet_threads()
     path = os.environ.get(CHECKPOINT_ENV)
     if path:
         try:

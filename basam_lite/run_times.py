@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
 from pathlib import Path
 
 from .errors import UserError
@@ -128,38 +127,18 @@ def machine_phrase(machine: dict) -> str:
     return f"{machine['cores']}-core {machine.get('cpu_model') or 'CPU'} ({isa}, {bf16})"
 
 
-def _date(runs: dict) -> str:
-    latest = max(datetime.fromisoformat(r["date"]) for r in runs.values())
-    return f"{latest.day} {latest:%B %Y}"
-
-
 def run_time_line(record: dict, name: str) -> str:
-    """The "Run time" line (one markdown line, no newline) for notebook ``name`` (its stem)."""
+    """The "Run time" line (one short markdown line, no newline) for notebook ``name`` (its
+    stem): the slower of its measured modes, on the machine it was measured on. The modes, the
+    CPU and the date are in the teacher's guide's table (:func:`guide_table`)."""
     runs = record["notebooks"].get(name)
     if not runs:
         raise UserError(
             f"notebook {name} is not in the run-times record; measure it with "
             f"`python scripts/time_notebooks.py --only {name}`"
         )
-    parts = []
-    if "native" in runs:
-        parts.append(
-            f"{format_duration(runs['native']['seconds'])} on the "
-            f"{machine_phrase(record['machine'])} it was measured on"
-        )
-    if "avx2" in runs:
-        where = "the same machine" if "native" in runs else machine_phrase(record["machine"])
-        parts.append(
-            f"{format_duration(runs['avx2']['seconds'])} on {where} with AVX2-only kernels and "
-            f"no bf16, as a CPU without AVX-512 or native bf16 runs it"
-        )
-    extra = sorted(set(runs) - {"native", "avx2"})
-    parts += [f"{format_duration(runs[m]['seconds'])} in mode {m}" for m in extra]
-    return (
-        f"{LINE_START}{', '.join(parts)}; a laptop with slower or fewer cores takes longer. "
-        f"Measured on {_date(runs)}, a fresh kernel running every cell "
-        f"(`python scripts/time_notebooks.py`, `notebooks/run_times.json`)."
-    )
+    slowest = format_duration(max(r["seconds"] for r in runs.values()))
+    return f"{LINE_START}about {slowest} on a {record['machine']['cores']}-core CPU."
 
 
 def over_budget(record: dict) -> list[str]:

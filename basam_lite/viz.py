@@ -6,6 +6,7 @@ so notebooks stay a few lines long. Attention maps get a title, axis labels and 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -278,3 +279,70 @@ def show_reach_curves(
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+
+
+def show_sam_layout(table: object, axes: Sequence[Axes], factors: Sequence[int] = (1, 2)) -> None:
+    """SAM's structure, drawn from models' own layouts (rows of
+    :func:`basam_lite.analysis.architecture_table`: ``model``, ``base_side``, ``grid``,
+    ``depth``, ``windowed_keys``, ``global_blocks``).
+
+    ``axes[0]``: the pipeline (image encoder, prompt encoder, mask decoder). ``axes[1]``: one row
+    of squares per model, one square per encoder block, the global blocks filled, each row
+    labelled with the keys per softmax row of its windowed and global blocks at ``factors``
+    times the base side. The colour key is the row labels' text, so nothing covers the blocks.
+    """
+    import pandas as pd
+    from matplotlib.patches import FancyBboxPatch, Rectangle
+
+    df = pd.DataFrame(table)
+    top, bottom = axes
+    stages = [
+        ("image", 0.0),
+        ("patch embed\n+ abs. positions", 1.3),
+        ("encoder\nblocks", 2.9),
+        ("neck:\nimage embedding", 4.5),
+        ("mask decoder", 6.1),
+        ("masks +\nIoU estimates", 7.7),
+    ]
+    for text, x in stages:
+        top.add_patch(
+            FancyBboxPatch((x, 0.0), 1.2, 0.8, boxstyle="round,pad=0.03", fc="0.93", ec="0.3")
+        )
+        top.text(x + 0.6, 0.4, text, ha="center", va="center", fontsize=8)
+    for (_, x0), (_, x1) in itertools.pairwise(stages):
+        top.annotate(
+            "", (x1, 0.4), (x0 + 1.2, 0.4), arrowprops={"arrowstyle": "->", "color": "0.3"}
+        )
+    top.add_patch(
+        FancyBboxPatch((6.1, 1.2), 1.2, 0.6, boxstyle="round,pad=0.03", fc="0.93", ec="0.3")
+    )
+    top.text(6.7, 1.5, "prompt encoder\n(points, box)", ha="center", va="center", fontsize=8)
+    top.annotate("", (6.7, 0.8), (6.7, 1.2), arrowprops={"arrowstyle": "->", "color": "0.3"})
+    top.set(xlim=(-0.1, 9.0), ylim=(-0.1, 1.9), title="SAM: where the input size matters")
+    top.axis("off")
+
+    depth = int(df["depth"].max())
+    for r, row in enumerate(df.itertuples(index=False)):
+        y = len(df) - 1 - r
+        glob = {int(b) for b in str(row.global_blocks).split(",")}
+        for b in range(int(row.depth)):
+            filled = b in glob
+            bottom.add_patch(
+                Rectangle((b, y + 0.1), 0.85, 0.8, fc="C3" if filled else "white", ec="0.2", lw=0.8)
+            )
+        sides = [f * int(row.base_side) for f in factors]
+        patch = int(row.base_side) // int(row.grid)
+        keys = ", ".join(f"{(s // patch) ** 2} at {s} px" for s in sides)
+        bottom.text(
+            depth + 0.5,
+            y + 0.5,
+            f"{row.model}: {row.depth} blocks, {len(glob)} global (red)\n"
+            f"windowed: {row.windowed_keys} keys per row at any size\nglobal: {keys}",
+            va="center",
+            fontsize=8,
+        )
+    bottom.set(xlim=(-0.5, depth + 17), ylim=(-0.1, len(df)), xlabel="encoder block")
+    bottom.set_yticks([])
+    bottom.set_xticks(range(0, depth, 4))
+    for side in ("top", "right", "left"):
+        bottom.spines[side].set_visible(False)

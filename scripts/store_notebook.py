@@ -1,7 +1,9 @@
 """Execute notebooks and store them small: outputs kept only in golden cells.
 
-A golden cell starts with ``# NBVAL_CHECK_OUTPUT``; nbval (``pytest --nbval-lax``) compares its
-stored output with a fresh run. Every other cell is stored without outputs or execution count.
+A golden cell carries the cell tag ``nbval-check-output`` (in its metadata, out of the learner's
+sight; the older ``# NBVAL_CHECK_OUTPUT`` first line is read too, and ``--tag-golden`` moves it
+into the tag); nbval (``pytest --nbval-lax``) compares its stored output with a fresh run. Every
+other cell is stored without outputs or execution count.
 
     python scripts/store_notebook.py notebooks/03_scaling_factor.ipynb [...]
     python scripts/store_notebook.py --check notebooks/*.ipynb   # fail if a notebook is fat
@@ -19,11 +21,31 @@ import nbformat
 from nbclient import NotebookClient
 
 GOLDEN = "# NBVAL_CHECK_OUTPUT"
+GOLDEN_TAG = "nbval-check-output"
 MAX_KB = 300
 
 
 def is_golden(cell) -> bool:
-    return cell.cell_type == "code" and cell.source.lstrip().startswith(GOLDEN)
+    """Whether nbval checks this cell's output: the tag, or the older first-line comment."""
+    if cell.cell_type != "code":
+        return False
+    return GOLDEN_TAG in cell.metadata.get("tags", []) or cell.source.lstrip().startswith(GOLDEN)
+
+
+def tag_golden(nb) -> int:
+    """Move every ``# NBVAL_CHECK_OUTPUT`` first line into the cell tag; returns how many."""
+    moved = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source.lstrip().startswith(GOLDEN):
+            first, _, rest = cell.source.lstrip().partition("\n")
+            if first.strip() != GOLDEN:
+                continue  # something else on the marker's line: leave it as it is
+            cell.source = rest
+            tags = cell.metadata.setdefault("tags", [])
+            if GOLDEN_TAG not in tags:
+                tags.append(GOLDEN_TAG)
+            moved += 1
+    return moved
 
 
 def strip(nb) -> None:
@@ -71,11 +93,20 @@ def main() -> int:
     ap.add_argument("notebooks", nargs="+", type=Path)
     ap.add_argument("--check", action="store_true", help="only check sizes and golden cells")
     ap.add_argument("--timeout", type=int, default=600)
+    ap.add_argument(
+        "--tag-golden",
+        action="store_true",
+        help="only move '# NBVAL_CHECK_OUTPUT' first lines into the cell tag (nothing is run)",
+    )
     args = ap.parse_args()
     os.environ.setdefault("MPLBACKEND", "Agg")
     bad = 0
     for path in args.notebooks:
         nb = nbformat.read(path, as_version=4)
+        if args.tag_golden:
+            print(f"{path}: {tag_golden(nb)} marker(s) moved into the {GOLDEN_TAG!r} tag")
+            nbformat.write(nb, path)
+            continue
         if not args.check:
             start = time.time()
             execute(nb, path, args.timeout)

@@ -134,7 +134,8 @@ def toctrees(staged: dict[str, Path], teacher: bool) -> str:
     if teacher:
         teachers += sorted(d for d in staged if d.startswith("notebooks/solutions/"))
     project = ["README.md", *sorted(d for d in staged if d.startswith(("docs/", "data/")))]
-    parts = [toc("The notebooks", notebooks), toc("For teachers", teachers),
+    course = ["glossary.md"] if "glossary.md" in staged else []
+    parts = [toc("The notebooks", notebooks + course), toc("For teachers", teachers),
              toc("Reference", ["api/index.md"]), toc("The project", project)]
     return "\n".join(p for p in parts if "\n\n\n" not in p)
 

@@ -224,22 +224,6 @@ def test_nb04_check_mask_prediction(capsys) -> None:
     assert not nb04.check_mask_prediction(None, measured)
 
 
-def test_nb04_check_flat_distance(capsys) -> None:
-    assert nb04.check_flat_distance(bl.grid_distances((64, 64), "flat")[0, 64].item())
-    capsys.readouterr()
-    assert not nb04.check_flat_distance(1)
-    assert "2-D distance" in capsys.readouterr().out
-
-
-# --- notebook 08: auditing the official code -------------------------------------------------
-
-
-def test_nb08_check_lambda_gap() -> None:
-    n = (1920 // 16) ** 2
-    assert nb08.check_lambda_gap(bl.attention_scale(n) - bl.attention_scale(n, mode="official"))
-    assert not nb08.check_lambda_gap(bl.attention_scale(n))
-
-
 def test_nb08_check_click(capsys) -> None:
     assert nb08.check_click((200, 10))
     assert nb08.check_click(np.array([[200.0, 10.0]]))  # SAM's (N, 2) layout

@@ -37,5 +37,3 @@ def test_prediction_checkers():
     assert not nb05b.check_target_token_ratios(4.0, 4.0)
     assert not nb05b.check_target_token_ratios(1.0, 2.0)
     assert not nb05b.check_target_token_ratios(None, "four")
-    assert nb05b.check_length_effect(" Extent ")
-    assert not nb05b.check_length_effect("zoom")

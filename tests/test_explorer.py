@@ -123,7 +123,7 @@ def test_plot_statistics():
             for h in range(2)
         ]
     )
-    fig = explorer.plot_statistics(stats)
+    fig = explorer.plot_statistics(stats, metrics=("entropy", "distance_px"))
     assert len(fig.axes) == 4
     labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert "ln N (uniform attention)" in labels and "paper" in labels

@@ -48,7 +48,7 @@ def test_student_site_holds_every_notebook_and_no_solution(tmp_path) -> None:
     for nb in notebooks:
         staged_nb = json.loads((tmp_path / "notebooks" / nb).read_text())
         assert all(not c.get("outputs") for c in staged_nb["cells"] if c["cell_type"] == "code"
-                   and "NBVAL_CHECK_OUTPUT" not in "".join(c["source"]))
+                   and "nbval-check-output" not in c.get("metadata", {}).get("tags", []))
 
 
 def test_teacher_site_adds_the_solutions(tmp_path) -> None:

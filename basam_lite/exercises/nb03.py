@@ -101,7 +101,6 @@ def check_scale_prediction(prediction: object, stats: pd.DataFrame) -> Verdict:
     h = stats.groupby("variant")["normalised_entropy"].mean()
     plain, scaled = float(h["plain SAM"]), float(h["with lambda"])
     truth = "sharper" if scaled < plain else "softer"
-    measured = f"mean normalised entropy {plain:.3f} plain, {scaled:.3f} with lambda"
     answer = str(prediction).strip().lower() if prediction is not None else ""
     if answer not in ("sharper", "softer"):
         return verdict(False, "", 'answer "sharper" or "softer".')
@@ -112,8 +111,9 @@ def check_scale_prediction(prediction: object, stats: pd.DataFrame) -> Verdict:
     )
     return verdict(
         answer == truth,
-        f"{measured}: the rows got {truth}, {why}.",
-        f"{measured}: the rows got {truth}. Above the base size n > n_train, so lambda > 1.",
+        f"the rows got {truth}: {why}. The next cell prints the measurement.",
+        f"the rows got {truth}, not what you predicted. Above the base size n > n_train, so "
+        "lambda > 1: what does multiplying every content logit by more than 1 do to a softmax?",
     )
 
 

@@ -126,26 +126,13 @@ def check_mask_prediction(predicted: object, measured: float) -> Verdict:
     elif close(value, -0.5 * 7, rel=0, abs_tol=6e-4):
         hint = "7 = 3 + 4 is the Manhattan distance; the mask uses the Euclidean one."
     else:
-        hint = "M = -slope * distance, with head 0's slope and the Euclidean distance."
+        hint = (
+            "the mask is a penalty proportional to the distance: which slope has head 0 of 8, and "
+            "how far apart are (0, 0) and (3, 4)?"
+        )
     return verdict(
         close(value, measured, rel=0, abs_tol=6e-4),
-        f"the mask gives {measured:.3f}: slope 1/2 times distance 5, as a penalty.",
-        hint + f" The mask gives {measured:.3f}.",
-    )
-
-
-def check_flat_distance(answer: object) -> Verdict:
-    """The "flat" distance between two vertically adjacent tokens of a 64 x 64 grid."""
-    value = _float(answer)
-    hint = (
-        "1 is the 2-D distance; the flat one counts positions in the row-major sequence."
-        if value is not None and close(value, 1, rel=0, abs_tol=1e-6)
-        else "number the tokens row by row (i = row * cols + col): how far apart are (r, c) and "
-        "(r + 1, c)?"
-    )
-    return verdict(
-        value is not None and close(value, 64, rel=0, abs_tol=1e-6),
-        "one row down is a whole row of tokens later in the flattened order.",
+        "slope 1/2 times distance 5, as a penalty.",
         hint,
     )
 

@@ -5,55 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
+import pandas as pd
 import torch
 
-from . import Verdict, check_implementation, close, verdict
+from . import Verdict, close, verdict
+from .mistakes import check_with_mistakes
 from .predictions import check_prediction
-
-VIT_H_HEADS = 16
-
-
-def check_full_map_bytes(answer: object) -> Verdict:
-    """Bytes of one global block's full fp32 attention probabilities, SAM ViT-H, 2048 px."""
-    n = (2048 // 16) ** 2
-    expected = VIT_H_HEADS * n * n * 4
-    hint = (
-        "the full map has heads x N x N numbers (ViT-H has 16 heads; N = tokens at 2048 px "
-        "with 16 px patches), 4 bytes each in fp32. Answer in bytes, exactly."
-    )
-    if close(answer, expected / 4, rel=1e-9):
-        hint = "that is the number of probabilities: each takes 4 bytes in fp32."
-    elif close(answer, expected / 2**30, rel=1e-3) or close(answer, expected / 1e9, rel=1e-3):
-        hint = "right size, wrong unit: answer in bytes, not GiB or GB."
-    elif close(answer, 12 * n * n * 4, rel=1e-9):
-        hint = "12 heads is ViT-B; ViT-H has 16."
-    return verdict(
-        close(answer, expected, rel=1e-9),
-        "16 GiB for one block of one image: capture only the query rows you will show.",
-        hint,
-    )
-
-
-def check_uniform_entropy(answer: object) -> Verdict:
-    """Entropy (nats) of uniform attention in a global block of the tiny model at 512 px
-    (tolerance: 0.01 % relative)."""
-    expected = math.log((512 // 16) ** 2)
-    hint = (
-        "uniform attention over N keys gives each key 1/N; H = -sum p ln p. How many keys does "
-        "a global block see at 512 px (16 px patches)?"
-    )
-    if close(answer, math.log2((512 // 16) ** 2), rel=1e-4):
-        hint = "that is in bits (log2): the notebook measures entropy in nats (natural log)."
-    elif close(answer, math.log(512 // 16), rel=1e-4):
-        hint = "N is the number of keys, (512/16)^2, not the grid side 512/16."
-    elif close(answer, expected, rel=1e-2):
-        hint = "close: keep at least four significant digits (tolerance 0.01 %)."
-    return verdict(
-        close(answer, expected, rel=1e-4),
-        "ln N: the ceiling every entropy curve of a global block approaches as attention fades.",
-        hint,
-    )
 
 
 def check_self_weight(answer: object) -> Verdict:
@@ -62,8 +19,8 @@ def check_self_weight(answer: object) -> Verdict:
     expected = 1.0 / (1.0 + 4.0 * math.exp(-1.0) + 4.0 * math.exp(-math.sqrt(2.0)))
     manhattan = 1.0 / (1.0 + 4.0 * math.exp(-1.0) + 4.0 * math.exp(-2.0))
     hint = (
-        "with q.k = 0 the logits are M = -distance (Euclidean): 0 for the query itself, -1 for "
-        "its 4 edge neighbours, -sqrt(2) for its 4 corner neighbours. Apply a softmax."
+        "with q.k = 0 the logits are the mask alone: what is it for the query itself, for its "
+        "edge neighbours and for its corner neighbours?"
     )
     if close(answer, manhattan, rel=1e-3):
         hint = "that uses Manhattan distance (2 to the corners); the mask is Euclidean (sqrt 2)."
@@ -78,48 +35,80 @@ def check_self_weight(answer: object) -> Verdict:
     )
 
 
-def entropy_cases(seed: int = 0) -> list[tuple[torch.Tensor]]:
-    """Inputs for :func:`check_entropy`: softmax rows of several shapes, one with exact zeros
-    (a windowed block's map is zero outside the window) and one one-hot row."""
+def stretch_cases(seed: int = 0) -> list[tuple[torch.Tensor, int]]:
+    """Inputs for :func:`check_stretch_map`: seeded maps ``[..., rows, cols]`` (square, not
+    square, batched) summing to 1, and a stretch factor ``k``."""
     g = torch.Generator().manual_seed(seed)
-    rows = (3 * torch.randn(2, 3, 50, generator=g)).softmax(-1)
-    windowed = torch.zeros(4, 64)
-    windowed[:, :16] = torch.randn(4, 16, generator=g).softmax(-1)
-    onehot = torch.zeros(1, 10)
-    onehot[0, 3] = 1.0
-    return [(torch.randn(5, 16, generator=g).softmax(-1),), (rows,), (windowed,), (onehot,)]
+
+    def rand_map(*shape: int) -> torch.Tensor:
+        p = torch.rand(*shape, generator=g)
+        return p / p.sum((-2, -1), keepdim=True)
+
+    return [(rand_map(3, 3), 2), (rand_map(2, 5), 3), (rand_map(2, 4, 3), 2), (rand_map(4, 4), 1)]
 
 
-def _diagnose_entropy(got: np.ndarray, want: np.ndarray) -> str | None:
-    if np.isnan(got).any():
-        return "NaN: 0 * ln 0 counts as 0; leave zero probabilities out of the sum"
-    if np.allclose(got, -want, rtol=1e-4, atol=1e-6):
-        return "wrong sign: H = -sum p ln p is >= 0"
-    if np.allclose(got * math.log(2), want, rtol=1e-4, atol=1e-6):
-        return "that is in bits (log2); use the natural log"
-    if np.allclose(got * math.log(10), want, rtol=1e-4, atol=1e-6):
-        return "that is log10; use the natural log"
-    return None
-
-
-def check_entropy(attention_entropy: Callable[[torch.Tensor], torch.Tensor]) -> Verdict:
-    """Implement it: ``attention_entropy(p)`` for ``p [..., N]`` (rows summing to 1) returns
-    ``[...]``, the entropy in nats of each row; compared with
-    :func:`basam_lite.analysis.entropy` (rtol 1e-5, atol 1e-6)."""
+def check_stretch_map(stretch: Callable[[torch.Tensor, int], object]) -> Verdict:
+    """Implement it: ``stretch(p, k)`` for a map ``p [..., rows, cols]`` returns the map of an
+    image ``k`` times larger per side if attention simply stretched with it, ``[..., k rows,
+    k cols]``; compared with :func:`basam_lite.analysis.stretch_map` (rtol 1e-5, atol 1e-7)."""
     from .. import analysis
 
-    def reference(p: torch.Tensor) -> torch.Tensor:
-        return analysis.entropy(p)
-
-    return check_implementation(
-        attention_entropy,
-        reference,
-        entropy_cases(),
+    mistakes = [
+        (
+            "each key's weight is copied to all k x k new keys without being shared: the map "
+            "no longer sums to 1",
+            lambda p, k: p.repeat_interleave(k, -2).repeat_interleave(k, -1),
+        ),
+        (
+            "the weight is shared by k keys, but k x k keys replace each one",
+            lambda p, k: p.repeat_interleave(k, -2).repeat_interleave(k, -1) / k,
+        ),
+        (
+            "the whole map is tiled k x k times: each key's weight must go to its own k x k "
+            "block, next to where the key was",
+            lambda p, k: p.repeat(*([1] * (p.ndim - 2)), k, k) / (k * k),
+        ),
+    ]
+    return check_with_mistakes(
+        stretch,
+        analysis.stretch_map,
+        stretch_cases(),
+        mistakes,
         rtol=1e-5,
-        atol=1e-6,
-        right="your entropy matches basam_lite.analysis.entropy on every case.",
-        diagnose=_diagnose_entropy,
+        atol=1e-7,
+        right="your stretched map matches basam_lite.analysis.stretch_map on every case.",
     )
+
+
+FADING_OPTIONS = ("fades", "does not fade")
+FADING_NATS = 0.1
+"""How far ``ln N - H`` must fall below its base-size value for :func:`fading_outcome` to call
+it fading beyond stretching."""
+
+
+def fading_outcome(stats: pd.DataFrame, base: int, variant: str = "vanilla") -> tuple[str, float]:
+    """Whether ``variant``'s maps fade beyond stretching from ``base`` to the largest side of
+    ``stats`` (:func:`basam_lite.analysis.attention_statistics` rows, with ``below_uniform``):
+    ``"fades"`` when the mean ``ln N - H`` falls by more than :data:`FADING_NATS`, and the
+    change in nats."""
+    part = stats[stats["variant"] == variant]
+    by_side = part.groupby("side")["below_uniform"].mean()
+    change = float(by_side.loc[by_side.index.max()] - by_side.loc[base])
+    return (FADING_OPTIONS[0] if change < -FADING_NATS else FADING_OPTIONS[1]), change
+
+
+def check_fading_prediction(prediction: object, stats: pd.DataFrame, base: int) -> Verdict:
+    """Predict, then run: from the base size to the largest side, does plain SAM's attention
+    fade beyond what stretching gives (``ln N - H`` falling by more than
+    :data:`FADING_NATS`)? The verdict says which, never the measured value."""
+    outcome, _ = fading_outcome(stats, base)
+    why = (
+        "the rows spread over the new keys more than a stretched map would."
+        if outcome == FADING_OPTIONS[0]
+        else "the rows are no closer to uniform than a stretched map would be: a rising H / ln N "
+        "was the stretching itself."
+    )
+    return check_prediction(prediction, outcome, FADING_OPTIONS, why)
 
 
 def mask_only_distance(grid: int, slope: float) -> float:
@@ -148,12 +137,11 @@ def distance_outcome(slope: float, small: int = 16, large: int = 64) -> tuple[st
 def check_distance_prediction(prediction: object, slope: float) -> Verdict:
     """Predict, then run: from a 16 x 16 to a 64 x 64 grid (4x the side), does the mask-only
     attention distance of a head with ``slope`` stay about the same or grow about 4x?"""
-    outcome, ratio = distance_outcome(slope)
+    outcome, _ = distance_outcome(slope)
     return check_prediction(
         prediction,
         outcome,
         DISTANCE_OPTIONS,
-        f"with slope {slope:g} the distance goes from {mask_only_distance(16, slope):.2f} to "
-        f"{mask_only_distance(64, slope):.2f} tokens ({ratio:.2f}x). A steep head's reach is set "
-        "by its slope, not by the grid; a shallow head's keeps growing with the grid.",
+        "a steep head's reach is set by its slope, not by the grid; a shallow head's keeps "
+        "growing with the grid. The next cell prints both distances.",
     )

@@ -55,20 +55,8 @@ def check_target_token_ratios(extent_ratio: object, zoom_ratio: object) -> Verdi
     )
 
 
-def check_length_effect(answer: object) -> Verdict:
-    """Which axis changes only the sequence length: 'zoom' or 'extent'."""
-    return verdict(
-        str(answer).strip().lower() == "extent",
-        "the extent axis: the target's pixels, tokens and grid ceiling are the same at every "
-        "side, so any change in its score comes from the longer sequence (and the new content "
-        "around it).",
-        "compare the target_tokens and grid_iou columns of the two axes in the table above.",
-    )
-
-
 __all__ = [
     "check_base_unit_mask",
-    "check_length_effect",
     "check_target_token_ratios",
     "reference_base_unit_mask",
 ]

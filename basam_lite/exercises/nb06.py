@@ -49,8 +49,6 @@ def check_shard(answer: object) -> Verdict:
 Z95 = 1.959963984540054
 """The normal quantile of a two-sided 95% interval."""
 
-INTERVAL_OPTIONS = ("above zero", "below zero", "includes zero")
-
 
 def paired_interval_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``[mean, low, high]`` of the paired differences ``a - b`` (per-image scores of two
@@ -115,44 +113,6 @@ def check_paired_interval(paired_interval) -> Verdict:
     )
 
 
-def interval_outcome(
-    table: pd.DataFrame, variant: str, model: str, prompt: str, resolution: int
-) -> tuple[str, np.ndarray]:
-    """Where the 95% paired interval of ``variant - vanilla`` lies for one cell of a sweep
-    ``table`` (one of :data:`INTERVAL_OPTIONS`), and ``[mean, low, high]``."""
-    from ..quickstart import paired_difference
-
-    d = paired_difference(table, variant, reference="vanilla").loc[(model, prompt, resolution)]
-    mean, se = float(d["mean_iou_difference"]), float(d["standard_error"])
-    iv = np.array([mean, mean - Z95 * se, mean + Z95 * se])
-    outcome = "above zero" if iv[1] > 0 else "below zero" if iv[2] < 0 else "includes zero"
-    return outcome, iv
-
-
-def check_interval(
-    answer: object, table: pd.DataFrame, variant: str, model: str, prompt: str, resolution: int
-) -> Verdict:
-    """Whether the 95% paired interval of ``variant - vanilla`` (mean +- 1.96 SE over images)
-    in one cell of ``table`` lies above zero, below zero or includes zero."""
-    expected, _ = interval_outcome(table, variant, model, prompt, resolution)
-    said = str(answer).strip().lower() if answer is not None else ""
-    hint = (
-        f"answer with one of {list(INTERVAL_OPTIONS)}: compute the mean difference and its "
-        "standard error with quickstart.paired_difference, then mean +- 1.96 SE."
-    )
-    if said in INTERVAL_OPTIONS:
-        hint = (
-            "not that one: the interval is mean +- 1.96 standard errors of the per-image "
-            "differences (not +- 1 SE, not the spread of the images themselves)."
-        )
-    return verdict(
-        said == expected,
-        "only an interval that excludes zero separates the variant from vanilla; one that "
-        "includes it is a null result on these scenes, to be reported as such.",
-        hint,
-    )
-
-
 SE_OPTIONS = ("half", "the same", "twice", "four times")
 
 
@@ -177,13 +137,12 @@ def se_outcome(table: pd.DataFrame, variant: str, parts: int = 4) -> tuple[str, 
 def check_se_prediction(prediction: object, table: pd.DataFrame, variant: str = "paper") -> Verdict:
     """Predict, then run: with a quarter of the images, is the standard error of ``variant -
     vanilla`` about half, the same, twice or four times the one with all of them?"""
-    outcome, ratio = se_outcome(table, variant)
+    outcome, _ = se_outcome(table, variant)
     return check_prediction(
         prediction,
         outcome,
         SE_OPTIONS,
-        f"with a quarter of the images the standard error is {ratio:.2f}x the full one (median "
-        "over the table's cells; root mean square over four disjoint quarters). It shrinks like "
-        "1/sqrt(images): four times the scenes halve it. A single subset scatters around that, "
-        "because its spread is itself estimated from few images.",
+        "the standard error shrinks like 1/sqrt(images): four times the scenes halve it. A single "
+        "subset scatters around that, because its spread is itself estimated from few images. "
+        "The next cell prints the measured ratio.",
     )

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from . import Verdict, close, verdict
+from . import Verdict, verdict
 from .mistakes import check_number_function
 from .predictions import check_prediction
-
-
-def check_lambda_gap(answer: object) -> Verdict:
-    """How much the official lambda undershoots the paper-like one at 1920 px."""
-    expected = math.log(120 * 120) / math.log(4096) - 1.0
-    return verdict(
-        close(answer, expected, rel=1e-3),
-        "almost the whole correction is lost: 1920 // 1024 = 1, as if the input were 1024 px.",
-        "compute both with bl.attention_scale for the number of tokens at 1920 px "
-        "(mode='log_ratio' and mode='official') and subtract official from log_ratio.",
-    )
 
 
 def check_click(answer: object) -> Verdict:
@@ -108,7 +95,6 @@ def check_position_prediction(prediction: object, iou_with: float, iou_without: 
         prediction,
         "yes" if abs(change) > 0.05 else "no",
         POSITION_OPTIONS,
-        f"IoU {iou_with:.3f} with the embedding, {iou_without:.3f} without ({change:+.3f}). "
-        "One scene at the base size says little either way: the defect matters where the "
+        "one scene at the base size says little either way: the defect matters where the "
         "model relies on absolute positions, which this cell cannot show by itself.",
     )
