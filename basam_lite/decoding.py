@@ -27,12 +27,17 @@ def encode_prompt(sam: nn.Module, prompt: Prompt) -> tuple[Tensor, Tensor]:
     """SAM's prompt encoder on one prompt: sparse ``[1, T, C]`` (T = its point and box-corner
     tokens, plus SAM's padding point when there is no box) and dense ``[1, C, h, w]``."""
     points = None
+    device = sam.device  # the prompt's tensors where the model is (cuda included)
     if prompt.point_coords is not None:
         points = (
-            torch.as_tensor(prompt.point_coords, dtype=torch.float32)[None],
-            torch.as_tensor(prompt.point_labels, dtype=torch.int64)[None],
+            torch.as_tensor(prompt.point_coords, dtype=torch.float32, device=device)[None],
+            torch.as_tensor(prompt.point_labels, dtype=torch.int64, device=device)[None],
         )
-    boxes = None if prompt.box is None else torch.as_tensor(prompt.box, dtype=torch.float32)[None]
+    boxes = (
+        None
+        if prompt.box is None
+        else torch.as_tensor(prompt.box, dtype=torch.float32, device=device)[None]
+    )
     return sam.prompt_encoder(points=points, boxes=boxes, masks=None)
 
 
@@ -98,7 +103,7 @@ def decode_prompts(
     groups: dict[int, list[int]] = {}
     for n, s in enumerate(sparse):
         groups.setdefault(s.shape[1], []).append(n)
-    index = torch.as_tensor(list(image_index))
+    index = torch.as_tensor(list(image_index), device=embeddings.device)
     order = [n for members in groups.values() for n in members]
     parts = [
         decode_tokens(sam, embeddings[index[members]], torch.cat([sparse[n] for n in members]))

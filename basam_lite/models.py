@@ -282,3 +282,33 @@ def sam_from_env(default: str = "tiny-vanilla") -> tuple[nn.Module, str]:
     except FileNotFoundError as e:
         print(f"{e}; using the untrained 'tiny' model instead.")
         return build_sam("tiny"), "tiny (random weights)"
+
+
+def check_checkpoint(name: str, path: str | os.PathLike) -> None:
+    """Everything :func:`build_sam` would refuse about ``path`` as weights of ``name``, checked
+    without building the model (its shapes come from a meta-device build): the file, the
+    official name's model and MD5 prefix, safe loading, the keys and shapes. Each problem is
+    one :class:`~basam_lite.errors.UserError` line, so a command can check before it writes."""
+    try:
+        p = existing_file(path)
+        if name in OFFICIAL_NAMES:
+            check_official_name(name, p)
+        state = read_checkpoint(p)
+    except UserError:
+        raise
+    except (OSError, ValueError) as e:
+        raise UserError(f"--checkpoint {path}: {str(e).splitlines()[0]}") from None
+    with torch.device("meta"):
+        model = build_official(name) if name in OFFICIAL_NAMES else None
+    if model is None:
+        model = build_tiny_sam()
+    own = model.state_dict()
+    problems = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+                if k in own and own[k].shape != v.shape]  # fmt: skip
+    problems += [f"missing {k}" for k in sorted(set(own) - set(state))]
+    problems += [f"unexpected {k}" for k in sorted(set(state) - set(own))]
+    if problems:
+        raise UserError(
+            f"--checkpoint {path} does not fit model {name!r}: it looks like "
+            f"{describe_checkpoint(state)}; {len(problems)} problem(s), first: {problems[0]}"
+        )

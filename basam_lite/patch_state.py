@@ -192,3 +192,9 @@ def detach_encoder(encoder: nn.Module) -> EncoderPatch | None:
     if record is not None:
         encoder.__class__ = record.original
     return record
+
+
+def parameter_names() -> tuple[str, ...]:
+    """The state_dict leaf names of BA-SAM's own parameters (the learnable gain, the official
+    rel-pos coefficient), for code that groups a model's parameters by role."""
+    return tuple(_PARAMETER_NAMES.values())

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .models import OFFICIAL_NAMES
 from .sweep import extent_path, main_job
 
 
@@ -100,6 +101,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint", default=None, help="weights of an official model (vit_b, vit_l, vit_h)"
     )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="run an official model with seeded random weights on purpose (default: "
+        "--checkpoint or $BASAM_SAM_CHECKPOINT, else refused)",
+    )
     p.add_argument("--variants", nargs="+", default=None, help="default: every variant")
     p.add_argument("--prompt", nargs="+", default=["box", "point"])
     p.add_argument("--dataset", default=None, help="default: synthetic:IMAGES")
@@ -159,6 +166,8 @@ def sweep_args(args: argparse.Namespace) -> argparse.Namespace:
         argv += ["--variants", *args.variants]
     if args.checkpoint:
         argv += ["--checkpoint", args.checkpoint]
+    if getattr(args, "random_weights", False):
+        argv += ["--random-weights"]
     if args.dataset:  # a real dataset: the first --images images on both axes
         argv += ["--limit", str(args.images)]
     if args.threads:
@@ -278,9 +287,16 @@ def mechanism_study(args: argparse.Namespace) -> str:
     ds = open_dataset(args.dataset or f"synthetic:{args.images}")
     sizes = {"zoom": tuple(args.mechanism_zoom), "extent": tuple(args.mechanism_extent)}
     parts = []
+    from .sweep import build_official_random, official_checkpoint
+
+    random = getattr(args, "random_weights", False)
+    official = official_checkpoint(args.model, args.checkpoint, random)
     for name in args.model:
-        checkpoint = args.checkpoint if loads_checkpoint(name) else None
-        sam = build_sam(name, checkpoint=checkpoint).to(args.device).eval()
+        if name in OFFICIAL_NAMES:
+            sam = build_official_random(name) if official is None else build_sam(name, official)
+        else:
+            sam = build_sam(name, args.checkpoint if loads_checkpoint(name) else None)
+        sam = sam.to(args.device).eval()
         df = attention_along_axes(sam, ds, sizes, images=args.mechanism_images, queries=8)
         parts.append(df.assign(model=name))
     df = pd.concat(parts, ignore_index=True)

@@ -46,7 +46,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .attention import CHUNK_BIAS_BYTES, DENSE_MAX_TOKENS
 from .axes import (
     AXES,
     AXIS_COLUMNS,
@@ -56,15 +55,20 @@ from .axes import (
     nan_scores,
     scored,
 )
+from .config import BASAMConfig
 from .datasets import ProceduralScenes, Sample, open_dataset, prompt_for
 from .datasets.extent import TargetDoesNotFit
 from .encoders.specs import check_model_size, model_spec
 from .errors import UserError
+from .memory import STOCK_RULE, EncoderShape, largest_fitting, run_bytes, runs_stock, shape_of
 from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS, SOD_COLUMNS
 from .models import (
+    CHECKPOINT_ENV,
     OFFICIAL_NAMES,
+    TINY,
     TINY_NAMES,
     build_sam,
+    check_checkpoint,
     loads_checkpoint,
     model_names,
     tiny_checkpoint_path,
@@ -89,7 +93,7 @@ from .run_identity import (
     union,
 )
 from .sizes import fit_image
-from .variants import get_variant, variant_at, variant_names
+from .variants import Variant, get_variant, variant_at, variant_names
 
 PROMPTS = {"box": "box", "point": "center", "click": "point"}
 """Sweep prompt name -> :func:`basam_lite.datasets.prompt_for` kind."""
@@ -126,6 +130,32 @@ than 128: a 128 px window holds few targets whole (about half of them), so a 128
 would average a small, different subset."""
 EXTENT_LIMIT = 12
 """The main job's images on the extent axis (the zoom axis's 12)."""
+ZOOM_FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+"""Default zoom sizes as multiples of the model's base side (:data:`DEFAULT_RESOLUTIONS` for
+the tiny models' 256 px; 512 to 3072 px for ViT-B/L/H)."""
+EXTENT_FACTORS = (0.75, 1.0, 2.0)
+"""Default extent canvas sides as multiples of the base side (:data:`EXTENT_RESOLUTIONS` for
+the tiny models; 768, 1024 and 2048 px for ViT-B/L/H)."""
+
+
+def default_sizes(models: Sequence[str], axis: str) -> tuple[int, ...]:
+    """The default sizes for ``models`` on ``axis``: the factors times the largest base side
+    among them, each rounded to a multiple of the patch size."""
+    base = max(base_side(m) for m in models)
+    patch = max(patch_of(m) for m in models)
+    factors = EXTENT_FACTORS if axis == "extent" else ZOOM_FACTORS
+    return tuple(max(patch, round(f * base / patch) * patch) for f in factors)
+
+
+def default_images(models: Sequence[str]) -> int:
+    """The default number of images: 12 at the tiny models' 256 px base, scaled by 256 / base
+    (3 for ViT-B/L/H), so that a default run of a larger model stays a demonstration."""
+    base = max(base_side(m) for m in models)
+    return max(1, DEFAULT_IMAGES * TINY.img_size // base)
+
+
+DEFAULT_IMAGES = 12
+"""Images of the default run of the tiny models (``synthetic:12``, ``--extent-limit 12``)."""
 
 
 ON_ERROR = ("stop", "skip")
@@ -258,7 +288,7 @@ def model_weights(name: str, checkpoint: str | None) -> dict[str, object]:
         init = (
             "build_tiny_sam(seed=0)"
             if name == "tiny"
-            else "segment_anything's unseeded init"
+            else RANDOM_OFFICIAL_INIT
             if name in OFFICIAL_NAMES
             else f"{name}: its family's init, seed 0"
         )
@@ -336,11 +366,14 @@ def identity(cfg: SweepConfig, ds: Sequence[Sample]) -> Identity:
     ident["data"] = dataset_fingerprint(ds)
     ident["definitions"] = {v: variant_definition(v) for v in cfg.variants}
     ident["prompt_kinds"] = {p: PROMPTS[p] for p in cfg.prompts}
+    ident["attention"] = {
+        v: STOCK_RULE for v in cfg.variants if get_variant(v).config is None
+    }  # how variants without a patch run (basam_lite.memory.stock_fits)
     ident["versions"] = number_versions()
     return ident
 
 
-KEYED = ("weights", "definitions")
+KEYED = ("weights", "definitions", "attention")
 """Identity sections keyed by a grid value: a new key is an extension, not a difference."""
 
 
@@ -354,25 +387,6 @@ def extended(cfg: SweepConfig, grid: dict[str, object]) -> SweepConfig:
         resolutions=tuple(union(cfg.resolutions, grid.get("resolutions", []), sort=True)),
         limit=None if None in limits else max(int(x) for x in limits),  # type: ignore[arg-type]
     )
-
-
-def attention_bytes(model: str, size: int, biased: bool) -> int:
-    """Peak bytes of one global-attention block at ``size`` px (batch 1, fp32): with a bias
-    (BA-SAM variants) the dense path holds heads x N^2 scores and bias, the chunked path
-    (``"auto"`` beyond ``DENSE_MAX_TOKENS``) two chunks of rows; plus the block's activations."""
-    spec = model_spec(model)
-    heads, dim = spec.global_heads(), spec.global_dim()
-    n = (size // patch_of(model)) ** 2
-    if spec.global_blocks:  # keys per row of a global block (SAM 2's sit on the stride-16 grid)
-        base_keys = max(spec.base_keys[i] for i in spec.global_blocks)
-        n = round(base_keys * (size / spec.base_side) ** 2)
-    activations = 16 * n * dim * 4
-    if not biased:
-        return activations
-    if n <= DENSE_MAX_TOKENS:
-        return 2 * heads * n * n * 4 + activations
-    row = heads * int(n**0.5) * n * 4
-    return 2 * max(CHUNK_BIAS_BYTES, row) + activations
 
 
 def available_bytes(device: str) -> int:
@@ -405,29 +419,43 @@ def check_runnable(cfg: SweepConfig) -> None:
                 f"--checkpoint {p} is not a file: pass the local path of the official weights "
                 "(`python -m basam_lite weights get vit_b` downloads them and prints it)"
             )
+        for name in cfg.models:
+            if name in OFFICIAL_NAMES:
+                check_checkpoint(name, p)  # name, MD5 prefix, keys and shapes: one line
     for name in cfg.models:
         if name in TINY_NAMES and name != "tiny" and not tiny_checkpoint_path(name).is_file():
             raise UserError(
                 f"{tiny_checkpoint_path(name)} is missing: train it with `python -m basam_lite "
                 f"train` or use --model tiny"
             )
-    biased = any(v not in ("vanilla", "resize") for v in cfg.variants)
     free = available_bytes(cfg.device)
+    others = {m: shape_of(m).weight_bytes for m in cfg.models}  # every model stays loaded
     for name in cfg.models:
         for size in cfg.resolutions:
-            need = attention_bytes(name, size, biased)
+            rest = sum(b for m, b in others.items() if m != name)
+            need = rest + run_bytes(name, cfg.variants, size)
             if need > free:
-                fits = [
-                    s
-                    for s in range(patch_of(name), size, patch_of(name))
-                    if attention_bytes(name, s, biased) <= free
-                ]
-                hint = f"sizes up to {fits[-1]} fit" if fits else "no size fits"
+                fits = largest_fitting(name, cfg.variants, free - rest, size)
+                hint = f"sizes up to {fits} px fit" if fits else "no size fits"
                 raise UserError(
-                    f"resolution {size}: {name}'s attention needs about {need / 2**30:.1f} GiB "
-                    f"({(size // patch_of(name)) ** 2} tokens) but {free / 2**30:.1f} GiB is "
-                    f"available on {cfg.device}: {hint}; drop the size or use a bigger machine"
+                    f"resolution {size}: {name} with {', '.join(cfg.variants)} needs about "
+                    f"{need / 2**30:.1f} GiB ({(size // patch_of(name)) ** 2} tokens, weights "
+                    f"included: basam_lite.memory) but {free / 2**30:.1f} GiB is available on "
+                    f"{cfg.device}: {hint}; drop the size or use a bigger machine"
                 )
+
+
+RANDOM_OFFICIAL_INIT = (
+    "random: segment_anything's init under torch.manual_seed(0) (--random-weights)"
+)
+"""How an official model without a checkpoint is built, as its identity records it."""
+
+
+def build_official_random(name: str) -> nn.Module:
+    """An official model with random weights, seeded (``--random-weights``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build_sam(name)
 
 
 class LazyModels(dict):
@@ -438,8 +466,11 @@ class LazyModels(dict):
         self.cfg = cfg
 
     def __missing__(self, name: str) -> nn.Module:
-        ckpt = self.cfg.checkpoint if loads_checkpoint(name) else None
-        self[name] = build_sam(name, ckpt).to(self.cfg.device).eval()
+        if name in OFFICIAL_NAMES and self.cfg.checkpoint is None:
+            sam = build_official_random(name)  # only with --random-weights (checked up front)
+        else:
+            sam = build_sam(name, self.cfg.checkpoint if loads_checkpoint(name) else None)
+        self[name] = sam.to(self.cfg.device).eval()
         return self[name]
 
 
@@ -462,8 +493,20 @@ def run_variant(
     """Rows (metrics, seconds) of one image at one size for one variant, one per prompt; the
     model is left as it was (raises ValueError where the variant cannot run at ``size``).
     ``sod=False`` leaves ``metrics.SOD_COLUMNS`` NaN."""
-    with variant_at(sam, variant, size):
+    with variant_at(sam, sweep_variant(sam, variant, size), size):
         return _variant_rows(sam, sample, variant, size, prompts, seed, sod)
+
+
+def sweep_variant(sam: nn.Module, variant: str, size: int) -> Variant:
+    """What the sweep runs for ``variant`` at ``size``: the variant itself, or for one without
+    a patch (``vanilla``, ``resize``) whose stock attention would not fit
+    (:func:`basam_lite.memory.stock_fits`), the same attention on the fused path
+    (``BASAMConfig.vanilla``): the rule :data:`basam_lite.memory.STOCK_RULE`, which a table's
+    identity records."""
+    v = get_variant(variant)
+    if v.config is None and not runs_stock(variant, EncoderShape.of(sam), size):
+        return replace(v, config=BASAMConfig.vanilla())
+    return v
 
 
 def _variant_rows(
@@ -621,6 +664,12 @@ def read_meta(out: Path) -> dict[str, object] | None:
 
 
 def _refuse(out: Path, problem: str) -> UserError:
+    committed = Path(__file__).resolve().parents[1] / "results"
+    if out.resolve().is_relative_to(committed):  # the project's own results: not suggested
+        return UserError(
+            f"--out {out} {problem}; nothing was written: it is one of the project's committed "
+            "results, so write elsewhere with --out (e.g. runs/sweep.csv)"
+        )
     return UserError(
         f"--out {out} {problem}; nothing was written: write elsewhere with --out, or replace "
         "it with --overwrite"
@@ -963,8 +1012,17 @@ def run_sweep(
     *,
     on_error: str = "stop",
     overwrite: bool = False,
+    extend: bool = False,
+    random_weights: bool = False,
 ) -> pd.DataFrame:
     """Run (or resume) the sweep into ``out`` and return the table (so far).
+
+    A rerun into a table of the same identity computes only the cells of ``cfg``'s own grid
+    that the table lacks. A grid beyond the table's (more models, variants, sizes or images)
+    widens the table to the cross product of both grids, every new cell computed: refused
+    unless ``extend``. An official model without ``cfg.checkpoint`` (and not passed in
+    ``models``) runs seeded random weights only with ``random_weights``; the identity records
+    it. With ``progress`` the plan (rows to run, rows already there) is printed first.
 
     ``stop_after`` stops once that many new rows are written (to test resuming); ``models``
     lets a caller pass already built models by name (they must be what
@@ -982,6 +1040,7 @@ def run_sweep(
         raise UserError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     out = Path(out)
     _table_files(out)  # a folder, another extension or another program's table: refused now
+    check_random_weights(cfg, models, random_weights)
     check_runnable(cfg)
     ds = _open(cfg, on_error)
     selected(cfg, ds)
@@ -996,6 +1055,7 @@ def run_sweep(
                     f"holds a table of another run ({'; '.join(diff[:4])}"
                     f"{' ...' if len(diff) > 4 else ''})",
                 )
+            check_widening(cfg, prior["grid"], out, extend, len(ds))
     models = dict(models or {})
     for name in cfg.models:  # an official model's checkpoint is refused before any file is made
         if name in OFFICIAL_NAMES and cfg.checkpoint is not None and name not in models:
@@ -1009,9 +1069,69 @@ def run_sweep(
             diff = differences(prior, ident, keyed=KEYED)
             if diff:
                 raise _refuse(out, f"holds a table of another run ({'; '.join(diff[:4])})")
-            cfg = extended(cfg, prior["grid"])
-            ident = identity(cfg, ds)
-        return _run_locked(cfg, ds, ident, out, progress, stop_after, models, on_error)
+            widened = check_widening(cfg, prior["grid"], out, extend, len(ds))
+            table = extended(cfg, prior["grid"])
+            asked = table if widened else cfg  # widening runs the whole wider grid
+            cfg, ident = table, identity(table, ds)
+        else:
+            asked = cfg
+        return _run_locked(cfg, ds, ident, out, progress, stop_after, models, on_error, asked)
+
+
+def check_random_weights(
+    cfg: SweepConfig, models: dict[str, nn.Module] | None, random_weights: bool
+) -> None:
+    """Refuse an official model that would run random weights without ``random_weights``."""
+    given = models or {}
+    random = [
+        m for m in cfg.models if m in OFFICIAL_NAMES and cfg.checkpoint is None and m not in given
+    ]
+    if random and not random_weights:
+        raise UserError(
+            f"{', '.join(random)} has no weights: pass --checkpoint (or set {CHECKPOINT_ENV}) to "
+            "the official .pth file, or --random-weights to run seeded random weights on purpose "
+            "(recorded in the table's identity)"
+        )
+
+
+def _grid_cells(grid: dict[str, object], images: int) -> int:
+    n = images if grid.get("limit") is None else min(int(grid["limit"]), images)  # type: ignore[arg-type]
+    return n * len(grid["models"]) * len(grid["variants"]) * len(grid["resolutions"])  # type: ignore[arg-type]
+
+
+def check_widening(
+    cfg: SweepConfig, grid: dict[str, object], out: Path, extend: bool, images: int
+) -> bool:
+    """Whether ``cfg`` widens the table's ``grid`` (more models, variants, sizes or images);
+    without ``extend`` a widening is refused, naming what it would add."""
+    wider = extended(cfg, grid)
+    table = replace(
+        cfg,
+        models=tuple(grid["models"]),  # type: ignore[arg-type]
+        variants=tuple(grid["variants"]),  # type: ignore[arg-type]
+        resolutions=tuple(grid["resolutions"]),  # type: ignore[arg-type]
+        limit=grid.get("limit"),  # type: ignore[arg-type]
+    )
+    added = [
+        f"{f} {sorted(set(getattr(wider, f)) - set(getattr(table, f)), key=str)}"
+        for f in ("models", "variants", "resolutions")
+        if set(getattr(wider, f)) != set(getattr(table, f))
+    ]
+    if wider.limit != table.limit:
+        added.append(f"images up to {wider.limit or 'all'} (table: {table.limit})")
+    if not added:
+        return False
+    new = _grid_cells(plain(wider.__dict__), images) - _grid_cells(grid, images)  # type: ignore[arg-type]
+    what = (
+        f"widen {out}'s grid ({'; '.join(added)}: {new} new cell(s) x {len(cfg.prompts)} "
+        "prompt(s), every model x variant x size x image of the wider grid)"
+    )
+    if not extend:
+        raise UserError(
+            f"this run would {what}: pass --extend to widen it, or write elsewhere with --out"
+        )
+    print(f"extending: this run will {what}", file=sys.stderr)
+    return True
 
 
 def _run_locked(
@@ -1023,8 +1143,13 @@ def _run_locked(
     stop_after: int | None,
     models: dict[str, nn.Module] | None,
     on_error: str,
+    asked: SweepConfig | None = None,
 ) -> pd.DataFrame:
+    """Run the cells of ``asked`` (default: all of ``cfg``, the table's grid) that the table
+    lacks; the table is complete once every cell of ``cfg`` is there."""
+    asked = cfg if asked is None else asked
     indices = selected(cfg, ds)
+    wanted = set(selected(asked, ds))
     sink = partial_path(out)
     repair_partial(sink)
     done = existing_rows(out)
@@ -1039,7 +1164,11 @@ def _run_locked(
     per_image = len(sizes) * len(names) * len(variants) * len(prompts)
     written = 0
     image_index: dict[str, int] = {}
-    bar = tqdm(total=len(indices) * per_image, disable=not progress, desc="sweep", unit="row")
+    cells = len(asked.resolutions) * len(asked.models) * len(asked.variants) * len(prompts)
+    planned = len(wanted) * cells
+    if progress:
+        print(plan_line(asked, ds, wanted, done, out), file=sys.stderr)
+    bar = tqdm(total=planned, disable=not progress, desc="sweep", unit="row")
     for i in indices:
         # Procedural scenes are named without rendering, so a resumed run skips them for free.
         name = ds.name(i) if isinstance(ds, ProceduralScenes) else _image_name(ds, i)
@@ -1058,6 +1187,13 @@ def _run_locked(
                         name = sample.name if sample is not None else name
                     image_index[name] = i
                     keys = [(model_name, name, str(size), variant, p) for p in prompts]
+                    if not (
+                        i in wanted
+                        and size in asked.resolutions
+                        and model_name in asked.models
+                        and variant in asked.variants
+                    ):
+                        continue  # a cell of the table this run was not asked for
                     if all(key in done_keys for key in keys):
                         bar.update(len(prompts))
                         continue
@@ -1116,8 +1252,37 @@ def _run_locked(
     df = existing_rows(out)
     df = _renumber(df.drop_duplicates(subset=list(KEY), keep="first"), cfg, image_index)
     errors = int((df["status"] == "error").sum())
-    write_final(out, df, {**meta, "complete": True, "rows": len(df), "error_rows": errors})
+    complete = len(df) >= len(indices) * per_image  # every cell of the table's grid
+    write_final(out, df, {**meta, "complete": complete, "rows": len(df), "error_rows": errors})
     return df.sort_values("row", kind="stable").reset_index(drop=True)
+
+
+def plan_line(
+    asked: SweepConfig, ds: Sequence[Sample], wanted: set[int], done: pd.DataFrame, out: Path
+) -> str:
+    """What a run will compute, printed before it starts: the grid asked for, its rows, and
+    how many of them the table already holds."""
+    rows = len(wanted) * len(asked.models) * len(asked.variants) * len(asked.resolutions)
+    rows *= len(asked.prompts)
+    there = 0
+    if len(done):
+        names = {
+            ds.name(i) if isinstance(ds, ProceduralScenes) else _image_name(ds, i) for i in wanted
+        }
+        hit = (
+            done["model"].isin(asked.models)
+            & done["variant"].isin(asked.variants)
+            & done["resolution"].astype(int).isin(asked.resolutions)
+            & done["prompt"].isin(asked.prompts)
+            & done["image"].isin(names)
+        )
+        there = int(hit.sum())
+    return (
+        f"plan: {', '.join(asked.models)} x {', '.join(asked.variants)} x "
+        f"{' '.join(map(str, asked.resolutions))} px x {', '.join(asked.prompts)} on "
+        f"{len(wanted)} image(s) ({asked.axis} axis) = {rows} row(s); {there} already in {out}, "
+        f"{max(0, rows - there)} to run"
+    )
 
 
 def _load(
@@ -1232,7 +1397,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"{', '.join(model_names())} (several allowed; default: {listed(d.models)})",
     )
     p.add_argument(
-        "--checkpoint", default=None, help="weights of the official model (.pth); none for tiny"
+        "--checkpoint",
+        default=None,
+        help=f"weights of the official model (.pth; default: ${CHECKPOINT_ENV} when set); none "
+        "for tiny",
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="run an official model with seeded random weights on purpose (recorded in the "
+        "table's identity); without it an official model needs --checkpoint or "
+        f"${CHECKPOINT_ENV}",
+    )
+    p.add_argument(
+        "--extend",
+        action="store_true",
+        help="widen an existing table's grid (more models, variants, sizes or images): every "
+        "cell of the wider grid is computed; without it a rerun only fills its own cells",
     )
     p.add_argument(
         "--variants",
@@ -1245,14 +1426,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--resolutions",
         nargs="+",
         type=int,
-        default=list(d.resolutions),
-        help=f"input sizes in px, multiples of 16 (default: {listed(map(str, d.resolutions))})",
+        default=None,
+        help="input sizes in px, multiples of 16 (default: "
+        f"{listed(map(str, default_sizes(['tiny'], 'zoom')))} for the tiny models, "
+        f"{listed(map(str, default_sizes(['vit_b'], 'zoom')))} for vit_b/l/h: 0.5x to 3x the "
+        "model's base side)",
     )
     p.add_argument(
         "--dataset",
-        default=d.dataset,
+        default=None,
         help="synthetic[:N] | folder:PATH | dis5k:PATH[:SPLIT] | duts:PATH | isic2016:PATH | "
-        f"cod10k:PATH | coco:ANNOTATIONS.json:IMAGES (default: {d.dataset})",
+        f"cod10k:PATH | coco:ANNOTATIONS.json:IMAGES (default: {d.dataset} for the tiny models, "
+        f"synthetic:{default_images(['vit_b'])} for vit_b/l/h)",
     )
     p.add_argument(
         "--prompt",
@@ -1264,8 +1449,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--out",
-        default="results/sweep.csv",
-        help=".csv or .parquet (default: results/sweep.csv); {k} and {n} become the shard",
+        default=None,
+        help=".csv or .parquet (default: results/sweep.csv, the project's main job, for the "
+        "tiny models; runs/sweep-MODEL.csv with an official model); {k} and {n} become the shard",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a table of another run")
     p.add_argument("--device", default=d.device, help=f"cpu, cuda or cuda:N (default: {d.device})")
@@ -1317,14 +1503,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--extent-resolutions",
         nargs="+",
         type=int,
-        default=list(EXTENT_RESOLUTIONS),
-        help="with --axis both: the extent axis's canvas sides (px)",
+        default=None,
+        help="with --axis both: the extent axis's canvas sides in px (default: 0.75x, 1x, 2x "
+        f"the base side: {listed(map(str, default_sizes(['tiny'], 'extent')))} for the tiny "
+        f"models, {listed(map(str, default_sizes(['vit_b'], 'extent')))} for vit_b/l/h)",
     )
     p.add_argument(
         "--extent-limit",
         type=int,
-        default=EXTENT_LIMIT,
-        help="with --axis both: the first N images on the extent axis",
+        default=None,
+        help=f"with --axis both: the first N images on the extent axis (default: {EXTENT_LIMIT} "
+        f"for the tiny models, {default_images(['vit_b'])} for vit_b/l/h)",
     )
 
 
@@ -1371,9 +1560,65 @@ def main_job(args: argparse.Namespace) -> int:
     return 0
 
 
+def official_checkpoint(
+    models: Sequence[str], checkpoint: str | None, random_weights: bool
+) -> str | None:
+    """The checkpoint an official model of ``models`` loads: ``checkpoint``, else
+    ``$BASAM_SAM_CHECKPOINT`` (said on stderr), else None, which only ``random_weights``
+    allows (a one-line UserError otherwise)."""
+    official = [m for m in models if m in OFFICIAL_NAMES]
+    if checkpoint is not None or not official:
+        return checkpoint
+    env = os.environ.get(CHECKPOINT_ENV)
+    if env and not random_weights:
+        print(f"--checkpoint from {CHECKPOINT_ENV}={env}", file=sys.stderr)
+        return env
+    if not random_weights:
+        raise UserError(
+            f"{', '.join(official)} has no weights: pass --checkpoint, set {CHECKPOINT_ENV} "
+            "(`python -m basam_lite weights get` fetches the file), or pass --random-weights to "
+            "run seeded random weights on purpose (recorded in the table's identity)"
+        )
+    return None
+
+
+def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """The command line's defaults that follow the model (sizes, images, dataset, --out) and
+    the checkpoint from the environment; arguments given stay as they are."""
+    models = list(args.model)
+    official = [m for m in models if m in OFFICIAL_NAMES]
+    if getattr(args, "resolutions", None) is None:
+        axis = "extent" if getattr(args, "axis", "zoom") == "extent" else "zoom"
+        args.resolutions = list(default_sizes(models, axis))
+    if getattr(args, "extent_resolutions", None) is None:
+        args.extent_resolutions = list(default_sizes(models, "extent"))
+    if getattr(args, "extent_limit", None) is None:
+        args.extent_limit = default_images(models)
+    if getattr(args, "dataset", None) is None:
+        args.dataset = f"synthetic:{default_images(models)}"
+    if getattr(args, "out", None) is None and args.merge:
+        raise UserError("--merge writes the merged table to --out: give it, e.g. runs/sweep.csv")
+    if getattr(args, "out", None) is None:
+        args.out = f"runs/sweep-{'-'.join(official)}.csv" if official else "results/sweep.csv"
+    if not args.merge:
+        random = getattr(args, "random_weights", False)
+        args.checkpoint = official_checkpoint(models, args.checkpoint, random)
+    return args
+
+
+def skipped_summary(df: pd.DataFrame) -> list[str]:
+    """One line per reason rows were not scored (skipped or error): how many, and why."""
+    bad = df[df["status"] != "ok"]
+    if bad.empty:
+        return []
+    counts = bad.groupby(["status", "reason"], sort=False).size()
+    return [f"{n} of {len(df)} rows {status}: {reason}" for (status, reason), n in counts.items()]
+
+
 def run(args: argparse.Namespace) -> int:
     from .plots import plot_sweep, summary_table
 
+    fill_defaults(args)
     if getattr(args, "axis", "zoom") == "both" and not args.merge:
         return main_job(args)
     if args.metric not in NUMERIC_COLUMNS:
@@ -1420,16 +1665,29 @@ def run(args: argparse.Namespace) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         t0 = time.perf_counter()
-        df = run_sweep(cfg, out, on_error=args.on_error, overwrite=args.overwrite)
+        df = run_sweep(
+            cfg,
+            out,
+            on_error=args.on_error,
+            overwrite=args.overwrite,
+            extend=getattr(args, "extend", False),
+            random_weights=getattr(args, "random_weights", False),
+        )
         if getattr(args, "header", None):  # the main job names each axis's output
             print(args.header)
         print(f"{len(df)} rows in {out} ({time.perf_counter() - t0:.0f} s this run)")
         errors = df[df["status"] == "error"].drop_duplicates("image")
         for _, row in errors.iterrows():
             print(f"skipped (error): {row['image']}: {row['reason']}")
-    with pd.option_context("display.width", 160, "display.max_columns", 30):
-        print(f"mean {args.metric} per variant x resolution:")
-        print(summary_table(df, metric=args.metric).round(3).to_string())
+    for line in skipped_summary(df):
+        print(line)
+    summary = summary_table(df, metric=args.metric)
+    if summary.empty:
+        print(f"no scored row in {out}: nothing to average (see the lines above)")
+    else:
+        with pd.option_context("display.width", 160, "display.max_columns", 30):
+            print(f"mean {args.metric} per variant x resolution:")
+            print(summary.round(3).to_string())
     if not args.no_plot and (df["status"] == "ok").any():
         png = plot_path(out)
         plot_sweep(df, png, metric=args.metric)

@@ -59,6 +59,8 @@ VARIANTS = {"vanilla": "vanilla", "basam": "paper"}
 """``--variant`` -> the preset active during training (vanilla = no patch)."""
 
 _MAX_SCENES = 10**9  # the training stream is effectively infinite
+FINETUNE_BATCH = 2
+"""``--batch-size`` of ``train --dataset`` when it is not given (images per micro-batch)."""
 
 
 @dataclass
@@ -501,7 +503,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=int,
         default=TrainConfig.batch_size,
-        help=f"scenes per step (default {TrainConfig.batch_size})",
+        help=f"scenes per step (default {TrainConfig.batch_size}; with --dataset, images per "
+        f"micro-batch, default {FINETUNE_BATCH})",
     )
     lr_help = f"default {TrainConfig.lr:g} (1e-4 with --init)"
     p.add_argument("--lr", type=float, default=None, help=lr_help)
@@ -564,6 +567,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the medians and their ratios",
     )
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    from .finetune import add_arguments as add_finetune_arguments
+
+    add_finetune_arguments(p)  # --dataset and the options of fine-tuning on it
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -739,6 +745,18 @@ def planned_precision(
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "dataset", None) is not None:  # fine-tuning on a dataset
+        from .finetune import run as run_finetune
+
+        if args.steps != TrainConfig.steps:
+            raise UserError(
+                "--steps counts procedural training steps: with --dataset give --epochs"
+            )
+        if args.variant != "vanilla":
+            raise UserError("--variant names a procedural run: with --dataset give --preset")
+        if args.batch_size == TrainConfig.batch_size:  # the procedural default: 2 images here
+            args.batch_size = FINETUNE_BATCH
+        return run_finetune(args)
     check_arguments(args)
     cfg = config_from_args(args)
     if args.time_steps is not None:

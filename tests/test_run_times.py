@@ -81,25 +81,53 @@ def record(**seconds: tuple[float, float]) -> dict:
     """A record of the form the script writes: name -> (native s, avx2 s)."""
 
     def run(s: float, capability: str, day: int) -> dict:
-        return {"seconds": s, "cpu_seconds": s * 0.9, "date": f"2026-12-0{day}T10:00:00+00:00",
-                "load_before": [0.1, 0.2, 0.3], "load_after": [0.9, 0.5, 0.4],
-                "cpu_capability": capability, "torch_threads": 2, "auto_precision": "fp32"}
+        return {
+            "seconds": s,
+            "cpu_seconds": s * 0.9,
+            "date": f"2026-12-0{day}T10:00:00+00:00",
+            "load_before": [0.1, 0.2, 0.3],
+            "load_after": [0.9, 0.5, 0.4],
+            "cpu_capability": capability,
+            "torch_threads": 2,
+            "auto_precision": "fp32",
+        }
 
     return {
-        "schema": 1, "date": "2026-12-03T10:00:00+00:00", "command": "python scripts/...",
-        "machine": {"cpu_model": "AMD EPYC", "cores": 2,
-                    "flags": {"avx2": True, "avx512f": True, "avx512_bf16": True,
-                              "amx_bf16": False, "amx_tile": False}},
+        "schema": 1,
+        "date": "2026-12-03T10:00:00+00:00",
+        "command": "python scripts/...",
+        "machine": {
+            "cpu_model": "AMD EPYC",
+            "cores": 2,
+            "flags": {
+                "avx2": True,
+                "avx512f": True,
+                "avx512_bf16": True,
+                "amx_bf16": False,
+                "amx_tile": False,
+            },
+        },
         "modes": rt.MODES,
-        "notebooks": {n: {"native": run(a, "AVX512", 2), "avx2": run(b, "AVX2", 3)}
-                      for n, (a, b) in seconds.items()},
+        "notebooks": {
+            n: {"native": run(a, "AVX512", 2), "avx2": run(b, "AVX2", 3)}
+            for n, (a, b) in seconds.items()
+        },
     }
 
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.2, "5 s"), (5.0, "5 s"), (5.01, "10 s"), (24.9, "25 s"), (59.5, "1 min"),
-     (60.0, "1 min"), (61.0, "1 min 5 s"), (177.0, "3 min"), (181.0, "3 min 5 s")],
+    [
+        (0.2, "5 s"),
+        (5.0, "5 s"),
+        (5.01, "10 s"),
+        (24.9, "25 s"),
+        (59.5, "1 min"),
+        (60.0, "1 min"),
+        (61.0, "1 min 5 s"),
+        (177.0, "3 min"),
+        (181.0, "3 min 5 s"),
+    ],
 )
 def test_durations_are_rounded_up_to_five_seconds(seconds: float, text: str) -> None:
     assert rt.format_duration(seconds) == text
@@ -133,8 +161,10 @@ def test_budgets_are_three_minutes_and_two_for_notebook_05() -> None:
 
 def test_the_guide_table_has_one_row_per_notebook() -> None:
     table = rt.guide_table(record(a=(21.3, 37.0), b=(61.0, 70.0))).splitlines()
-    assert table[0] == ("| notebook | native (wall) | avx2 (wall) | native (kernel CPU) | "
-                        "avx2 (kernel CPU) | load average before / after (1 min) |")
+    assert table[0] == (
+        "| notebook | native (wall) | avx2 (wall) | native (kernel CPU) | "
+        "avx2 (kernel CPU) | load average before / after (1 min) |"
+    )
     assert table[2] == "| a | 25 s | 40 s | 19 s | 33 s | native 0.1 / 0.9; avx2 0.1 / 0.9 |"
     assert table[3].startswith("| b | 1 min 5 s | 1 min 10 s |") and len(table) == 4
 
@@ -181,8 +211,10 @@ def test_each_stored_notebook_has_one_line_that_edits_alone(path: Path) -> None:
     assert rt.replace_line(text, stated, path) == text
     new = rt.replace_line(text, f"{rt.LINE_START}7 s, a test's line.", path)
     diff = changed_lines(text, new)
-    assert len(diff) == 2 and "a test's line." in diff[1] and stated in json.loads(
-        diff[0][2:].strip().rstrip(",")
+    assert (
+        len(diff) == 2
+        and "a test's line." in diff[1]
+        and stated in json.loads(diff[0][2:].strip().rstrip(","))
     )
     assert rt.notebook_line(new) == f"{rt.LINE_START}7 s, a test's line."
 
@@ -209,7 +241,8 @@ def test_the_line_must_be_there_once_and_be_one_line() -> None:
         rt.replace_line(text, "Run time: 5 s")
     new = rt.replace_line(text, "**Run time:** new")
     assert changed_lines(text, new) == [
-        '-     "**Run time:** old\\n",', '+     "**Run time:** new\\n",'
+        '-     "**Run time:** old\\n",',
+        '+     "**Run time:** new\\n",',
     ]
 
 
@@ -330,8 +363,10 @@ def test_a_tiny_notebook_is_timed_in_both_modes_and_checked_inside_its_kernel(tm
     folder = tmp_path / "nbs"
     folder.mkdir()
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("**Run time:** unknown"),
-                nbformat.v4.new_code_cell("x = sum(range(10))")]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("**Run time:** unknown"),
+        nbformat.v4.new_code_cell("x = sum(range(10))"),
+    ]
     (folder / "a.ipynb").write_text(nbformat.writes(nb))
     stored = (folder / "a.ipynb").read_bytes()
     out = tmp_path / "rt.json"

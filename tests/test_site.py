@@ -47,8 +47,12 @@ def test_student_site_holds_every_notebook_and_no_solution(tmp_path) -> None:
     # nothing is written into the project's notebooks
     for nb in notebooks:
         staged_nb = json.loads((tmp_path / "notebooks" / nb).read_text())
-        assert all(not c.get("outputs") for c in staged_nb["cells"] if c["cell_type"] == "code"
-                   and "nbval-check-output" not in c.get("metadata", {}).get("tags", []))
+        assert all(
+            not c.get("outputs")
+            for c in staged_nb["cells"]
+            if c["cell_type"] == "code"
+            and "nbval-check-output" not in c.get("metadata", {}).get("tags", [])
+        )
 
 
 def test_teacher_site_adds_the_solutions(tmp_path) -> None:
@@ -63,10 +67,17 @@ def test_teacher_site_adds_the_solutions(tmp_path) -> None:
 
 def test_api_pages_cover_every_module() -> None:
     pages = stage.api_pages()
-    for module in ("basam_lite.masks", "basam_lite.scaling", "basam_lite.grade",
-                   "basam_lite.exercises.nb03", "basam_lite.datasets"):
-        assert f"api/{module}.md" in pages and f".. automodule:: {module}\n" in pages[
-            f"api/{module}.md"]
+    for module in (
+        "basam_lite.masks",
+        "basam_lite.scaling",
+        "basam_lite.grade",
+        "basam_lite.exercises.nb03",
+        "basam_lite.datasets",
+    ):
+        assert (
+            f"api/{module}.md" in pages
+            and f".. automodule:: {module}\n" in pages[f"api/{module}.md"]
+        )
     assert "basam_lite.__main__" not in "".join(pages)
 
 
@@ -107,21 +118,36 @@ def test_the_guide_reads_its_run_times_from_the_record(tmp_path) -> None:
     from basam_lite import run_times as rt
 
     record = {
-        "schema": 1, "date": "2026-12-03T10:00:00+00:00", "command": "python scripts/...",
-        "machine": {"cpu_model": "AMD EPYC", "cores": 2, "flags": {"avx512f": True,
-                                                                   "avx512_bf16": True}},
+        "schema": 1,
+        "date": "2026-12-03T10:00:00+00:00",
+        "command": "python scripts/...",
+        "machine": {
+            "cpu_model": "AMD EPYC",
+            "cores": 2,
+            "flags": {"avx512f": True, "avx512_bf16": True},
+        },
         "modes": rt.MODES,
-        "notebooks": {"01_quickstart": {
-            m: {"seconds": s, "cpu_seconds": 20.0, "date": "2026-12-03T10:00:00+00:00",
-                "load_before": [0.2, 0.1, 0.1], "load_after": [0.8, 0.3, 0.1]}
-            for m, s in (("native", 31.0), ("avx2", 44.0))}},
+        "notebooks": {
+            "01_quickstart": {
+                m: {
+                    "seconds": s,
+                    "cpu_seconds": 20.0,
+                    "date": "2026-12-03T10:00:00+00:00",
+                    "load_before": [0.2, 0.1, 0.1],
+                    "load_after": [0.8, 0.3, 0.1],
+                }
+                for m, s in (("native", 31.0), ("avx2", 44.0))
+            }
+        },
     }
     path = tmp_path / "run_times.json"
     path.write_text(json.dumps(record))
     section = stage.run_times_section(path)
     assert "2-core AMD EPYC (AVX-512, native bf16), last on 2026-12-03" in section
-    assert ("| [01_quickstart](notebooks/01_quickstart.ipynb) | 35 s | 45 s | 20 s | 20 s | "
-            "native 0.2 / 0.8; avx2 0.2 / 0.8 |") in section
+    assert (
+        "| [01_quickstart](notebooks/01_quickstart.ipynb) | 35 s | 45 s | 20 s | 20 s | "
+        "native 0.2 / 0.8; avx2 0.2 / 0.8 |"
+    ) in section
     assert "Not measured yet" in stage.run_times_section(tmp_path / "missing.json")
     guide = (ROOT / "site" / "teacher_guide.md").read_text()
     assert guide.count(stage.RUN_TIMES_MARKER) == 1

@@ -158,7 +158,9 @@ def test_a_wider_grid_resumes_into_the_fresh_table(tmp_path, tiny_models):
     out = tmp_path / "grown.csv"
     first = run_sweep(small, out, progress=False, models=tiny_models)
     assert len(first) == 2
-    grown = run_sweep(wide, out, progress=False, models=tiny_models)
+    with pytest.raises(UserError, match="--extend"):  # widening is explicit
+        run_sweep(wide, out, progress=False, models=tiny_models)
+    grown = run_sweep(wide, out, progress=False, models=tiny_models, extend=True)
     same_rows(grown, fresh)  # the earlier rows moved to their place in the wider grid
     same_rows(read_table(out), fresh)
     # Asking for the small grid again changes nothing: the table keeps its wider grid.

@@ -182,6 +182,12 @@ def _meta_model(name: str) -> nn.Module:
 
 
 @functools.cache
+def meta_model(name: str) -> nn.Module:
+    """A weightless (meta-device) build of the registered model ``name``, cached: for reading
+    its structure and parameter count, never for running it."""
+    return _meta_model(name)
+
+
 def model_spec(name: str) -> ModelSpec:
     """The spec of the registered model ``name``, read off a weightless (meta-device) build."""
     return spec_of(_meta_model(name), name)
