@@ -19,15 +19,15 @@ from contextlib import ExitStack, contextmanager
 import numpy as np
 import pandas as pd
 import torch
-from segment_anything.build_sam import sam_model_registry
-from segment_anything.modeling import Sam
 from torch import Tensor, nn
 
 from .capture import capture_attention
+from .config import BASAMConfig
 from .datasets import Prompt
+from .encoders import adapter_for
+from .encoders import global_blocks as _global_blocks
 from .masks import Metric, alibi_slopes, grid_positions, pairwise_distance
-from .patch import BASAMConfig, image_encoder_of
-from .resolution import base_size, input_size, patch_size
+from .resolution import input_size, patch_size
 from .scaling import attention_scale
 from .variants import variant_at
 
@@ -162,7 +162,7 @@ def mean_attention_distance(
 
 
 def attention_statistics(
-    sam: Sam,
+    sam: nn.Module,
     image: Tensor | np.ndarray,
     sides: Sequence[int],
     configs: dict[str, BASAMConfig],
@@ -180,10 +180,9 @@ def attention_statistics(
     """
     from .predictor import to_rgb_uint8
 
-    enc = sam.image_encoder
-    global_blocks = [i for i, b in enumerate(enc.blocks) if b.window_size == 0]
-    blocks = list(global_blocks if blocks is None else blocks)
-    patch = patch_size(enc)
+    adapter = adapter_for(sam)
+    blocks = list(adapter.global_blocks() if blocks is None else blocks)
+    patch = adapter.patch_size()
     rgb = torch.as_tensor(to_rgb_uint8(np.asarray(image))).permute(2, 0, 1).float()[None]
     rows = []
     for side in sides:
@@ -201,10 +200,10 @@ def attention_statistics(
                     stack.enter_context(variant_at(sam, config, side))
                 except ValueError:
                     continue  # the official rule below its training size
-                x = sam.preprocess(resized[0])[None]
+                x = adapter.preprocess(resized[0])[None]
                 with capture_attention(sam, blocks=blocks, queries=queries) as cap:
                     with torch.no_grad():
-                        sam.image_encoder(x)
+                        adapter.encode(x)
             for b in blocks:
                 probs = cap.maps[b]
                 ent = entropy(probs)[0]  # [heads, Q]
@@ -225,10 +224,10 @@ def attention_statistics(
     return pd.DataFrame(rows)
 
 
-def current_grid(sam: Sam) -> tuple[int, int]:
+def current_grid(sam: nn.Module) -> tuple[int, int]:
     """The token grid ``sam`` runs at now."""
     h, w = input_size(sam)
-    p = patch_size(sam.image_encoder)
+    p = patch_size(sam)
     return h // p, w // p
 
 
@@ -236,27 +235,28 @@ def current_grid(sam: Sam) -> tuple[int, int]:
 
 
 def global_blocks(model: nn.Module) -> list[int]:
-    """Indexes of the global-attention blocks of a ``Sam`` or ``ImageEncoderViT`` (window 0)."""
-    return [i for i, b in enumerate(image_encoder_of(model).blocks) if b.window_size == 0]
+    """Indexes of the global-attention blocks of a model or encoder of any family (the
+    project's one answer: :func:`basam_lite.encoders.global_blocks`)."""
+    return _global_blocks(model)
 
 
 @torch.no_grad()
-def keys_per_row(sam: Sam, side: int) -> tuple[int, int]:
+def keys_per_row(sam: nn.Module, side: int) -> tuple[int, int]:
     """Keys per softmax row of the first windowed and the first global block at ``side`` px,
     counted from the attention maps captured for one query on a blank image (measured, not
     computed from a rule). ``sam`` is returned to the size it had."""
     from .resolution import restore_input_size, set_input_size
 
-    enc = sam.image_encoder
-    windowed = next(i for i, b in enumerate(enc.blocks) if b.window_size)
-    first_global = global_blocks(sam)[0]
+    adapter = adapter_for(sam)
+    windowed = next(b.index for b in adapter.attention_blocks() if not b.is_global)
+    first_global = adapter.global_blocks()[0]
     before = input_size(sam)
     set_input_size(sam, side)
     try:
         with capture_attention(sam, blocks=[windowed, first_global], queries=[(0, 0)]) as cap:
-            enc(torch.zeros(1, 3, side, side))
+            adapter.encode(torch.zeros(1, 3, side, side))
     finally:
-        if tuple(before) == tuple(base_size(enc)):
+        if tuple(before) == tuple(adapter.base_size()):
             restore_input_size(sam)
         else:
             set_input_size(sam, before)
@@ -264,37 +264,33 @@ def keys_per_row(sam: Sam, side: int) -> tuple[int, int]:
 
 
 def architecture_table(names: Sequence[str] = ("vit_b", "vit_l", "vit_h", "tiny")) -> pd.DataFrame:
-    """Encoder layout of SAM models by name, read from models built on PyTorch's ``meta``
-    device (no memory, no weights: the numbers depend on the architecture only).
+    """Encoder layout of models by name, from the model-spec registry
+    (:func:`basam_lite.encoders.specs.model_spec`: read off models built on PyTorch's ``meta``
+    device, no memory, no weights: the numbers depend on the architecture only).
 
     Columns: base side (px), token grid, depth, heads, head dim, window size, keys per softmax
     row in windowed and in global blocks at the base size, and the global block indexes.
     """
-    from .models import MODEL_NAMES, OFFICIAL_NAMES, TINY, build_tiny_sam
+    from .encoders.specs import model_spec
 
     rows = []
     for name in names:
-        if name not in MODEL_NAMES:
-            raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
-        with torch.device("meta"):
-            sam = sam_model_registry[name]() if name in OFFICIAL_NAMES else build_tiny_sam(TINY)
-        enc = sam.image_encoder
-        side = base_size(enc)[0]
-        grid = side // patch_size(enc)
-        attn = enc.blocks[0].attn
-        window = max(b.window_size for b in enc.blocks)
+        spec = model_spec(name)  # a UserError (a ValueError) for an unknown name
+        side = spec.base_hw[0]
+        grid = side // spec.patch_size
+        window = max(spec.windows)
         rows.append(
             {
                 "model": name,
                 "base_side": side,
                 "grid": grid,
-                "depth": len(enc.blocks),
-                "heads": attn.num_heads,
-                "head_dim": attn.qkv.out_features // 3 // attn.num_heads,
+                "depth": spec.depth,
+                "heads": spec.heads[0],
+                "head_dim": spec.dims[0] // spec.heads[0],
                 "window": window,
                 "windowed_keys": window * window,
                 "global_keys": grid * grid,
-                "global_blocks": ", ".join(map(str, global_blocks(enc))),
+                "global_blocks": ", ".join(map(str, spec.global_blocks)),
             }
         )
     return pd.DataFrame(rows)
@@ -362,7 +358,7 @@ def mask_receptive_field(
 
 
 @contextmanager
-def configured(sam: Sam, config: BASAMConfig | None) -> Iterator[Sam]:
+def configured(sam: nn.Module, config: BASAMConfig | None) -> Iterator[nn.Module]:
     """``sam`` with ``config`` applied inside the ``with`` block (None: leave it as it is);
     the previous patch, or none, is restored afterwards."""
     if config is None:
@@ -374,7 +370,7 @@ def configured(sam: Sam, config: BASAMConfig | None) -> Iterator[Sam]:
 
 @torch.no_grad()
 def encoder_outputs(
-    sam: Sam, images: Tensor, configs: dict[str, BASAMConfig | None]
+    sam: nn.Module, images: Tensor, configs: dict[str, BASAMConfig | None]
 ) -> dict[str, Tensor]:
     """The image encoder's output for ``images [B, 3, H, W]`` (at the model's input size,
     already normalised or not: the encoder does not care) under each named config (None: the
@@ -382,13 +378,13 @@ def encoder_outputs(
     outputs = {}
     for name, config in configs.items():
         with configured(sam, config):
-            outputs[name] = sam.image_encoder(images)
+            outputs[name] = adapter_for(sam).encode(images)
     return outputs
 
 
 @torch.no_grad()
 def segment(
-    sam: Sam, image: np.ndarray, prompt: Prompt, config: BASAMConfig | None = None
+    sam: nn.Module, image: np.ndarray, prompt: Prompt, config: BASAMConfig | None = None
 ) -> dict[str, object]:
     """One image and one :class:`~basam_lite.datasets.Prompt` (in the image's pixel frame)
     through a :class:`~basam_lite.BASAMPredictor` at the model's current input size.
@@ -397,10 +393,10 @@ def segment(
     mask logits at the image's size), ``mask`` (``logits > sam.mask_threshold``) and ``score``
     (the IoU head's prediction). ``config`` is applied for this call only.
     """
-    from .predictor import BASAMPredictor
+    from .predictor import predictor_for
 
     with configured(sam, config):
-        predictor = BASAMPredictor(sam)
+        predictor = predictor_for(sam)
         predictor.set_image(image)
         logits, scores, _ = predictor.predict(
             **prompt.predictor_kwargs(),
@@ -435,7 +431,7 @@ def official_batch_prompts(prompts: Sequence[Prompt]) -> list[dict[str, Tensor]]
 
 @torch.no_grad()
 def segment_batch(
-    sam: Sam, images: Sequence[np.ndarray], records: Sequence[dict[str, Tensor]]
+    sam: nn.Module, images: Sequence[np.ndarray], records: Sequence[dict[str, Tensor]]
 ) -> list[dict[str, Tensor]]:
     """``Sam.forward`` on a batch: image i with prompt record i (single-mask output).
 
@@ -469,8 +465,7 @@ def perturb_rel_pos(model: nn.Module, std: float = 0.3, seed: int = 0) -> None:
     they are dropped; not part of any BA-SAM variant.
     """
     g = torch.Generator().manual_seed(seed)
-    for block in image_encoder_of(model).blocks:
-        attn = block.attn
-        if attn.use_rel_pos:
-            for table in (attn.rel_pos_h, attn.rel_pos_w):
-                table.copy_(std * torch.randn(table.shape, generator=g).to(table))
+    adapter = adapter_for(model)
+    for block in adapter.attention_blocks():
+        for table in adapter.position_tables(block).values():
+            table.copy_(std * torch.randn(table.shape, generator=g).to(table))

@@ -67,6 +67,14 @@ The paths (``path=`` of :func:`attend` and of :class:`~basam_lite.BASAMConfig`):
   dim grows from :math:`d` to :math:`d + \mathrm{rows} + \mathrm{cols}`: more compute than
   ``"chunked"`` on large grids.
 
+A *general* bias (:attr:`AttentionBias.is_general`) is one the grid-row tricks above do not
+cover: keys on another grid than the queries (a block that pools its queries, SAM 2's stage
+transitions; queries then sit at the centre of the key cells they pool) or a family's dense
+additive term :math:`T_{ij}` (MobileSAM's learned bias table). It runs on generic row paths:
+``"dense"`` builds its whole ``[B, H, N_q, N_k]`` bias from explicit positions, ``"chunked"``
+(also what ``"folded"`` and ``"auto"`` under autograd give) builds it per chunk of query rows,
+out of place. Same results to fp32 rounding; such blocks are small (windows) or rare.
+
 Without autograd the dense and chunked biases are written into a per-thread workspace kept
 between calls, so repeated forwards do not page-fault a fresh buffer each time.
 
@@ -89,7 +97,6 @@ from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling.image_encoder import get_rel_pos
 from torch import Tensor
 
 from .masks import Metric, grid_positions, pairwise_distance
@@ -123,6 +130,14 @@ class AttentionBias:
             :math:`-m_h\, s\, \mathrm{dist}(p_i, p_j)` with :math:`s` this number. 1 measures
             distances in patches of the current grid (the paper's mask);
             :func:`basam_lite.masks.base_unit_scale` measures them in patches of the base grid.
+        key_grid_hw: the keys' (rows, cols) grid when it differs from the queries' (a pooling
+            block: ``grid_hw`` is then the pooled query grid, ``rel_h [B, H, Nq, key rows]``,
+            ``rel_w [B, H, Nq, key cols]``). Query (r, c) sits at the centre of the key cells it
+            pools, :math:`((r + \tfrac12) s_r - \tfrac12,\ (c + \tfrac12) s_c - \tfrac12)` in
+            key patches (:math:`s` = key rows / query rows, key cols / query cols), and the mask's
+            distances are measured from there. None: the same grid as the queries.
+        table: ``[B or 1, H, Nq, Nk]`` a family's dense additive position term (e.g. MobileSAM's
+            learned per-head bias table, gathered for this window), or None.
     """
 
     grid_hw: tuple[int, int]
@@ -131,42 +146,42 @@ class AttentionBias:
     slopes: Tensor | None = None
     metric: Metric = "euclidean"
     distance_scale: float = 1.0
+    key_grid_hw: tuple[int, int] | None = None
+    table: Tensor | None = None
 
     @property
     def is_empty(self) -> bool:
-        return self.rel_h is None and self.slopes is None
+        return self.rel_h is None and self.slopes is None and self.table is None
 
     @property
     def has_rel_pos(self) -> bool:
         return self.rel_h is not None and self.rel_w is not None
 
     @property
+    def key_grid(self) -> tuple[int, int]:
+        """The keys' (rows, cols) grid: ``key_grid_hw``, or the query grid when None."""
+        return self.grid_hw if self.key_grid_hw is None else self.key_grid_hw
+
+    @property
+    def is_general(self) -> bool:
+        """A bias the grid-row fast paths do not cover: keys on another grid than the queries
+        (query pooling) or a dense ``table`` term. It runs on the generic row paths."""
+        pooled = self.key_grid_hw is not None and tuple(self.key_grid_hw) != tuple(self.grid_hw)
+        return pooled or self.table is not None
+
+    @property
     def num_tokens(self) -> int:
         return self.grid_hw[0] * self.grid_hw[1]
 
+    @property
+    def num_keys(self) -> int:
+        rows, cols = self.key_grid
+        return rows * cols
+
     def requires_grad(self) -> bool:
         """Whether any tensor of the bias takes part in autograd."""
-        return any(t is not None and t.requires_grad for t in (self.rel_h, self.rel_w, self.slopes))
-
-
-def decomposed_rel_pos(
-    q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor, grid_hw: tuple[int, int]
-) -> tuple[Tensor, Tensor]:
-    r"""SAM's decomposed relative-position terms (MViTv2) for queries ``q [B, H, N, d]``.
-
-    Returns ``rel_h [B, H, N, rows]`` and ``rel_w [B, H, N, cols]`` with
-    :math:`R^h_i[r] = q_i \cdot P_h[\mathrm{row}_i - r]` (tables interpolated by SAM's own
-    ``get_rel_pos`` when the grid differs from the one they were trained on). SAM adds
-    ``rel_h[i, row_j] + rel_w[i, col_j]`` to the logit of pair (i, j); q is not scaled here.
-    """
-    rows, cols = grid_hw
-    b, h, n, d = q.shape
-    table_h = get_rel_pos(rows, rows, rel_pos_h)  # [rows (query), rows (key), d]
-    table_w = get_rel_pos(cols, cols, rel_pos_w)
-    q_grid = q.reshape(b, h, rows, cols, d)
-    rel_h = torch.einsum("bhrcd,rkd->bhrck", q_grid, table_h).reshape(b, h, n, rows)
-    rel_w = torch.einsum("bhrcd,ckd->bhrck", q_grid, table_w).reshape(b, h, n, cols)
-    return rel_h, rel_w
+        tensors = (self.rel_h, self.rel_w, self.slopes, self.table)
+        return any(t is not None and t.requires_grad for t in tensors)
 
 
 Rows = slice | Tensor  # a run of query rows, or a 1-D index tensor of them
@@ -221,9 +236,34 @@ def _aligned_rows(rows: Rows, grid_hw: tuple[int, int]) -> tuple[int, int] | Non
     return start // cols, stop // cols
 
 
+def query_positions(bias: AttentionBias, device: torch.device | None = None) -> Tensor:
+    """``[Nq, 2]`` (row, col) of every query in key patches: the query grid itself, or for a
+    pooled query grid the centre of the key cells each query pools (see
+    :class:`AttentionBias`)."""
+    pos = grid_positions(bias.grid_hw, device=device)
+    if not bias.is_general or bias.key_grid == tuple(bias.grid_hw):
+        return pos
+    (rows, cols), (key_rows, key_cols) = bias.grid_hw, bias.key_grid
+    stride = torch.tensor([key_rows / rows, key_cols / cols], device=device)
+    return (pos + 0.5) * stride - 0.5  # (r + 1/2) s - 1/2: the centre of the pooled cells
+
+
+def _general_mask_rows(bias: AttentionBias, rows: Rows, dtype: torch.dtype) -> Tensor:
+    """The mask of a general bias (:attr:`AttentionBias.is_general`) for some query rows:
+    ``[1, H, Q, Nk]``, from explicit query and key positions."""
+    assert bias.slopes is not None
+    device = bias.slopes.device
+    keys = grid_positions(bias.key_grid, device=device)
+    queries = query_positions(bias, device)[rows]
+    dist = pairwise_distance(queries, keys, bias.metric, cols=bias.key_grid[1])
+    return _neg_slopes(bias, dtype, 4) * dist.to(dtype)
+
+
 def mask_rows(bias: AttentionBias, rows: Rows, dtype: torch.dtype) -> Tensor:
     """The bias-mode mask for the given query rows: ``[1, H, Q, N]``."""
     assert bias.slopes is not None
+    if bias.is_general:
+        return _general_mask_rows(bias, rows, dtype)
     device = bias.slopes.device
     aligned = _aligned_rows(rows, bias.grid_hw)
     if aligned is not None:
@@ -357,13 +397,16 @@ def bias_rows(bias: AttentionBias, rows: Rows, dtype: torch.dtype) -> Tensor | N
     """The full additive bias for the given query rows: ``[B or 1, H, Q, N]``, or None."""
     if bias.is_empty:
         return None
-    aligned = _aligned_rows(rows, bias.grid_hw)
+    aligned = None if bias.is_general else _aligned_rows(rows, bias.grid_hw)
     if aligned is not None:
         return _grid_row_bias(bias, *aligned, dtype)
     out: Tensor | None = None
     if bias.has_rel_pos:
         assert bias.rel_h is not None and bias.rel_w is not None
         out = rel_pos_rows(bias.rel_h, bias.rel_w, rows, dtype)
+    if bias.table is not None:
+        t = bias.table[:, :, rows].to(dtype)
+        out = t if out is None else out + t
     if bias.slopes is not None:
         m = mask_rows(bias, rows, dtype)
         out = m if out is None else out + m
@@ -371,17 +414,17 @@ def bias_rows(bias: AttentionBias, rows: Rows, dtype: torch.dtype) -> Tensor | N
 
 
 def dense_bias_bytes(batch: int, heads: int, bias: AttentionBias, itemsize: int = 4) -> int:
-    """Bytes a dense ``[B, H, N, N]`` bias would take."""
-    b = batch if bias.has_rel_pos else 1
-    return b * heads * bias.num_tokens**2 * itemsize
+    """Bytes a dense ``[B, H, Nq, Nk]`` bias would take."""
+    b = batch if bias.has_rel_pos or bias.table is not None else 1
+    return b * heads * bias.num_tokens * bias.num_keys * itemsize
 
 
 def chunk_grid_rows(batch: int, heads: int, bias: AttentionBias, itemsize: int = 4) -> int:
     """Grid rows per query chunk: one chunk's bias takes at most :data:`CHUNK_BIAS_BYTES` (or
     one grid row), with the chunks evened out."""
     n_rows, cols = bias.grid_hw
-    b = batch if bias.has_rel_pos else 1
-    row_bytes = b * heads * cols * bias.num_tokens * itemsize
+    b = batch if bias.has_rel_pos or bias.table is not None else 1
+    row_bytes = b * heads * cols * bias.num_keys * itemsize
     most = max(1, min(n_rows, CHUNK_BIAS_BYTES // max(row_bytes, 1)))
     chunks = -(-n_rows // most)
     return -(-n_rows // chunks)  # the same number of chunks, evened out
@@ -401,10 +444,16 @@ def choose_path(
     fused backward, no ``N^2`` tensor saved); else ``"dense"`` for grids up to
     :data:`DENSE_MAX_TOKENS` tokens whose dense bias fits :data:`DENSE_BIAS_BUDGET`, and
     ``"chunked"`` (memory ``O(chunk * N)``) beyond.
+
+    A general bias (:attr:`AttentionBias.is_general`: pooled queries or a dense table) has no
+    folded form: ``"folded"`` (asked for, or chosen under autograd) runs it ``"chunked"``, on
+    the generic row path (bias rows built out of place from explicit positions).
     """
     check_choice(path, ATTENTION_PATHS, "attention path")
     if bias.is_empty:
         return "sdpa"
+    if bias.is_general and (path == "folded" or (path == "auto" and requires_grad)):
+        return "chunked"
     if path != "auto":
         return path
     if requires_grad:
@@ -432,6 +481,8 @@ def attend(
         if not bias.is_empty:  # an explicit "sdpa" request must not silently drop a bias
             raise ValueError("path 'sdpa' runs without bias; use 'auto' for a biased attention")
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    if bias.is_general:
+        return _general(q, k, v, scale, bias, whole=chosen == "dense")
     if chosen == "dense":
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=_dense_bias(bias, q.dtype, grad), scale=scale
@@ -516,6 +567,33 @@ def _chunked(
             rows = slice(first * bias.grid_hw[1], last * bias.grid_hw[1])
             mask = rel_pos_rows(bias.rel_h, bias.rel_w, rows, q.dtype, out)
         outs.append(F.scaled_dot_product_attention(q[:, :, s:e], k, v, attn_mask=mask, scale=scale))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+
+def _general(
+    q: Tensor, k: Tensor, v: Tensor, scale: float, bias: AttentionBias, whole: bool
+) -> Tensor:
+    """A general bias (pooled queries, a dense table): its rows built out of place by
+    :func:`bias_rows` from explicit positions, all at once (``whole``) or per chunk of query
+    grid rows of at most :data:`CHUNK_BIAS_BYTES`."""
+    n_q = bias.num_tokens
+    if q.shape[-2] != n_q or k.shape[-2] != bias.num_keys:
+        raise ValueError(
+            f"q has {q.shape[-2]} tokens and k {k.shape[-2]}, but the bias is for a "
+            f"{bias.grid_hw} query grid and a {bias.key_grid} key grid"
+        )
+    if whole:
+        mask = bias_rows(bias, slice(None), q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    cols = bias.grid_hw[1]
+    step = chunk_grid_rows(q.shape[0], q.shape[1], bias, q.element_size()) * cols
+    outs = []
+    for s in range(0, n_q, step):
+        rows = slice(s, min(n_q, s + step))
+        mask = bias_rows(bias, rows, q.dtype)
+        outs.append(
+            F.scaled_dot_product_attention(q[:, :, rows], k, v, attn_mask=mask, scale=scale)
+        )
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
 

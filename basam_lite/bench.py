@@ -42,10 +42,12 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
 from . import attention as attn_lib
+from .encoders.sam1 import decomposed_rel_pos
+from .encoders.sam1_build import global_block_encoder
+from .encoders.specs import model_spec
 from .models import build_sam, tiny_checkpoint_path
 from .patch import BASAMConfig, apply_basam, remove_basam
 from .patch_state import block_patch
@@ -60,7 +62,8 @@ TARGET_SPEEDUP = 1.2  # (a)/(b) at least
 TARGET_OVERHEAD = 1.15  # (b)/(b0) at most
 TARGET_2048_GB = 8.0
 EXTRAPOLATION_SIZES = (512, 768, 1024)
-VIT_B = {"dim": 768, "heads": 12, "mlp_ratio": 4.0}
+VIT_B = model_spec("vit_b")
+"""ViT-B's facts (its global blocks' width and heads), read off the model."""
 
 BLOCK_CASES = {
     "sam_block": "(a) SAM's own block, unpatched",
@@ -100,31 +103,12 @@ class Row:
 # ---------------------------------------------------------------- building the cases
 
 
-def vit_b_global_block(use_rel_pos: bool = True, seed: int = 0) -> ImageEncoderViT:
-    """A one-block ``ImageEncoderViT`` whose block is a ViT-B global block (so that
-    :func:`apply_basam` can patch it). Rel-pos tables random (SAM initialises them at zero;
-    a trained SAM's are not), weights seeded."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        enc = ImageEncoderViT(
-            img_size=1024,
-            patch_size=16,
-            embed_dim=VIT_B["dim"],
-            depth=1,
-            num_heads=VIT_B["heads"],
-            mlp_ratio=VIT_B["mlp_ratio"],
-            out_chans=256,
-            qkv_bias=True,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
-            use_rel_pos=use_rel_pos,
-            window_size=14,
-            global_attn_indexes=(0,),
-        )
-        if use_rel_pos:
-            with torch.no_grad():
-                enc.blocks[0].attn.rel_pos_h.normal_(0, 0.02)
-                enc.blocks[0].attn.rel_pos_w.normal_(0, 0.02)
-    return enc.eval()
+def vit_b_global_block(use_rel_pos: bool = True, seed: int = 0) -> nn.Module:
+    """A one-block image encoder whose block is a ViT-B global block (so that
+    :func:`apply_basam` can patch it): :func:`basam_lite.encoders.sam1_build.global_block_encoder`.
+    Rel-pos tables random (SAM initialises them at zero; a trained SAM's are not), weights
+    seeded."""
+    return global_block_encoder("vit_b", use_rel_pos, seed)
 
 
 def block_case(case: str, seed: int = 0) -> nn.Module:
@@ -150,7 +134,7 @@ def block_cases(seed: int = 0) -> dict[str, nn.Module]:
 
 def block_input(grid: int, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(1, grid, grid, int(VIT_B["dim"]), generator=g)
+    return torch.randn(1, grid, grid, VIT_B.global_dim(), generator=g)
 
 
 def attention_cases(block: nn.Module, x: torch.Tensor) -> dict[str, tuple[str, Callable]]:
@@ -172,7 +156,7 @@ def attention_cases(block: nn.Module, x: torch.Tensor) -> dict[str, tuple[str, C
         slopes = alibi_slopes(attn.num_heads)
 
     def relpos() -> tuple[torch.Tensor, torch.Tensor]:
-        return attn_lib.decomposed_rel_pos(q, attn.rel_pos_h, attn.rel_pos_w, grid)
+        return decomposed_rel_pos(q, attn.rel_pos_h, attn.rel_pos_w, grid)
 
     def paper(path: str) -> Callable:
         def run() -> torch.Tensor:
@@ -230,7 +214,7 @@ ATTENTION_DESCRIPTIONS = {
 }
 
 
-def sam_block_bytes(grid: int, heads: int = 12) -> int:
+def sam_block_bytes(grid: int, heads: int = VIT_B.global_heads()) -> int:
     """What SAM's explicit global block needs at its peak: logits, logits + rel_h, + rel_w."""
     return 3 * heads * grid**4 * 4
 
@@ -413,7 +397,7 @@ def bench_blocks(args: argparse.Namespace, rows: list[Row]) -> None:
             memory = {s["case"]: r for s, r in zip(specs, results, strict=True)}
         for case, desc in BLOCK_CASES.items():
             mem = memory.get(case, {})
-            row = Row("block", case, desc, grid, n, grid * 16)
+            row = Row("block", case, desc, grid, n, grid * VIT_B.patch_size)
             row.path = _block_path(cases[case], grid)
             if case in skipped:
                 row.status, row.note = "skipped", skipped[case]
@@ -423,7 +407,15 @@ def bench_blocks(args: argparse.Namespace, rows: list[Row]) -> None:
             _fill_memory(row, mem)
             rows.append(row)
         for name, (path, _) in attention.items():
-            row = Row("attention", name, ATTENTION_DESCRIPTIONS[name], grid, n, grid * 16, path)
+            row = Row(
+                "attention",
+                name,
+                ATTENTION_DESCRIPTIONS[name],
+                grid,
+                n,
+                grid * VIT_B.patch_size,
+                path,
+            )
             row.runs = runs[name]
             row.seconds = median(row.runs)
             rows.append(row)
@@ -480,10 +472,11 @@ def bench_models(args: argparse.Namespace, rows: list[Row]) -> None:
         print(f"[models] {label}: done", flush=True)
     if args.vit_b:
         sam = build_sam("vit_b")
-        x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
+        side = VIT_B.base_side
+        x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
         runs = _with_without(sam, x, max(2, args.repeats - 2))
-        _model_rows(rows, "vit_b_encoder", "vit_b", "ViT-B (random weights)", 1024, runs)
-        print("[models] ViT-B at 1024 px: done", flush=True)
+        _model_rows(rows, "vit_b_encoder", "vit_b", "ViT-B (random weights)", side, runs)
+        print(f"[models] ViT-B at {side} px: done", flush=True)
 
 
 def _with_without(sam: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, list[float]]:

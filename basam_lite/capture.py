@@ -29,7 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from .attention import AttentionBias, attention_probs
-from .patch import BASAMConfig, apply_basam, image_encoder_of, is_patched, remove_basam
+from .config import BASAMConfig
+from .encoders import adapter_for
+from .patch import apply_basam, is_patched, remove_basam
 from .patch_state import block_patch
 
 Queries = Sequence[int] | Sequence[tuple[int, int]] | None
@@ -113,8 +115,8 @@ class _BlockHook:
         self.capture, self.index, self.window, self.queries = capture, index, window, queries
         self.image_grid: tuple[int, int] | None = None
 
-    def pre_block(self, module: nn.Module, args: tuple) -> None:
-        self.image_grid = (int(args[0].shape[1]), int(args[0].shape[2]))
+    def pre_block(self, grid: tuple[int, int]) -> None:
+        self.image_grid = grid
 
     def __call__(self, attn: nn.Module, q: Tensor, k: Tensor, scale: float, bias: AttentionBias):
         assert self.image_grid is not None
@@ -161,8 +163,10 @@ def capture_attention(
     """Collect attention probabilities of ``blocks`` (all when None) for ``queries`` (all when
     None; else token indices or (row, col) positions on the image's token grid) during the
     forward passes run inside the ``with`` block. The last forward's maps are kept."""
-    encoder = image_encoder_of(model)
-    n_blocks = len(encoder.blocks)
+    adapter = adapter_for(model)
+    encoder = adapter.encoder
+    attention_blocks = adapter.attention_blocks()
+    n_blocks = len(attention_blocks)
     chosen = list(range(n_blocks)) if blocks is None else list(blocks)
     bad = [b for b in chosen if not isinstance(b, int) or not -n_blocks <= b < n_blocks]
     if bad:
@@ -175,16 +179,16 @@ def capture_attention(
     handles = []
     try:
         for b in chosen:
-            block = encoder.blocks[b]
-            hook = _BlockHook(capture, b, block.window_size, queries)
-            handles.append(block.register_forward_pre_hook(hook.pre_block))
+            block = attention_blocks[b]
+            hook = _BlockHook(capture, b, block.window, queries)
+            handles.append(adapter.watch_block_input(b, hook.pre_block))
             block_patch(block.attn).capture_hook = hook  # type: ignore[union-attr]
         yield capture
     finally:
         for h in handles:
             h.remove()
         for b in chosen:
-            state = block_patch(encoder.blocks[b].attn)
+            state = block_patch(attention_blocks[b].attn)
             if state is not None:
                 state.capture_hook = None
         if temporary:

@@ -18,13 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from segment_anything.modeling import Sam
-from torch import Tensor
+from torch import Tensor, nn
 
 from .datasets import Prompt
 
 
-def encode_prompt(sam: Sam, prompt: Prompt) -> tuple[Tensor, Tensor]:
+def encode_prompt(sam: nn.Module, prompt: Prompt) -> tuple[Tensor, Tensor]:
     """SAM's prompt encoder on one prompt: sparse ``[1, T, C]`` (T = its point and box-corner
     tokens, plus SAM's padding point when there is no box) and dense ``[1, C, h, w]``."""
     points = None
@@ -37,7 +36,7 @@ def encode_prompt(sam: Sam, prompt: Prompt) -> tuple[Tensor, Tensor]:
     return sam.prompt_encoder(points=points, boxes=boxes, masks=None)
 
 
-def decode_one(sam: Sam, embedding: Tensor, prompt: Prompt) -> tuple[Tensor, Tensor]:
+def decode_one(sam: nn.Module, embedding: Tensor, prompt: Prompt) -> tuple[Tensor, Tensor]:
     """SAM's own decoder on one image's embedding ``[1, C, h, w]`` and one prompt: low-res
     logits ``[1, 1, 4h, 4w]`` and predicted IoU ``[1, 1]``, single-mask output."""
     sparse, dense = encode_prompt(sam, prompt)
@@ -51,7 +50,7 @@ def decode_one(sam: Sam, embedding: Tensor, prompt: Prompt) -> tuple[Tensor, Ten
 
 
 def decode_each(
-    sam: Sam, embeddings: Tensor, image_index: Sequence[int], prompts: Sequence[Prompt]
+    sam: nn.Module, embeddings: Tensor, image_index: Sequence[int], prompts: Sequence[Prompt]
 ) -> tuple[Tensor, Tensor]:
     """:func:`decode_one` prompt by prompt, stacked: what :func:`decode_prompts` computes, the
     way the shipped checkpoints were trained (``train --per-prompt-decoder``)."""
@@ -61,7 +60,7 @@ def decode_each(
     return torch.cat([low for low, _ in outs]), torch.cat([iou for _, iou in outs])
 
 
-def decode_tokens(sam: Sam, embeddings: Tensor, sparse: Tensor) -> tuple[Tensor, Tensor]:
+def decode_tokens(sam: nn.Module, embeddings: Tensor, sparse: Tensor) -> tuple[Tensor, Tensor]:
     """Single-mask decoding of N prompts, each with its own image embedding.
 
     ``embeddings``: ``[N, C, h, w]``, row n the embedding of prompt n's image; ``sparse``:
@@ -89,7 +88,7 @@ def decode_tokens(sam: Sam, embeddings: Tensor, sparse: Tensor) -> tuple[Tensor,
 
 
 def decode_prompts(
-    sam: Sam, embeddings: Tensor, image_index: Sequence[int], prompts: Sequence[Prompt]
+    sam: nn.Module, embeddings: Tensor, image_index: Sequence[int], prompts: Sequence[Prompt]
 ) -> tuple[Tensor, Tensor]:
     """Single-mask decoding of ``prompts[n]`` on image ``image_index[n]`` of ``embeddings``
     ``[B, C, h, w]``; one decoder pass per distinct prompt token count. Returns low-res logits

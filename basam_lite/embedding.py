@@ -1,4 +1,5 @@
-"""How smooth a position-embedding table is over the token grid.
+"""Position-embedding tables over the token grid: how smooth one is, and resampling one to
+another grid.
 
 A learned absolute position embedding ``[1, rows, cols, C]`` is *smooth* when neighbouring
 tokens get similar vectors, as in ViTs trained long on large data; an untrained (random) table
@@ -9,6 +10,7 @@ checkpoint has instead of asserting it.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import UserError
@@ -41,3 +43,12 @@ def shuffled(pos_embed: Tensor, seed: int = 0) -> Tensor:
     rows, cols, c = t.shape[-3:]
     perm = torch.randperm(rows * cols, generator=torch.Generator().manual_seed(seed))
     return t.reshape(-1, rows * cols, c)[:, perm].reshape(t.shape)
+
+
+def resample_pos_embed(pos_embed: Tensor, grid_hw: tuple[int, int]) -> Tensor:
+    """``[1, gh, gw, C]`` -> ``[1, rows, cols, C]``, bicubic (identity at the same grid)."""
+    if tuple(pos_embed.shape[1:3]) == tuple(grid_hw):
+        return pos_embed
+    pe = pos_embed.permute(0, 3, 1, 2)
+    pe = F.interpolate(pe, size=grid_hw, mode="bicubic", align_corners=False)
+    return pe.permute(0, 2, 3, 1)

@@ -14,13 +14,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
-from torch import Tensor
+from torch import Tensor, nn
 
 from .datasets import ProceduralScenes, prompt_for
 from .decoding import decode_one
+from .encoders import adapter_for
 from .metrics import grid_mask_iou, mask_iou
-from .resolution import patch_size
 
 
 def image_batch(images: list[np.ndarray]) -> Tensor:
@@ -38,7 +37,7 @@ def padded_to(mask: np.ndarray, multiple: int) -> np.ndarray:
 
 @torch.no_grad()
 def evaluation_table(
-    sam: Sam,
+    sam: nn.Module,
     n: int = 100,
     kinds: tuple[str, ...] = ("box", "point", "center"),
     size: int = 256,
@@ -57,11 +56,12 @@ def evaluation_table(
     was_training = sam.training
     sam.eval()
     ds = ProceduralScenes(n, seed=seed, size=size, split=split, mix=mix)
-    cell = patch_size(sam.image_encoder)
+    adapter = adapter_for(sam)
+    cell = adapter.patch_size()
     rows = []
     for start in range(0, n, 16):
         samples = ds[start : min(n, start + 16)]
-        emb = sam.image_encoder(sam.preprocess(image_batch([s.image for s in samples])))
+        emb = adapter.encode(adapter.preprocess(image_batch([s.image for s in samples])))
         for i, s in enumerate(samples):
             row: dict[str, object] = {
                 "scene": s.name,
@@ -82,7 +82,7 @@ def evaluation_table(
 
 
 def evaluate(
-    sam: Sam,
+    sam: nn.Module,
     n: int = 100,
     kinds: tuple[str, ...] = ("box", "point", "center"),
     size: int = 256,

@@ -36,14 +36,15 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from matplotlib.colors import LogNorm, Normalize
-from segment_anything.modeling import Sam
+from torch import nn
 
 from . import analysis
 from .capture import capture_attention
+from .config import BASAMConfig
+from .encoders import adapter_for
 from .errors import UserError
-from .patch import BASAMConfig
 from .predictor import to_rgb_uint8
-from .resolution import base_size, patch_size
+from .resolution import base_size
 from .variants import variant_at
 
 Point = tuple[float, float]
@@ -152,7 +153,7 @@ class AttentionAtlas:
 
     def __init__(
         self,
-        sam: Sam,
+        sam: nn.Module,
         image: np.ndarray,
         sides: Sequence[int],
         variants: Sequence[str] | Mapping[str, BASAMConfig] = ("vanilla", "paper"),
@@ -170,13 +171,14 @@ class AttentionAtlas:
             self.add_query(name, point)
         if not self.queries:
             raise UserError("give at least one query point, as name -> (y, x) fractions")
-        enc = sam.image_encoder
-        self.patch = patch_size(enc)
-        self.base = base_size(enc)[0]
-        n_blocks = len(enc.blocks)
+        self.adapter = adapter_for(sam)
+        attention = self.adapter.attention_blocks()
+        self.patch = self.adapter.patch_size()
+        self.base = self.adapter.base_size()[0]
+        n_blocks = len(attention)
         self.blocks = list(range(n_blocks)) if blocks is None else [b % n_blocks for b in blocks]
-        self.global_blocks = [i for i in self.blocks if enc.blocks[i].window_size == 0]
-        self.num_heads = enc.blocks[0].attn.num_heads
+        self.global_blocks = [i for i in self.blocks if attention[i].is_global]
+        self.num_heads = attention[0].heads
         self._cache: dict[tuple[int, str], CapturedMaps] = {}
 
     @property
@@ -208,7 +210,7 @@ class AttentionAtlas:
 
     def window_size(self, block: int) -> int:
         """Window side (tokens) of ``block``; 0 for a global block."""
-        return int(self.sam.image_encoder.blocks[block].window_size)
+        return self.adapter.attention_blocks()[block].window
 
     @torch.no_grad()
     def _run(self, side: int, variant: str, names: list[str]) -> CapturedMaps:
@@ -217,9 +219,9 @@ class AttentionAtlas:
         image = resize_square(self.image, side)
         with variant_at(sam, self.configs[variant], side):
             x = torch.as_tensor(image).permute(2, 0, 1).float().to(sam.device)
-            x = sam.preprocess(x)[None]
+            x = self.adapter.preprocess(x)[None]
             with capture_attention(sam, blocks=self.blocks, queries=tokens) as cap:
-                sam.image_encoder(x)
+                self.adapter.encode(x)
             maps = {b: cap.grid_maps(b)[0].float().cpu().numpy() for b in self.blocks}
             grid = cap.grids[self.blocks[0]]
             windows = dict(cap.window_sizes)
@@ -659,7 +661,7 @@ def _explorer_box_class():
 
 
 def attention_explorer(
-    sam: Sam,
+    sam: nn.Module,
     image: np.ndarray,
     sides: Sequence[int] | None = None,
     variants: Sequence[str] | Mapping[str, BASAMConfig] = ("vanilla", "paper"),
@@ -685,7 +687,7 @@ def attention_explorer(
     """
     if atlas is None:
         if sides is None:
-            b = base_size(sam.image_encoder)[0]
+            b = base_size(sam)[0]
             sides = [b // 2, b, 2 * b, 4 * b]
         atlas = AttentionAtlas(sam, image, sides, variants, queries)
     return AttentionExplorer(atlas, default).widget

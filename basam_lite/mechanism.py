@@ -24,17 +24,17 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from segment_anything.modeling import Sam
+from torch import nn
 
 from .analysis import entropy, mean_attention_distance
 from .axes import AxisSampler
 from .capture import capture_attention
+from .config import BASAMConfig
 from .datasets import Sample
 from .datasets.extent import ExtentSample, TargetDoesNotFit
+from .encoders import adapter_for
 from .errors import UserError
-from .patch import BASAMConfig
-from .predictor import BASAMPredictor
-from .resolution import base_size, patch_size
+from .predictor import predictor_for
 from .variants import variant_at
 
 MECHANISM_VARIANTS = ("vanilla", "scale", "bias", "paper")
@@ -68,7 +68,7 @@ def query_tokens(sample: Sample, base_tokens: np.ndarray, axis: str, size: int, 
 
 @torch.no_grad()
 def attention_along_axes(
-    sam: Sam,
+    sam: nn.Module,
     dataset: Sequence[Sample],
     sizes: dict[str, Sequence[int]],
     variants: dict[str, BASAMConfig | None] | None = None,
@@ -99,10 +99,10 @@ def attention_along_axes(
     for axis in sizes:
         if axis not in ("zoom", "extent"):
             raise UserError(f"unknown axis {axis!r} in sizes: use 'zoom' and/or 'extent'")
-    enc = sam.image_encoder
-    patch = patch_size(enc)
-    base = base_size(enc)[0]
-    blocks = [i for i, b in enumerate(enc.blocks) if b.window_size == 0]
+    adapter = adapter_for(sam)
+    patch = adapter.patch_size()
+    base = adapter.base_size()[0]
+    blocks = adapter.global_blocks()
     samplers = {axis: AxisSampler(dataset, axis, seed=seed, patch=patch) for axis in sizes}
     rows = []
     for i in range(min(images, len(dataset))):
@@ -128,7 +128,7 @@ def attention_along_axes(
                         variant_at(sam, run, size),
                         capture_attention(sam, blocks=blocks, queries=qs) as cap,
                     ):
-                        BASAMPredictor(sam).set_image(sample.image)
+                        predictor_for(sam).set_image(sample.image)
                     for b in blocks:
                         probs = cap.maps[b]  # [1, heads, Q, N]
                         ent = entropy(probs)[0]

@@ -19,7 +19,7 @@ from .outputs import write_text_atomic
 from .provenance import machine
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
 
 def breakdown_lines(table: pd.DataFrame | None) -> list[str]:

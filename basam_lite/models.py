@@ -11,110 +11,36 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
-from segment_anything.build_sam import sam_model_registry
-from segment_anything.modeling import (
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
-    Sam,
-    TwoWayTransformer,
-)
 from torch import nn
 
+from .encoders.sam1_build import TINY, TinySpec, build_official, build_tiny_sam
 from .errors import UserError
 from .weights import fetch as fetch_weights
+
+__all__ = [
+    "MODEL_NAMES",
+    "OFFICIAL_NAMES",
+    "TINY",
+    "TINY_NAMES",
+    "TinySpec",
+    "build_sam",
+    "build_tiny_sam",
+    "sam_from_env",
+]
 
 CHECKPOINT_ENV = "BASAM_SAM_CHECKPOINT"
 DATA_ENV = "BASAM_DATA_DIR"
 OFFICIAL_NAMES = ("vit_b", "vit_l", "vit_h")
 TINY_NAMES = ("tiny", "tiny-vanilla", "tiny-basam")
 MODEL_NAMES = OFFICIAL_NAMES + TINY_NAMES
+"""The ``segment_anything`` models; :func:`model_names` adds every registered family's."""
 
 # encoder (embed_dim, depth) of the official models, used to say what a checkpoint looks like.
 _OFFICIAL_SHAPES = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}
 _OFFICIAL_FILE = re.compile(r"sam_(vit_[blh])_([0-9a-f]{6})\.pth$")
-
-
-@dataclass(frozen=True)
-class TinySpec:
-    """A small SAM of ``segment_anything``'s own classes, fast enough for a 2-core CPU.
-
-    Same patch size (16) and window/global pattern as ViT-B (every third block global), so the
-    token grid grows with resolution exactly as in real SAM: 16 x 16 tokens at 256 px.
-    """
-
-    img_size: int = 256
-    patch_size: int = 16  # SAM's, as in every official model; 8 only in scripts/recipe_study.py
-    embed_dim: int = 192
-    depth: int = 6
-    num_heads: int = 6
-    global_attn_indexes: tuple[int, ...] = (2, 5)
-    window_size: int = 4
-    prompt_dim: int = 128
-    decoder_depth: int = 2
-    decoder_mlp_dim: int = 512
-    decoder_heads: int = 4
-
-    @property
-    def grid(self) -> int:
-        """Tokens per side at ``img_size`` (16 at 256 px)."""
-        return self.img_size // self.patch_size
-
-    def parameter_count(self) -> int:
-        """Number of parameters of a model of this spec (builds one on the CPU)."""
-        return sum(p.numel() for p in build_tiny_sam(self).parameters())
-
-
-TINY = TinySpec()
-
-
-def build_tiny_sam(spec: TinySpec = TINY, seed: int = 0) -> Sam:
-    """A randomly initialised (seeded) tiny SAM in eval mode."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        sam = Sam(
-            image_encoder=ImageEncoderViT(
-                img_size=spec.img_size,
-                patch_size=spec.patch_size,
-                embed_dim=spec.embed_dim,
-                depth=spec.depth,
-                num_heads=spec.num_heads,
-                mlp_ratio=4,
-                norm_layer=partial(nn.LayerNorm, eps=1e-6),
-                qkv_bias=True,
-                use_rel_pos=True,
-                global_attn_indexes=spec.global_attn_indexes,
-                window_size=spec.window_size,
-                out_chans=spec.prompt_dim,
-            ),
-            prompt_encoder=PromptEncoder(
-                embed_dim=spec.prompt_dim,
-                image_embedding_size=(spec.grid, spec.grid),
-                input_image_size=(spec.img_size, spec.img_size),
-                mask_in_chans=16,
-            ),
-            mask_decoder=MaskDecoder(
-                num_multimask_outputs=3,
-                transformer=TwoWayTransformer(
-                    depth=spec.decoder_depth,
-                    embedding_dim=spec.prompt_dim,
-                    mlp_dim=spec.decoder_mlp_dim,
-                    num_heads=spec.decoder_heads,
-                ),
-                transformer_dim=spec.prompt_dim,
-                iou_head_depth=3,
-                iou_head_hidden_dim=spec.prompt_dim,
-            ),
-        )
-        # SAM leaves pos_embed at zero (it is learned); a small random table makes the
-        # untrained tiny model's resolution behaviour non-trivial.
-        nn.init.trunc_normal_(sam.image_encoder.pos_embed, std=0.02)
-    return sam.eval()
 
 
 def data_dir() -> Path:
@@ -228,7 +154,9 @@ def check_official_name(name: str, path: Path) -> None:
         )
 
 
-def load_weights(model: Sam, state: dict[str, torch.Tensor], source: str, name: str) -> Sam:
+def load_weights(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, name: str
+) -> nn.Module:
     """``model.load_state_dict(state)`` with errors that say what the checkpoint looks like."""
     own = model.state_dict()
     mismatched = [
@@ -255,21 +183,41 @@ def load_weights(model: Sam, state: dict[str, torch.Tensor], source: str, name: 
     return model
 
 
+def model_names() -> tuple[str, ...]:
+    """Every model :func:`build_sam` builds: the ``segment_anything`` ones, then the other
+    families' named models (:data:`basam_lite.encoders.specs.MODELS`)."""
+    from .encoders.specs import MODELS
+
+    return MODEL_NAMES + tuple(n for n in MODELS if n not in MODEL_NAMES)
+
+
+def loads_checkpoint(name: str) -> bool:
+    """Whether model ``name`` takes its weights from a checkpoint a user gives (the official
+    ViTs and other families' models; the tiny ones bring their own)."""
+    return name not in TINY_NAMES
+
+
 def build_sam(
     name: str, checkpoint: str | os.PathLike | None = None, *, pretrained: bool = False
-) -> Sam:
+) -> nn.Module:
     """A SAM in eval mode.
 
     Args:
         name: ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` (built exactly as ``segment_anything``
             builds them), ``"tiny"`` (random weights, seed 0) or ``"tiny-vanilla"`` /
-            ``"tiny-basam"`` (the trained tiny checkpoints in ``data/checkpoints``).
+            ``"tiny-basam"`` (the trained tiny checkpoints in ``data/checkpoints``); or another
+            family's registered model (:func:`model_names`; random weights, seed 0, without a
+            checkpoint).
         checkpoint: local path to weights (official ViTs: without it the weights are random).
         pretrained: official ViTs only: Meta's checkpoint from the weights cache, downloaded
             and verified on first use (``basam_lite.weights.fetch(name)``), as timm does.
     """
     if name not in MODEL_NAMES:
-        raise UserError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+        from .encoders.specs import MODELS, load_model
+
+        if name in MODELS and not pretrained:  # another family's model
+            return load_model(name, None if checkpoint is None else str(checkpoint))
+        raise UserError(f"unknown model {name!r}: choose one of {', '.join(model_names())}")
     if pretrained:
         if name not in OFFICIAL_NAMES:
             raise UserError(
@@ -293,7 +241,7 @@ def build_sam(
         if name in OFFICIAL_NAMES:
             check_official_name(name, path)
         state = read_checkpoint(path)
-    sam = sam_model_registry[name](checkpoint=None) if name in OFFICIAL_NAMES else build_tiny_sam()
+    sam = build_official(name) if name in OFFICIAL_NAMES else build_tiny_sam()
     if state is not None:
         load_weights(sam, state, str(path), name)
     return sam.eval()
@@ -312,7 +260,7 @@ def model_name_from_checkpoint(path: str | os.PathLike) -> str:
     return name
 
 
-def sam_from_env(default: str = "tiny-vanilla") -> tuple[Sam, str]:
+def sam_from_env(default: str = "tiny-vanilla") -> tuple[nn.Module, str]:
     """The notebooks' one switch: a real SAM from ``BASAM_SAM_CHECKPOINT`` when it is set and
     readable, else the ``default`` tiny model. Returns (model, human-readable description).
 

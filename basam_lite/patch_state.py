@@ -2,11 +2,13 @@
 image encoder, and the only code that reads or writes it.
 
 :func:`basam_lite.apply_basam` and :func:`basam_lite.set_input_size` change a module's behaviour
-by giving it a small subclass (``module.__class__ = ...``: ``BASAMAttention``, ``SizedEncoder``,
-``SizedSam``, defined next to their logic) and a record here. Nothing else is stored on the module
-but the parameters a config adds (``basam_gain``, ``basam_rel_pos_coef``: names that are part of
-the state_dict, hence of saved checkpoints). Subclasses and records are plain module-level classes
-and dataclasses, so a patched model survives ``copy.deepcopy``, ``pickle`` and ``torch.save``.
+by giving it a small subclass (``module.__class__ = ...``: each family adapter's patched
+attention and sized encoder, e.g. ``segment_anything``'s ``BASAMAttention``, ``SizedEncoder``
+and ``SizedSam`` in :mod:`basam_lite.encoders.sam1`) and a record here. Nothing else is stored
+on the module but the parameters a config adds (``basam_gain``, ``basam_rel_pos_coef``: names
+that are part of the state_dict, hence of saved checkpoints). Subclasses and records are plain
+module-level classes and dataclasses, so a patched model survives ``copy.deepcopy``, ``pickle``
+and ``torch.save``.
 
 Other modules use the functions below, never the attribute names.
 """
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from .patch import BASAMConfig
+    from .config import BASAMConfig
 
 BlockParameter = Literal["gain", "rel_pos_coef"]
 BLOCK_PARAMETERS: tuple[BlockParameter, ...] = ("gain", "rel_pos_coef")
@@ -35,14 +37,16 @@ class BlockPatch:
 
     Attributes:
         config: the patch's config.
-        is_global: a global-attention block (``window_size == 0``).
+        is_global: a global-attention block (its adapter's ``AttentionBlock.is_global``).
         active: whether the block gets the scale and the mask.
         train_keys: keys per softmax row at training (the lambda's denominator).
         slopes: per-head mask slopes ``[heads]`` (None: no ``alibi2d`` mask).
         original: the module's class before patching (restored by :func:`detach_block`).
-        base_grid: the encoder's base token grid (the unit of a ``mask_units="base"`` mask).
-        saved_rel_pos: SAM's rel-pos tables ``([2h-1, d], [2w-1, d])`` when the config zeroed
-            them (put back by :func:`basam_lite.remove_basam`).
+        base_grid: the block's key grid at the encoder's base size (the unit of a
+            ``mask_units="base"`` mask).
+        saved_position: the family's position tables by name (SAM's rel-pos tables
+            ``rel_pos_h [2h-1, d]``, ``rel_pos_w [2w-1, d]``) when the config zeroed them (put
+            back by :func:`basam_lite.remove_basam`).
         capture_hook: called with ``(attn, q, k, scale, bias)`` at each forward (set by
             :func:`basam_lite.capture_attention`).
     """
@@ -54,7 +58,7 @@ class BlockPatch:
     slopes: Tensor | None
     original: type[nn.Module] = nn.Module
     base_grid: tuple[int, int] = (0, 0)
-    saved_rel_pos: tuple[Tensor, Tensor] | None = None
+    saved_position: dict[str, Tensor] | None = None
     capture_hook: Callable[..., None] | None = None
 
     def scale_for(self, num_keys: int) -> float:
@@ -116,7 +120,8 @@ def attach_block(attn: nn.Module, record: BlockPatch, cls: type[nn.Module]) -> N
 
 def detach_block(attn: nn.Module) -> tuple[BlockPatch | None, dict[str, nn.Parameter]]:
     """Unpatch ``attn``: its class back, record and added parameters removed (returned, so
-    :func:`reattach_block` can put the same objects back). The rel-pos tables are the caller's."""
+    :func:`reattach_block` can put the same objects back). The position tables are the
+    caller's."""
     record = attn.__dict__.pop(_BLOCK, None)
     params = {}
     for key, name in _PARAMETER_NAMES.items():
@@ -154,12 +159,31 @@ def encoder_patch(encoder: nn.Module) -> EncoderPatch | None:
     return encoder.__dict__.get(_ENCODER)
 
 
-def attach_encoder(encoder: nn.Module, record: EncoderPatch, cls: type[nn.Module]) -> None:
+def attach_encoder(encoder: nn.Module, record: EncoderPatch, cls: type[nn.Module] | None) -> None:
     """Record ``record`` on ``encoder`` and give it the class ``cls`` (``record.original`` is
-    kept when the encoder already has ``cls``)."""
-    if type(encoder) is not cls:
+    kept when the encoder already has ``cls``; None: the encoder keeps its class)."""
+    if cls is not None and type(encoder) is not cls:
         record.original = swap_class(encoder, cls)
     encoder.__dict__[_ENCODER] = record
+
+
+def encoder_record(
+    encoder: nn.Module, base_hw: tuple[int, int], cls: type[nn.Module] | None
+) -> EncoderPatch:
+    """The encoder's record, made (base size ``base_hw``, class ``cls``) when missing."""
+    record = encoder_patch(encoder)
+    if record is None:
+        record = EncoderPatch(base_hw, type(encoder))
+        attach_encoder(encoder, record, cls)
+    return record
+
+
+def drop_encoder_record_if_unneeded(encoder: nn.Module) -> None:
+    """Give the encoder its stock class back unless BA-SAM or a non-base size still needs the
+    record."""
+    record = encoder_patch(encoder)
+    if record is not None and not record.needed:
+        detach_encoder(encoder)
 
 
 def detach_encoder(encoder: nn.Module) -> EncoderPatch | None:

@@ -6,11 +6,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from .encoders.specs import MODELS, model_spec
 from .outputs import atomic_write
 from .variants import variant_names
 
-BASE_SIZES = {"tiny": 256, "tiny-vanilla": 256, "tiny-basam": 256}
-BASE_SIZES.update({"vit_b": 1024, "vit_l": 1024, "vit_h": 1024})
+
+def base_side(model: str) -> int | None:
+    """The base input side (px) of a registered model (its spec), None for an unknown name."""
+    return model_spec(model).base_side if model in MODELS else None
+
 
 METRIC_LABELS = {
     "iou": "IoU",
@@ -91,8 +95,8 @@ def plot_sweep(
     )
     sizes = sorted(ok["resolution"].unique())
     for (_, model), ax in zip(_facets(grid, ok), grid.axes.flat, strict=True):
-        if model in BASE_SIZES:
-            ax.axvline(BASE_SIZES[model], color="0.6", linestyle=":", linewidth=1)
+        if base_side(model) is not None:
+            ax.axvline(base_side(model), color="0.6", linestyle=":", linewidth=1)
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes)
         ax.set_xticklabels([str(s) for s in sizes])
@@ -156,8 +160,8 @@ def plot_axes(
                 ceiling = ok.drop_duplicates(["resolution", "image"]).groupby("resolution")
                 c = ceiling["grid_iou"].mean()
                 ax.plot(c.index, c.values, "k--", lw=1, label="token-grid ceiling")
-            if model in BASE_SIZES:
-                ax.axvline(BASE_SIZES[model], color="0.6", linestyle=":", linewidth=1)
+            if base_side(model) is not None:
+                ax.axvline(base_side(model), color="0.6", linestyle=":", linewidth=1)
             sizes = sorted(ok["resolution"].unique())
             ax.set_xscale("log", base=2)
             ax.set_xticks(sizes)
@@ -190,10 +194,12 @@ def plot_axes(
     return path
 
 
-def plot_axis_examples(dataset, index: int, base: int, side: int, size: float = 3.0):
+def plot_axis_examples(
+    dataset, index: int, base: int, side: int, size: float = 3.0, model: str = "tiny"
+):
     """The same image on both axes at input side ``side``: the base-size tile, the zoom input
-    and the extent canvas, each with the target's region outlined (the object in yellow).
-    Returns the figure."""
+    and the extent canvas, each with the target's region outlined (the object in yellow) and
+    its token count for ``model``'s patch size. Returns the figure."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
@@ -204,13 +210,14 @@ def plot_axis_examples(dataset, index: int, base: int, side: int, size: float = 
         (f"zoom: {side} px", AxisSampler(dataset, "zoom").sample(index, side, base)),
         (f"extent: {side} px canvas", AxisSampler(dataset, "extent").sample(index, side, base)),
     ]
+    patch = model_spec(model).patch_size
     fig, axes = plt.subplots(1, 3, figsize=(3 * size, size))
     for ax, (title, s) in zip(axes, panels, strict=True):
         ax.imshow(s.image)
         ax.contour(s.mask, levels=[0.5], colors="yellow", linewidths=1)
         t, lft, b, r = getattr(s, "region", (0, 0, *s.hw))
         ax.add_patch(Rectangle((lft - 0.5, t - 0.5), r - lft, b - t, fill=False, ec="red", lw=1))
-        ax.set_title(f"{title} ({(s.hw[0] // 16) ** 2} tokens)", fontsize=9)
+        ax.set_title(f"{title} ({(s.hw[0] // patch) ** 2} tokens)", fontsize=9)
         ax.set_axis_off()
     fig.tight_layout()
     return fig

@@ -1,4 +1,6 @@
-"""A ``SamPredictor`` that follows the model's input size and accepts any common image format.
+"""Predictors that follow the model's input size and accept any common image format, for every
+family: :func:`predictor_for` (``segment_anything``'s is
+:class:`~basam_lite.encoders.sam1.BASAMPredictor`, public as ``basam_lite.BASAMPredictor``).
 
 Image policy of :func:`to_rgb_uint8` (used by :class:`BASAMPredictor.set_image`):
 
@@ -17,12 +19,14 @@ inside the same bounds. Anything else is refused with a :class:`~basam_lite.erro
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from segment_anything import SamPredictor
 
 from .errors import UserError
-from .resolution import input_size, transform_for
+
+if TYPE_CHECKING:
+    from .encoders import Predictor
 
 
 def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -127,53 +131,9 @@ def check_prompt(
             )
 
 
-class BASAMPredictor(SamPredictor):
-    """``SamPredictor`` that follows ``set_input_size`` (square or not) and converts images.
+def predictor_for(model: object) -> Predictor:
+    """A predictor on ``model`` (any family) that follows its input size: ``set_image`` then
+    ``predict(point_coords=, point_labels=, box=)``, prompts checked by :func:`check_prompt`."""
+    from .encoders import adapter_for
 
-    Its transform is rebuilt from the model's current input size on every ``set_image``, so a
-    predictor made before :func:`basam_lite.set_input_size` stays correct.
-    """
-
-    follows_input_size = True
-
-    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        if image_format not in ("RGB", "BGR"):
-            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
-        rgb = to_rgb_uint8(image)
-        self.transform = transform_for(self.model)
-        super().set_image(rgb, image_format)
-
-    def predict(
-        self,
-        point_coords: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-        box: np.ndarray | None = None,
-        mask_input: np.ndarray | None = None,
-        multimask_output: bool = True,
-        return_logits: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``SamPredictor.predict`` after :func:`check_prompt` (UserError on a bad prompt)."""
-        if not self.is_image_set:
-            raise UserError("no image set: call predictor.set_image(image) before predict")
-        check_prompt(point_coords, point_labels, box, tuple(self.original_size))
-        return super().predict(
-            point_coords, point_labels, box, mask_input, multimask_output, return_logits
-        )
-
-    @torch.no_grad()
-    def set_torch_image(
-        self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]
-    ) -> None:
-        h, w = input_size(self.model)
-        shape = tuple(transformed_image.shape)
-        fits = len(shape) == 4 and shape[1] == 3 and shape[2] <= h and shape[3] <= w
-        if not fits or (shape[2] != h and shape[3] != w):
-            raise ValueError(
-                f"set_torch_image expects a 1x3xHxW image resized to fit {h}x{w} (one side equal), "
-                f"got {shape}: use set_image, or transform it with predictor.transform"
-            )
-        self.reset_image()
-        self.original_size = tuple(original_image_size)
-        self.input_size = tuple(shape[-2:])
-        self.features = self.model.image_encoder(self.model.preprocess(transformed_image))
-        self.is_image_set = True
+    return adapter_for(model).make_predictor()

@@ -33,14 +33,13 @@ def versions() -> dict[str, str]:
     """Versions of Python, basam_lite and the libraries a result depends on."""
     import numpy as np
     import pandas as pd
-    import segment_anything
 
     from . import __version__
 
     found = {"python": platform.python_version(), "basam_lite": __version__}
     for name, mod in (("torch", torch), ("numpy", np), ("pandas", pd)):
         found[name] = mod.__version__
-    found["segment_anything"] = getattr(segment_anything, "__version__", "1.0")
+    found["segment_anything"] = "1.0"  # its only release; the package has no __version__
     for dist in ("pysodmetrics", "segment_anything", "segment-anything"):
         with contextlib.suppress(PackageNotFoundError):
             found[dist.replace("-", "_")] = version(dist)

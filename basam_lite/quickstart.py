@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from segment_anything.modeling import Sam
+from torch import nn
 
 from .analysis import segment as segment_image
 from .datasets import ProceduralScenes, Prompt, prompt_for
+from .encoders import adapter_for
 from .evaluation import evaluate
 from .metrics import mask_iou
 from .models import build_sam
@@ -59,7 +60,7 @@ def _check(variant: str, prompt: str) -> None:
 
 
 def segment(
-    sam: Sam,
+    sam: nn.Module,
     scenes: ProceduralScenes,
     index: int,
     size: int,
@@ -91,7 +92,7 @@ def segment(
 
 
 def segment_grid(
-    sam: Sam,
+    sam: nn.Module,
     scenes: ProceduralScenes,
     index: int,
     sizes: Sequence[int],
@@ -167,7 +168,7 @@ def plot_segmentations(runs: Sequence[Segmentation], title: str | None = None, s
 
 
 def evaluate_at_sizes(
-    sam: Sam,
+    sam: nn.Module,
     sizes: Sequence[int],
     n: int = 24,
     kinds: Sequence[str] = ("box", "center"),
@@ -180,7 +181,7 @@ def evaluate_at_sizes(
     (size over the base size) and ``iou_<kind>`` per prompt kind (see
     :func:`basam_lite.datasets.prompt_for`).
     """
-    base = base_size(sam.image_encoder)[0]
+    base = base_size(sam)[0]
     rows = []
     try:
         for size in sizes:
@@ -192,7 +193,7 @@ def evaluate_at_sizes(
     return pd.DataFrame(rows)
 
 
-def optional_sam(name: str) -> Sam | None:
+def optional_sam(name: str) -> nn.Module | None:
     """``build_sam(name)``, or ``None`` after printing why (a missing or unreadable checkpoint)."""
     try:
         return build_sam(name)
@@ -262,7 +263,7 @@ def plot_size_curves(
 
 
 def scene_table(
-    sam: Sam,
+    sam: nn.Module,
     scenes: ProceduralScenes,
     sizes: Sequence[int],
     variants: Sequence[str] = ("vanilla", "paper"),
@@ -347,11 +348,10 @@ def plot_scene_differences(differences: pd.DataFrame, chosen: int | None = None,
     return ax
 
 
-def count_tokens(sam: Sam, side: int) -> int:
+def count_tokens(sam: nn.Module, side: int) -> int:
     """The number of image tokens ``sam``'s encoder makes from a ``side`` x ``side`` px image,
     measured by running its patch embedding on a blank image (no resizing rule assumed)."""
     import torch
 
-    with torch.no_grad():
-        grid = sam.image_encoder.patch_embed(torch.zeros(1, 3, side, side))  # (1, rows, cols, C)
-    return int(grid.shape[1] * grid.shape[2])
+    rows, cols = adapter_for(sam).first_grid(torch.zeros(1, 3, side, side))
+    return rows * cols

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
+from torch import nn
 from tqdm.auto import tqdm
 
 from .attention import CHUNK_BIAS_BYTES, DENSE_MAX_TOKENS
@@ -58,13 +58,20 @@ from .axes import (
 )
 from .datasets import ProceduralScenes, Sample, open_dataset, prompt_for
 from .datasets.extent import TargetDoesNotFit
+from .encoders.specs import model_spec
 from .errors import UserError
 from .metrics import LEGACY_COLUMNS, METRIC_COLUMNS, SOD_COLUMNS
-from .models import MODEL_NAMES, OFFICIAL_NAMES, TINY, TINY_NAMES, build_sam, tiny_checkpoint_path
+from .models import (
+    OFFICIAL_NAMES,
+    TINY_NAMES,
+    build_sam,
+    loads_checkpoint,
+    model_names,
+    tiny_checkpoint_path,
+)
 from .outputs import output_lock, write_text_atomic, write_with
-from .predictor import BASAMPredictor
+from .predictor import predictor_for
 from .provenance import platform_name, versions
-from .resolution import FitResize
 from .run_identity import (
     Identity,
     config_identity,
@@ -75,6 +82,7 @@ from .run_identity import (
     plain,
     union,
 )
+from .sizes import fit_image
 from .variants import get_variant, variant_at, variant_names
 
 PROMPTS = {"box": "box", "point": "center", "click": "point"}
@@ -117,13 +125,10 @@ EXTENT_LIMIT = 12
 ON_ERROR = ("stop", "skip")
 """What a bad image does: stop the run (rows so far kept) or a row with status "error"."""
 
-_OFFICIAL_HEADS = {"vit_b": (12, 768), "vit_l": (16, 1024), "vit_h": (16, 1280)}
-"""Attention heads and embedding width of the official image encoders (memory estimates)."""
-
 
 def patch_of(model: str) -> int:
-    """Patch size of a model by name (16 for every official SAM and the tiny spec)."""
-    return TINY.patch_size if model in TINY_NAMES else 16
+    """Patch size of a model by name (its spec: :func:`basam_lite.encoders.specs.model_spec`)."""
+    return model_spec(model).patch_size
 
 
 def _nearest_multiples(size: int, patch: int) -> str:
@@ -165,7 +170,7 @@ class SweepConfig:
                 "the S, E and F measures, about 40% of a 1024 px row's time)"
             )
         for what, values, allowed in (
-            ("model", self.models, MODEL_NAMES),
+            ("model", self.models, model_names()),
             ("variant", self.variants, variant_names()),
             ("prompt", self.prompts, tuple(PROMPTS)),
         ):
@@ -200,7 +205,7 @@ class SweepConfig:
         k, n = self.shard
         if not 0 <= k < n:
             raise UserError(f"shard {k}/{n}: need 0 <= K < N")
-        official = [m for m in self.models if m in OFFICIAL_NAMES]
+        official = [m for m in self.models if loads_checkpoint(m)]
         if self.checkpoint is not None and not official:
             raise UserError(
                 f"--checkpoint {self.checkpoint} was given but no model loads one "
@@ -237,13 +242,19 @@ def model_weights(name: str, checkpoint: str | None) -> dict[str, object]:
     initialised when it loads none."""
     path = (
         checkpoint
-        if name in OFFICIAL_NAMES
+        if loads_checkpoint(name)
         else None
         if name == "tiny"
         else tiny_checkpoint_path(name)
     )
     if path is None:
-        init = "build_tiny_sam(seed=0)" if name == "tiny" else "segment_anything's unseeded init"
+        init = (
+            "build_tiny_sam(seed=0)"
+            if name == "tiny"
+            else "segment_anything's unseeded init"
+            if name in OFFICIAL_NAMES
+            else f"{name}: its family's init, seed 0"
+        )
         return {"file": None, "sha256": None, "init": init}
     path = Path(path).expanduser()
     if not path.is_file():
@@ -342,7 +353,8 @@ def attention_bytes(model: str, size: int, biased: bool) -> int:
     """Peak bytes of one global-attention block at ``size`` px (batch 1, fp32): with a bias
     (BA-SAM variants) the dense path holds heads x N^2 scores and bias, the chunked path
     (``"auto"`` beyond ``DENSE_MAX_TOKENS``) two chunks of rows; plus the block's activations."""
-    heads, dim = (TINY.num_heads, TINY.embed_dim) if model in TINY_NAMES else _OFFICIAL_HEADS[model]
+    spec = model_spec(model)
+    heads, dim = spec.global_heads(), spec.global_dim()
     n = (size // patch_of(model)) ** 2
     activations = 16 * n * dim * 4
     if not biased:
@@ -384,11 +396,7 @@ def check_runnable(cfg: SweepConfig) -> None:
                 "(`python -m basam_lite weights get vit_b` downloads them and prints it)"
             )
     for name in cfg.models:
-        if (
-            name not in OFFICIAL_NAMES
-            and name != "tiny"
-            and not tiny_checkpoint_path(name).is_file()
-        ):
+        if name in TINY_NAMES and name != "tiny" and not tiny_checkpoint_path(name).is_file():
             raise UserError(
                 f"{tiny_checkpoint_path(name)} is missing: train it with `python -m basam_lite "
                 f"train` or use --model tiny"
@@ -415,17 +423,17 @@ def check_runnable(cfg: SweepConfig) -> None:
 class LazyModels(dict):
     """Models built on first use (a resumed run that has nothing left loads none)."""
 
-    def __init__(self, cfg: SweepConfig, built: dict[str, Sam] | None = None) -> None:
+    def __init__(self, cfg: SweepConfig, built: dict[str, nn.Module] | None = None) -> None:
         super().__init__(built or {})
         self.cfg = cfg
 
-    def __missing__(self, name: str) -> Sam:
-        ckpt = self.cfg.checkpoint if name in OFFICIAL_NAMES else None
+    def __missing__(self, name: str) -> nn.Module:
+        ckpt = self.cfg.checkpoint if loads_checkpoint(name) else None
         self[name] = build_sam(name, ckpt).to(self.cfg.device).eval()
         return self[name]
 
 
-def load_models(cfg: SweepConfig) -> dict[str, Sam]:
+def load_models(cfg: SweepConfig) -> dict[str, nn.Module]:
     """Every model of ``cfg``, built now."""
     models = LazyModels(cfg)
     return {name: models[name] for name in cfg.models}
@@ -433,7 +441,7 @@ def load_models(cfg: SweepConfig) -> dict[str, Sam]:
 
 @torch.no_grad()
 def run_variant(
-    sam: Sam,
+    sam: nn.Module,
     sample: Sample,
     variant: str,
     size: int,
@@ -449,7 +457,7 @@ def run_variant(
 
 
 def _variant_rows(
-    sam: Sam,
+    sam: nn.Module,
     sample: Sample,
     variant: str,
     size: int,
@@ -460,11 +468,10 @@ def _variant_rows(
     image, frame_hw = sample.image, sample.hw
     if get_variant(variant).transform == "resize_to_base":
         # The information available at S: the image fit to S, then the model's own resize.
-        fit = FitResize((size, size))
         if max(sample.hw) != size:
-            image = fit.apply_image(sample.image)
+            image = fit_image(sample.image, (size, size))
         frame_hw = image.shape[:2]
-    predictor = BASAMPredictor(sam)
+    predictor = predictor_for(sam)
     t0 = time.perf_counter()
     predictor.set_image(image)
     if sam.device.type == "cuda":
@@ -907,7 +914,7 @@ def run_sweep(
     out: str | Path,
     progress: bool = True,
     stop_after: int | None = None,
-    models: dict[str, Sam] | None = None,
+    models: dict[str, nn.Module] | None = None,
     *,
     on_error: str = "stop",
     overwrite: bool = False,
@@ -965,7 +972,7 @@ def _run_locked(
     out: Path,
     progress: bool,
     stop_after: int | None,
-    models: dict[str, Sam] | None,
+    models: dict[str, nn.Module] | None,
     on_error: str,
 ) -> pd.DataFrame:
     indices = selected(cfg, ds)
@@ -1088,9 +1095,9 @@ def _load(
 
 
 def base_side(model: str) -> int:
-    """The base input side of a model by name, without building it (256 for the tiny models,
-    1024 for the official ones)."""
-    return TINY.img_size if model in TINY_NAMES else 1024
+    """The base input side of a model by name, from its spec (256 for the tiny models, 1024 for
+    the official ones)."""
+    return model_spec(model).base_side
 
 
 # ---------------------------------------------------------------- command line
@@ -1173,7 +1180,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         nargs="+",
         default=list(d.models),
-        help=f"{', '.join(MODEL_NAMES)} (several allowed; default: {listed(d.models)})",
+        help=f"{', '.join(model_names())} (several allowed; default: {listed(d.models)})",
     )
     p.add_argument(
         "--checkpoint", default=None, help="weights of the official model (.pth); none for tiny"

@@ -26,26 +26,27 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import Sam
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .datasets import ProceduralScenes, Prompt, box_from_mask, random_points
 from .datasets.procedural import MIX_NAMES, render_layers
 from .decoding import decode_each, decode_prompts
+from .encoders import adapter_for
 from .errors import UserError
 from .evaluation import evaluate, evaluation_table, image_batch, mean_ious
 from .model_card import write_card
-from .models import TINY, TinySpec, build_sam, build_tiny_sam, load_safely, tiny_checkpoint_path
+from .models import TINY, build_sam, build_tiny_sam, load_safely, tiny_checkpoint_path
 from .outputs import atomic_write, write_text_atomic
 from .patch import BASAMConfig, apply_basam, is_patched, set_attention_path
-from .precision import PRECISIONS, Precision, resolve_precision
+from .precision import PRECISIONS, resolve_precision
+from .train_config import TrainConfig
 
 VARIANTS = {"vanilla": "vanilla", "basam": "paper"}
 """``--variant`` -> the preset active during training (vanilla = no patch)."""
@@ -54,80 +55,8 @@ _MAX_SCENES = 10**9  # the training stream is effectively infinite
 
 
 @dataclass
-class TrainConfig:
-    """One training run. ``preset``: a BASAMConfig preset name active while training
-    (``"vanilla"`` trains plain SAM attention). ``init``: model name or checkpoint path to
-    fine-tune from (None: random init, seed ``seed``)."""
-
-    name: str = "tiny-vanilla"
-    preset: str = "vanilla"
-    init: str | None = None
-    steps: int = 5000
-    batch_size: int = 8
-    lr: float = 5e-4  # 1e-3 and 2.5e-4 both learned slower (scripts/recipe_study.py)
-    min_lr_ratio: float = 0.02
-    weight_decay: float = 0.01
-    warmup: int = 50
-    grad_clip: float = 1.0
-    iou_loss_weight: float = 1.0
-    pos_weight_max: float = 1.0  # > 1: BCE weight of object pixels, background/object ratio
-    box_jitter: float = 0.03  # max box edge shift, as a fraction of the box side
-    masks_per_image: int = 3  # prompts per scene: its target plus other visible objects
-    min_object_area: float = 0.01  # smallest visible area (image fraction) used as a target
-    # Three prompts per scene on objects of >= 1% (not five down to 0.2%): faster steps and
-    # higher box IoU after 1000 and 2000 steps (scripts/recipe_study.py).
-    size: int = 256
-    seed: int = 0
-    threads: int = 2
-    preset_from: int = 0  # step at which the preset is applied; before it: plain attention
-    mix: str = "standard"  # scene mix of the training stream (SceneMix.named)
-    # The image encoder under bf16 autocast ("bf16") or in float32 ("fp32"); "auto" picks bf16
-    # only where the CPU does bf16 natively (basam_lite.precision), and a run records the pick.
-    precision: Precision = "auto"
-    decoder_batched: bool = True  # one decoder pass for all of a step's prompts (--time-steps)
-    spec: TinySpec = TINY  # architecture of a model trained from scratch (init=None)
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "masks_per_image", "threads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise UserError(f"TrainConfig.warmup must be an integer >= 0, got {self.warmup!r}")
-        if self.precision not in PRECISIONS:
-            raise UserError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
-
-    @property
-    def encoder_bf16(self) -> bool:
-        """Whether the image encoder runs under bf16 autocast (``precision`` resolved)."""
-        return resolve_precision(self.precision)[0] == "bf16"
-
-    def describe(self) -> dict[str, object]:
-        return asdict(self)
-
-    @classmethod
-    def completed(cls, saved: dict[str, object]) -> dict[str, object]:
-        """A saved config dict, ``spec`` included, with the fields added since it was written
-        set to what runs of that time did (:data:`BEFORE_FIELD_EXISTED`) or to their defaults.
-        A run saved before ``precision`` existed recorded ``encoder_bf16`` instead."""
-        saved = dict(saved)
-        if "encoder_bf16" in saved:
-            saved.setdefault("precision", "bf16" if saved.pop("encoder_bf16") else "fp32")
-        spec = {**asdict(TinySpec()), **saved.get("spec", {})}  # type: ignore[dict-item]
-        return {**cls().describe(), **BEFORE_FIELD_EXISTED, **saved, "spec": spec}
-
-
-BEFORE_FIELD_EXISTED: dict[str, object] = {"decoder_batched": False, "precision": "bf16"}
-"""TrainConfig fields whose default differs from what runs saved before the field existed did
-(they decoded prompt by prompt, with the encoder under bf16 autocast), so that resuming such a
-run is refused, not silently changed."""
-
-
-@dataclass
 class TrainResult:
-    model: Sam
+    model: nn.Module
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     step: int = 0
@@ -143,7 +72,7 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
-def initial_model(cfg: TrainConfig) -> Sam:
+def initial_model(cfg: TrainConfig) -> nn.Module:
     """Random tiny SAM (seeded) or the ``init`` model (unpatched: see :func:`sync_preset`)."""
     if cfg.init is None:
         sam = build_tiny_sam(cfg.spec, seed=cfg.seed)
@@ -154,7 +83,7 @@ def initial_model(cfg: TrainConfig) -> Sam:
     return sam
 
 
-def sync_preset(sam: Sam, cfg: TrainConfig, step: int) -> None:
+def sync_preset(sam: nn.Module, cfg: TrainConfig, step: int) -> None:
     """Apply ``cfg.preset`` once ``step`` reaches ``cfg.preset_from`` (zero-shot presets add no
     parameter, so the optimiser's state carries over unchanged)."""
     if cfg.preset != "vanilla" and step >= cfg.preset_from and not is_patched(sam):
@@ -204,10 +133,13 @@ class TrainBatch:
                 yield i, prompt, mask
 
 
-def batch_loss(sam: Sam, batch: TrainBatch, cfg: TrainConfig) -> tuple[Tensor, dict[str, float]]:
+def batch_loss(
+    sam: nn.Module, batch: TrainBatch, cfg: TrainConfig
+) -> tuple[Tensor, dict[str, float]]:
     """Total loss of one batch and its parts (bce, dice, iou_mse, train IoU)."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.encoder_bf16):
-        embeddings = sam.image_encoder(sam.preprocess(image_batch(batch.images)))
+        adapter = adapter_for(sam)
+        embeddings = adapter.encode(adapter.preprocess(image_batch(batch.images)))
     embeddings = embeddings.float()  # the decoder is faster, and exact, in float32
     image_index, prompts, targets = zip(*batch.pairs(), strict=True)
     decode = decode_prompts if cfg.decoder_batched else decode_each
@@ -271,7 +203,7 @@ def batch_at(ds: ProceduralScenes, step: int, cfg: TrainConfig) -> TrainBatch:
 
 
 def optimiser_step(
-    sam: Sam, opt: torch.optim.Optimizer, batch: TrainBatch, cfg: TrainConfig
+    sam: nn.Module, opt: torch.optim.Optimizer, batch: TrainBatch, cfg: TrainConfig
 ) -> dict[str, float]:
     """One training step on ``batch`` (loss, backward, gradient clip, ``opt`` step); returns
     the loss parts of :func:`batch_loss`."""
@@ -472,7 +404,7 @@ def finetune(
     seed: int = 0,
     progress: bool = True,
     **overrides: object,
-) -> Sam:
+) -> nn.Module:
     """Fine-tune ``init`` briefly at 256 px with ``preset`` active (in memory, nothing saved).
 
     A few dozen steps take well under a minute on two CPU cores. The returned model still has
@@ -523,7 +455,7 @@ def check_savable(cfg: TrainConfig) -> None:
         )
 
 
-def save_half(sam: Sam, path: Path) -> str:
+def save_half(sam: nn.Module, path: Path) -> str:
     """Save ``sam``'s state_dict with floating tensors in fp16 (atomically); returns the
     file's sha256."""
     import hashlib

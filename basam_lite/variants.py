@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
-from segment_anything.modeling import Sam
+from torch import nn
 
 from .errors import UserError
 from .patch import BASAMConfig, apply_basam, detach_patch, reattach_patch
@@ -134,8 +134,8 @@ def as_variant(variant: str | Variant | BASAMConfig) -> Variant:
 
 @contextmanager
 def variant_at(
-    sam: Sam, variant: str | Variant | BASAMConfig, size: int | tuple[int, int]
-) -> Iterator[Sam]:
+    sam: nn.Module, variant: str | Variant | BASAMConfig, size: int | tuple[int, int]
+) -> Iterator[nn.Module]:
     """``sam`` running ``variant`` at input ``size`` inside the ``with`` block; afterwards its
     previous patch (learned parameters included) and input size are back exactly.
 
@@ -147,7 +147,7 @@ def variant_at(
     previous_patch = detach_patch(sam)
     try:
         if v.transform == "resize_to_base":
-            set_input_size(sam, base_size(sam.image_encoder))
+            set_input_size(sam, base_size(sam))
         else:
             set_input_size(sam, size)
         if v.config is not None:

@@ -14,7 +14,8 @@ from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
 
 import basam_lite as bl
 from basam_lite import attention as A
-from basam_lite.attention import AttentionBias, attend, choose_path, decomposed_rel_pos
+from basam_lite.attention import AttentionBias, attend, choose_path
+from basam_lite.encoders.sam1 import decomposed_rel_pos
 
 METRICS = ["euclidean", "manhattan", "chebyshev", "flat"]
 PATHS = ["dense", "chunked", "folded", "auto"]

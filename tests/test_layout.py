@@ -72,13 +72,15 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(source: str, name: str, is_package: bool = False) -> set[str]:
+def _imports(source: str, name: str, is_package: bool = False, type_only: bool = False) -> set[str]:
     """basam_lite modules that module ``name`` imports at run time (function-local imports
-    included, ``if TYPE_CHECKING:`` blocks left out)."""
+    included, ``if TYPE_CHECKING:`` blocks left out unless ``type_only``)."""
     package = name if is_package else name.rpartition(".")[0]
     tree = ast.parse(source)
     skipped = set()
     for node in ast.walk(tree):
+        if type_only:
+            break
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             skipped.update(id(n) for child in node.body for n in ast.walk(child))
     found = set()
@@ -122,15 +124,27 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
-def test_no_import_cycle() -> None:
+def _graph(type_only: bool = False) -> dict[str, set[str]]:
     graph = {
-        _module_name(p): _imports(p.read_text(), _module_name(p), p.name == "__init__.py")
+        _module_name(p): _imports(
+            p.read_text(), _module_name(p), p.name == "__init__.py", type_only=type_only
+        )
         for p in PACKAGE.rglob("*.py")
     }
-    graph = {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+
+
+def test_no_import_cycle() -> None:
+    graph = _graph()
     assert "basam_lite.patch" in graph["basam_lite.capture"]
     assert "basam_lite.patch_state" in graph["basam_lite.resolution"]
     assert not _cycles(graph), f"import cycles: {_cycles(graph)}"
+
+
+def test_no_import_cycle_with_type_only_imports() -> None:
+    graph = _graph(type_only=True)
+    assert "basam_lite.config" in graph["basam_lite.patch_state"]  # a TYPE_CHECKING import
+    assert not _cycles(graph), f"import cycles through type-only imports: {_cycles(graph)}"
 
 
 def test_the_cycle_finder_sees_local_imports_and_skips_type_checking() -> None:
@@ -142,8 +156,61 @@ def test_the_cycle_finder_sees_local_imports_and_skips_type_checking() -> None:
     assert _imports("from . import attention as a\n", "basam_lite.bench") == {
         "basam_lite.attention"
     }
+    assert _imports(source, "basam_lite.resolution", type_only=True) == {
+        "basam_lite.patch",
+        "basam_lite.predictor",
+    }
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c", "a"]]
+
+
+# --- family classes stay behind the encoder interface ---------------------------------------------
+
+FAMILY_PACKAGES = ("segment_anything", "sam2", "transformers", "mobile_sam")
+"""Top-level packages of the SAM family's libraries: only basam_lite/encoders/ imports them."""
+
+
+def _family_imports(source: str) -> list[str]:
+    """``line N: module`` for every import (type-only and function-local included) of a family
+    package."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [node.module]
+        found += [
+            f"line {node.lineno}: {n}" for n in names if n.partition(".")[0] in FAMILY_PACKAGES
+        ]
+    return found
+
+
+def test_only_the_encoders_package_imports_family_classes() -> None:
+    offenders = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = str(path.relative_to(ROOT))
+        if rel.startswith("basam_lite/encoders/"):
+            continue
+        found = _family_imports(path.read_text())
+        if found:
+            offenders[rel] = found
+    assert not offenders, f"family classes imported outside basam_lite/encoders/: {offenders}"
+    assert _family_imports((PACKAGE / "encoders" / "sam1.py").read_text()), "the scan sees nothing"
+
+
+def test_the_family_import_scan_sees_each_form() -> None:
+    source = (
+        "import sam2\nfrom segment_anything.modeling import Sam\nfrom .x import y\n"
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from transformers import A\n"
+        "def f():\n    import mobile_sam.modeling\n"
+    )
+    assert [f.split(": ")[1] for f in _family_imports(source)] == [
+        "sam2",
+        "segment_anything.modeling",
+        "transformers",
+        "mobile_sam.modeling",
+    ]
 
 
 # --- layers and the README map -----------------------------------------------------------------

@@ -213,7 +213,9 @@ def test_bad_config(kwargs: dict, message: str) -> None:
 def test_bad_targets() -> None:
     with pytest.raises(ValueError, match="unknown BA-SAM preset 'fancy'"):
         BASAMConfig.preset("fancy")
-    with pytest.raises(TypeError, match="expected a segment_anything Sam or ImageEncoderViT"):
+    with pytest.raises(
+        TypeError, match="expected a SAM-family model, image encoder or predictor, got Linear"
+    ):
         bl.apply_basam(torch.nn.Linear(2, 2), BASAMConfig.paper())
     with pytest.raises(TypeError, match="config must be a BASAMConfig"):
         bl.apply_basam(bl.build_sam("tiny"), {"scale": "log_ratio"})

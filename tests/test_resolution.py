@@ -184,7 +184,7 @@ def test_image_larger_than_input_is_refused(tiny_sam) -> None:
 
 
 def test_set_input_size_rejects_other_objects() -> None:
-    with pytest.raises(TypeError, match="takes a segment_anything Sam or SamPredictor"):
+    with pytest.raises(TypeError, match="expected a SAM-family model"):
         bl.set_input_size(torch.nn.Linear(1, 1), 256)
 
 

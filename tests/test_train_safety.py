@@ -94,13 +94,13 @@ def test_crafted_warm_start_is_refused_and_never_runs(tmp_path, kind):
 def test_crafted_checkpoint_and_init_are_refused_and_never_run(tmp_path, kind, monkeypatch):
     # --checkpoint (sweep, bench) and --init (train) both load through build_sam, which reads
     # the file before it builds any model.
-    from basam_lite import models
+    from basam_lite.encoders import sam1_build
 
     path, marker = crafted_files(tmp_path / "crafted")[kind]
     with pytest.raises(UserError, match="loaded safely.*never unpickles"):
         bl.build_sam("tiny", checkpoint=path)
     built = []
-    monkeypatch.setitem(models.sam_model_registry, "vit_b", lambda **kw: built.append(kw))
+    monkeypatch.setitem(sam1_build.sam_model_registry, "vit_b", lambda **kw: built.append(kw))
     with pytest.raises(UserError, match="loaded safely"):
         bl.build_sam("vit_b", checkpoint=path)
     assert built == []
