@@ -75,3 +75,12 @@ def test_notebook_runs_on_random_vit_b(name: str, random_vit_b: Path) -> None:
     assert f"model: vit_b from {random_vit_b}" in text  # the switch took the checkpoint
     assert "test budget" in text
     print(f"{name}: {seconds:.0f} s on a random-weight ViT-B")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_has_the_switch_defaulting_to_tiny(name: str) -> None:
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert code[0].startswith("# Colab only") and "import google.colab" in code[0]
+    assert 'MODEL = "tiny-vanilla"' in code[1] and "bl.course_model(MODEL)" in code[1]
+    assert not any("sam_from_env" in c for c in code)
