@@ -248,7 +248,7 @@ def mechanism_study(args: argparse.Namespace) -> str:
 
     from .datasets import open_dataset
     from .mechanism import attention_along_axes
-    from .models import OFFICIAL_NAMES, build_sam
+    from .models import build_sam, loads_checkpoint
     from .outputs import write_text_atomic
     from .plots import plot_mechanism
 
@@ -258,7 +258,7 @@ def mechanism_study(args: argparse.Namespace) -> str:
     sizes = {"zoom": tuple(args.mechanism_zoom), "extent": tuple(args.mechanism_extent)}
     parts = []
     for name in args.model:
-        checkpoint = args.checkpoint if name in OFFICIAL_NAMES else None
+        checkpoint = args.checkpoint if loads_checkpoint(name) else None
         sam = build_sam(name, checkpoint=checkpoint).to(args.device).eval()
         df = attention_along_axes(sam, ds, sizes, images=args.mechanism_images, queries=8)
         parts.append(df.assign(model=name))
