@@ -23,7 +23,12 @@ nbclient = pytest.importorskip("nbclient")
 from basam_lite.course import write_random_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["01_quickstart", "03_scaling_factor", "04_bias_mode_mask"]
+NOTEBOOKS = [
+    "01_quickstart",
+    "02_resolution_is_sequence_length",
+    "03_scaling_factor",
+    "04_bias_mode_mask",
+]
 """The notebooks on the switch; the rest still read ``sam_from_env`` (tiny by default)."""
 
 pytestmark = pytest.mark.slow

@@ -184,8 +184,8 @@ def global_block_inputs(sam: object, side: int, block: int | None = None) -> Glo
     preset and read the inputs of global block ``block`` (the first when None). The model is
     returned to its previous size and patch afterwards."""
     from ..analysis import global_blocks
-    from ..attention import decomposed_rel_pos
     from ..datasets import ProceduralScenes
+    from ..encoders.sam1 import decomposed_rel_pos
     from ..masks import bias_mode_mask
     from ..patch import BASAMConfig
     from ..predictor import to_rgb_uint8
