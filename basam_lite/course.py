@@ -197,6 +197,11 @@ def write_random_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -
     """Save a random-weight ``name`` (``"vit_b"``, ...) state dict to ``path`` (atomically): a
     stand-in for the official file, to time and test the notebooks offline. Returns the path.
 
+    ``segment_anything`` initialises some tensors to zero (the absolute position embedding, the
+    relative-position tables, norm biases) and a trained checkpoint has none at zero, so every
+    all-zero floating tensor is drawn from N(0, 0.02^2) here (the tiny model's rule): code that
+    reads those tables (smoothness, rel-pos terms) then runs as it does on real weights.
+
     Name the file something other than the official ``sam_vit_b_01ec64.pth``: an official name
     makes :func:`basam_lite.models.build_sam` check the file's MD5 prefix, which random weights
     cannot match."""
@@ -205,6 +210,9 @@ def write_random_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -
     target = Path(path)
     torch.manual_seed(seed)
     state = build_official(name).state_dict()
+    for key, value in state.items():
+        if value.is_floating_point() and not value.any():
+            state[key] = torch.randn_like(value) * 0.02
     tmp = target.with_name(target.name + ".tmp")
     torch.save(state, tmp)
     tmp.replace(target)

@@ -89,3 +89,11 @@ def test_bad_names_are_one_line():
         course_model("vit_q")
     with pytest.raises(UserError, match="segment_anything models"):
         course_model("mobile_sam")
+
+
+def test_random_checkpoint_has_no_all_zero_tables(tmp_path):
+    path = write_random_checkpoint("vit_b", tmp_path / "random_vit_b.pth", seed=1)
+    state = torch.load(path, weights_only=True)
+    assert state["image_encoder.pos_embed"].std() > 0.01  # SAM's init leaves it at zero
+    assert state["image_encoder.blocks.2.attn.rel_pos_h"].abs().max() > 0
+    assert not [k for k, v in state.items() if v.is_floating_point() and not v.any()]
