@@ -22,9 +22,10 @@ The budget rule (:func:`budget_for`), stated once here and printed by each noteb
 - ``full``: a model whose base size is at most 256 px (the tiny ones), or any model on a GPU:
   sides ``base/2, base, 2 base`` (and ``4 base`` where a notebook asks for it), every image;
 - ``cpu``: a real SAM (base 1024 px) on a CPU: sides ``base/4, base/2`` (256 and 512 px for
-  ViT-B/L/H), at most 4 images per study. Measured here (random-weight ViT-B, one thread, a
-  loaded 2-core machine): one encoder pass takes about 3 s at 256 px, 15 s at 512 px and over a
-  minute at 1024 px, so the base size and above are left to a GPU;
+  ViT-B/L/H), at most 4 images per study. One encoder pass of a random-weight ViT-B on this
+  project's 2-core machine, one thread (``scripts/time_real_sam.py``): 0.9 s at 256 px, 3.4 s at
+  512 px, 20 s at 1024 px nearly idle; 3.3, 14.5 and 146 s under a load average of 10. The base
+  size and above are left to a GPU;
 - ``test``: the ``cpu`` rule cut for a test run: sides ``base/8, base/4`` (128 and 256 px), at
   most 2 images.
 """
