@@ -9,11 +9,13 @@ The public API (a contract: code outside this repository calls these names):
   :class:`BASAMPredictor` (``segment_anything``'s, ``encoders/sam1.py``).
 - :func:`adapter_for` and :func:`global_blocks` (``encoders/``): the SAM family behind one
   interface.
+- :func:`course_model` (``course.py``): the notebooks' model switch and budget.
 - :func:`build_sam` (``models.py``) and :func:`capture_attention` (``capture.py``).
 """
 
 from .capture import AttentionCapture, capture_attention
 from .config import BASAMConfig
+from .course import course_model
 from .encoders import adapter_for, global_blocks
 from .encoders.sam1 import BASAMPredictor
 from .masks import alibi_slopes, bias_mode_mask, grid_distances
@@ -35,6 +37,7 @@ __all__ = [
     "bias_mode_mask",
     "build_sam",
     "capture_attention",
+    "course_model",
     "global_blocks",
     "grid_distances",
     "input_size",

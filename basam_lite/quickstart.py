@@ -355,3 +355,39 @@ def count_tokens(sam: nn.Module, side: int) -> int:
 
     rows, cols = adapter_for(sam).first_grid(torch.zeros(1, 3, side, side))
     return rows * cols
+
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+"""Photographs shipped inside scikit-image (``skimage.data``: loaded offline, no masks)."""
+
+
+def photo(name: str = "astronaut") -> np.ndarray:
+    """A colour photograph from scikit-image's bundled data, ``(H, W, 3)`` uint8."""
+    from skimage import data
+
+    if name not in PHOTOS:
+        raise ValueError(f"unknown photo {name!r}: choose from {', '.join(PHOTOS)}")
+    return np.ascontiguousarray(getattr(data, name)()[..., :3])
+
+
+def resize_photo(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` resized (anti-aliased, aspect ratio not kept) to ``side`` x ``side``, uint8."""
+    from skimage.transform import resize
+
+    out = resize(image, (side, side), order=1, anti_aliasing=True, preserve_range=True)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def segment_photo(
+    sam: nn.Module, image: np.ndarray, box: Sequence[float], variant: str = "vanilla"
+) -> tuple[np.ndarray, float]:
+    """SAM's mask and IoU estimate for a box prompt (XYXY px) on a square ``image``, with the
+    model at the image's side under ``variant`` (left as it was found). A photograph has no true
+    mask, so there is no IoU here."""
+    get_variant(variant)
+    side = image.shape[0]
+    if image.shape[1] != side:
+        raise ValueError(f"segment_photo takes a square image, got {image.shape[:2]}")
+    with variant_at(sam, variant, side):
+        out = segment_image(sam, image, Prompt(box=np.asarray(box, dtype=float)))
+    return np.asarray(out["mask"], dtype=bool), float(out["score"])

@@ -579,13 +579,16 @@ def test_readme_commands_download_nothing(tmp_path):
     """Downloads forbidden and any socket or URL opened fatal (exit 97): the main command's code
     path (``python -m basam_lite sweep`` with the README's defaults cut to one image and one
     size per axis: the same models, data and variants) and the tests' model path (the notebooks'
-    ``sam_from_env()`` and every bundled model) run and download nothing."""
+    ``sam_from_env()``, their switch ``course_model()`` and every bundled model) run and download
+    nothing."""
     script = _NO_NETWORK + textwrap.dedent(
         f"""
         from basam_lite.__main__ import main
         from basam_lite.models import TINY_NAMES, build_sam, sam_from_env
         _, description = sam_from_env()
         print("sam_from_env:", description)
+        from basam_lite.course import course_model
+        print("course_model:", course_model().description)
         for name in TINY_NAMES:
             build_sam(name)
         sys.exit(main(["sweep", "--out", {str(tmp_path / "sweep.csv")!r}, "--limit", "1",
@@ -593,7 +596,11 @@ def test_readme_commands_download_nothing(tmp_path):
                        "--extent-limit", "1", "--no-plot"]))
         """
     )
-    env = {k: v for k, v in os.environ.items() if k != "BASAM_SAM_CHECKPOINT"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("BASAM_SAM_CHECKPOINT", "BASAM_COURSE_MODEL", "BASAM_COURSE_BUDGET")
+    }
     env.update(PYTHONPATH=str(ROOT), BASAM_OFFLINE="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     env[weights.CACHE_ENV] = str(tmp_path / "empty-cache")
     done = subprocess.run(
@@ -606,6 +613,7 @@ def test_readme_commands_download_nothing(tmp_path):
     )
     assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
     assert "sam_from_env: tiny-vanilla" in done.stdout
+    assert "course_model: tiny-vanilla" in done.stdout  # the notebooks' switch, default
     assert (tmp_path / "sweep.csv").stat().st_size > 0
     assert (tmp_path / "sweep_extent.csv").stat().st_size > 0
     assert not (tmp_path / "empty-cache").exists()
