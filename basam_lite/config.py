@@ -26,8 +26,10 @@ class BASAMConfig:
     """What BA-SAM changes in the image encoder.
 
     Attributes:
-        scale: the logit multiplier lambda: ``"none"``, ``"log_ratio"`` (ln n / ln n_train) or
-            ``"official"`` (the official code's integer rule; raises below the training size).
+        scale: the logit multiplier lambda: ``"none"``, ``"log_ratio"`` (ln n / ln n_train),
+            ``"official"`` (the official code's integer rule; raises below the training size),
+            or a test-time temperature rule beside it (``"yarn"``, ``"jin"``, ``"infoscale"``:
+            :mod:`basam_lite.scaling`).
         bias: the additive mask: ``"none"``, ``"alibi2d"`` (2-D ALiBi over the patch grid) or
             ``"official_relpos"`` (a learnable scalar per block times the family's own
             position terms: SAM's rel-pos term).

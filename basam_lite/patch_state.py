@@ -61,13 +61,14 @@ class BlockPatch:
     saved_position: dict[str, Tensor] | None = None
     capture_hook: Callable[..., None] | None = None
 
-    def scale_for(self, num_keys: int) -> float:
-        """lambda for a softmax over ``num_keys`` keys (1 in an inactive block)."""
+    def scale_for(self, num_keys: int, head_dim: int | None = None) -> float:
+        """lambda for a softmax over ``num_keys`` keys (1 in an inactive block); ``head_dim``
+        (the per-head q.k width) for the rules that need it (InfoScale)."""
         from .scaling import attention_scale
 
         if not self.active:
             return 1.0
-        return attention_scale(num_keys, self.train_keys, self.config.scale)
+        return attention_scale(num_keys, self.train_keys, self.config.scale, head_dim=head_dim)
 
 
 @dataclass

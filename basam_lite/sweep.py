@@ -93,7 +93,7 @@ from .run_identity import (
     union,
 )
 from .sizes import fit_image
-from .variants import Variant, get_variant, variant_at, variant_names
+from .variants import Variant, get_variant, known_variant_names, variant_at, variant_names
 
 PROMPTS = {"box": "box", "point": "center", "click": "point"}
 """Sweep prompt name -> :func:`basam_lite.datasets.prompt_for` kind."""
@@ -207,7 +207,7 @@ class SweepConfig:
             )
         for what, values, allowed in (
             ("model", self.models, model_names()),
-            ("variant", self.variants, variant_names()),
+            ("variant", self.variants, known_variant_names()),
             ("prompt", self.prompts, tuple(PROMPTS)),
         ):
             if not values:
@@ -1419,7 +1419,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--variants",
         nargs="+",
         default=list(d.variants),
-        choices=variant_names(),
+        choices=known_variant_names(),
         help=f"default: {listed(d.variants)}",
     )
     p.add_argument(

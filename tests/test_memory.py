@@ -121,9 +121,9 @@ def test_fused_vanilla_equals_stock_vanilla() -> None:
     (checked at a size where both fit, by forcing the switch)."""
     import numpy as np
 
+    from basam_lite.config import BASAMConfig
     from basam_lite.datasets import ProceduralScenes
     from basam_lite.models import build_sam
-    from basam_lite.config import BASAMConfig
     from basam_lite.predictor import predictor_for
     from basam_lite.variants import variant_at
 

@@ -22,7 +22,7 @@ from basam_lite import variants as vr
 from basam_lite.patch import is_patched
 
 RULES = ("yarn", "jin", "infoscale")
-PATCHED = ("yarn", "jin")  # infoscale joins once the attention call passes the head dim
+PATCHED = ("yarn", "jin", "infoscale")
 # (train keys, head dim): SAM ViT-B (64 x 64 grid, 768 / 12 heads) and the tiny SAM (16 x 16, 32)
 SETTINGS = [(4096, 64), (256, 32)]
 RATIOS = (0.0625, 0.25, 0.5, 0.9, 1.0, 1.1, 2.0, 4.0, 16.0)  # n / n_train, below and above
@@ -215,3 +215,12 @@ def test_rule_variant_runs_then_restores(tiny_sam, mode: str) -> None:
     assert not is_patched(tiny_sam) and bl.input_size(tiny_sam) == (256, 256)
     with torch.no_grad():
         assert torch.equal(tiny_sam.image_encoder(x), before)
+
+
+def test_sweep_accepts_a_rule_by_name_but_keeps_its_default_variants() -> None:
+    """``sweep --variants yarn`` is a valid request; the default grid stays the main list."""
+    from basam_lite.sweep import SweepConfig
+    from basam_lite.variants import variant_names
+
+    assert SweepConfig(variants=("vanilla", "yarn", "jin", "infoscale")).variants[1] == "yarn"
+    assert SweepConfig().variants == variant_names()

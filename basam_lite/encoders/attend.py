@@ -52,7 +52,7 @@ def basam_attend(
     rows, cols = grid
     keys = (rows, cols) if key_grid is None else (int(key_grid[0]), int(key_grid[1]))
     family_scale = q.shape[-1] ** -0.5 if base_scale is None else base_scale
-    scale = state.scale_for(keys[0] * keys[1]) * family_scale
+    scale = state.scale_for(keys[0] * keys[1], q.shape[-1]) * family_scale
     bias = AttentionBias(
         (rows, cols),
         metric=state.config.metric,
