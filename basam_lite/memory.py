@@ -80,20 +80,28 @@ class EncoderShape:
     @classmethod
     def of(cls, sam: nn.Module) -> EncoderShape:
         """The shape of a built (or meta-device) model of any registered family."""
-        return cls.from_spec(spec_of(sam), sum(p.numel() for p in sam.parameters()))
+        from .encoders import adapter_for
+
+        adapter = adapter_for(sam)
+        spec = spec_of(sam)
+        first = adapter.block_grids(0, spec.base_hw).key  # the first attention block's grid
+        first_patch = max(1, round(spec.base_side / first[0]))
+        return cls.from_spec(spec, sum(p.numel() for p in sam.parameters()), first_patch)
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec, parameters: int) -> EncoderShape:
+    def from_spec(cls, spec: ModelSpec, parameters: int, first_patch: int) -> EncoderShape:
         """The shape from a model's spec. ``patch`` is the px per token of the grid the global
         blocks see (SAM 1: its patch size; SAM 2: stride 16, not Hiera's stride-4 stem), read
         off their keys per row at the base size; a family without a global block (MobileSAM)
-        takes its first grid's patch size, which over-counts its windows (a safe estimate)."""
+        takes ``first_patch``, the px per token of its first attention block's grid (MobileSAM:
+        8, after its convolutional stage), with its widest blocks' heads and width (a safe
+        estimate)."""
         if spec.global_blocks:
             keys = max(spec.base_keys[i] for i in spec.global_blocks)
             patch = max(1, round(spec.base_side / math.isqrt(keys)))
             heads, dim = spec.global_heads(), spec.global_dim()
         else:
-            patch, heads, dim = spec.patch_size, max(spec.heads), max(spec.dims)
+            patch, heads, dim = first_patch, max(spec.heads), max(spec.dims)
         return cls(
             patch=patch,
             heads=heads,

@@ -88,6 +88,8 @@ def require(name: str) -> None:
     # registry restored), so it is imported rather than the bare packages.
     try:
         importlib.import_module(fam.adapter.partition(":")[0])
+        for package in fam.packages:  # already imported by the adapter: a lookup, unless gone
+            importlib.import_module(package)
     except ImportError as e:
         hint = f"pip install 'basam-lite[{fam.extra}]'" if fam.extra else "reinstall basam-lite"
         needs = " and ".join(repr(p) for p in fam.packages)
