@@ -296,6 +296,83 @@ def architecture_table(names: Sequence[str] = ("vit_b", "vit_l", "vit_h", "tiny"
     return pd.DataFrame(rows)
 
 
+def family_keys_table(
+    names: Sequence[str] = ("vit_b", "hf-vit_b", "sam2.1_hiera_tiny", "mobilesam"),
+    sides: Sequence[int] = (256, 512, 1024, 2048),
+) -> pd.DataFrame:
+    """Keys per softmax row of every block of registered models, per square input side: where
+    length extrapolation bites in each family.
+
+    Read off weightless (meta-device) builds through each family's adapter
+    (``block_grids(index, (side, side)).keys_per_row``), never typed again. Blocks whose kind
+    (global, or the window side) and key counts agree share one row.
+
+    Columns: ``model``, ``family``, ``blocks`` (indexes, comma separated), ``attention``
+    (``"global"`` or ``"window w x w"``), ``stride_px`` (px of image per key token),
+    ``base_keys`` (keys at the model's base size: the lambda's training keys for a global
+    block), then one column per side, ``"{side} px"`` (missing where the family refuses that
+    size). A model whose family's optional package cannot
+    be imported is one row whose ``attention`` names the extra to install.
+    """
+    from .encoders import FAMILIES
+    from .encoders.specs import MODELS, meta_model
+    from .errors import UserError
+
+    columns = [f"{side} px" for side in sides]
+    rows: list[dict[str, object]] = []
+    for name in names:
+        if name not in MODELS:
+            raise UserError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
+        fam = MODELS[name].family
+        try:
+            adapter = adapter_for(meta_model(name))
+        except UserError:
+            extra = FAMILIES[fam].extra
+            rows.append(
+                {
+                    "model": name,
+                    "family": fam,
+                    "blocks": "",
+                    "attention": f"package missing: pip install 'basam-lite[{extra}]'",
+                    "stride_px": None,
+                    "base_keys": None,
+                    **dict.fromkeys(columns),
+                }
+            )
+            continue
+        hws: list[tuple[int, int] | None] = []
+        for side in sides:
+            try:
+                hws.append(adapter.check_size(side))
+            except UserError:
+                hws.append(None)
+        base = adapter.base_size()
+        groups: dict[tuple, list[int]] = {}
+        for b in adapter.attention_blocks():
+            keys = tuple(
+                None if hw is None else adapter.block_grids(b.index, hw).keys_per_row for hw in hws
+            )
+            kind = "global" if b.is_global else f"window {b.window} x {b.window}"
+            grids = adapter.block_grids(b.index, base)
+            stride = base[0] // grids.key[0]  # px per key token
+            groups.setdefault((kind, stride, grids.keys_per_row, keys), []).append(b.index)
+        for (kind, stride, base_keys, keys), indexes in groups.items():
+            rows.append(
+                {
+                    "model": name,
+                    "family": fam,
+                    "blocks": ", ".join(map(str, indexes)),
+                    "attention": kind,
+                    "stride_px": stride,
+                    "base_keys": base_keys,
+                    **dict(zip(columns, keys, strict=True)),
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["model", "family", "blocks", "attention", "stride_px", "base_keys", *columns]
+    )
+
+
 # --- The bias-mode mask alone: how far does a content-free softmax reach? --------------------
 
 

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -36,6 +37,51 @@ def test_architecture_table_matches_segment_anything() -> None:
 def test_architecture_table_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="unknown model"):
         analysis.architecture_table(["vit_x"])
+
+
+def test_family_keys_table_sam1_vit_b_written_out() -> None:
+    """SAM 1 ViT-B: global blocks see the whole (side / 16)^2 grid, windowed ones 14 x 14 keys,
+    the blocks read off segment_anything's own ``window_size`` (0: global)."""
+    from segment_anything import sam_model_registry
+
+    sides = (256, 512, 1024, 2048)
+    table = analysis.family_keys_table(["vit_b"], sides).set_index("attention")
+    with torch.device("meta"):
+        enc = sam_model_registry["vit_b"]().image_encoder
+    is_global = [b.window_size == 0 for b in enc.blocks]
+    glob = table.loc["global"]
+    win = table.loc["window 14 x 14"]
+    assert glob["blocks"] == ", ".join(str(i) for i, g in enumerate(is_global) if g)
+    assert win["blocks"] == ", ".join(str(i) for i, g in enumerate(is_global) if not g)
+    assert glob["base_keys"] == (1024 // 16) ** 2 and win["base_keys"] == 14 * 14
+    for side in sides:
+        assert glob[f"{side} px"] == (side // 16) ** 2
+        assert win[f"{side} px"] == 196
+    assert glob["stride_px"] == win["stride_px"] == 16
+
+
+def test_family_keys_table_missing_package_is_a_row(monkeypatch) -> None:
+    from basam_lite import encoders
+    from basam_lite.encoders import specs
+
+    fam = encoders.FAMILIES["mobilesam"]
+    broken = encoders.Family(fam.name, fam.packages, "no_such_module_xyz:Adapter", "mobilesam", "x")
+    monkeypatch.setitem(encoders.FAMILIES, "mobilesam", broken)
+    monkeypatch.setattr(specs, "meta_model", specs._meta_model.__wrapped__)
+    table = analysis.family_keys_table(["vit_b", "mobilesam"], (256,))
+    row = table[table.model == "mobilesam"]
+    assert len(row) == 1
+    assert row.iloc[0]["attention"] == "package missing: pip install 'basam-lite[mobilesam]'"
+    assert pd.isna(row.iloc[0]["256 px"])
+    assert set(table[table.model == "vit_b"]["attention"]) == {"global", "window 14 x 14"}
+
+
+def test_family_keys_table_refused_size_and_unknown_model() -> None:
+    pytest.importorskip("sam2")
+    table = analysis.family_keys_table(["sam2.1_hiera_tiny"], (272, 512))  # 272: not 32k px
+    assert table["272 px"].isna().all() and table["512 px"].notna().all()
+    with pytest.raises(ValueError, match="unknown model"):
+        analysis.family_keys_table(["vit_x"])
 
 
 def test_global_blocks(tiny_sam) -> None:
