@@ -96,9 +96,15 @@ def _query_positions(queries: Queries, grid: tuple[int, int]) -> Tensor | None:
                 f"query token index out of range for a {rows}x{cols} grid (0..{rows * cols - 1})"
             )
         return torch.stack([idx // cols, idx % cols], dim=1)
+    if not all(
+        isinstance(q, Sequence) and len(q) == 2 and all(isinstance(v, int) for v in q)
+        for q in items
+    ):
+        raise UserError(
+            "queries must be token indices or (row, col) integer positions on the first "
+            f"attention block's {rows}x{cols} token grid, got {items[:3]}"
+        )
     pos = torch.tensor([tuple(q) for q in items])
-    if pos.ndim != 2 or pos.shape[1] != 2:
-        raise ValueError("queries must be token indices or (row, col) pairs")
     if (
         pos[:, 0].min() < 0
         or pos[:, 0].max() >= rows
@@ -152,6 +158,12 @@ class _BlockHook:
             ws = self.window
             n_win_w = -(-self.image_grid[1] // ws)
             n_win = -(-self.image_grid[0] // ws) * n_win_w
+            if q.shape[2] != ws * ws or q.shape[0] % n_win:
+                raise UserError(
+                    f"capture_attention: block {i} pools its queries inside its windows (SAM 2's "
+                    "stage transitions); chosen queries cannot be placed there: capture it with "
+                    "queries=None, or choose other blocks"
+                )
             win_index = (pos[:, 0] // ws) * n_win_w + pos[:, 1] // ws
             in_win = (pos[:, 0] % ws) * ws + pos[:, 1] % ws
             batch = q.shape[0] // n_win

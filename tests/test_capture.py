@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from reference import reference_attention
@@ -124,3 +125,13 @@ def test_bad_capture_requests(tiny_sam, kwargs, message) -> None:
         with bl.capture_attention(tiny_sam, **kwargs), torch.no_grad():
             tiny_sam.image_encoder(torch.randn(1, 3, 256, 256))
     assert not bl.is_patched(tiny_sam)
+
+
+def test_fractional_queries_are_one_line(tiny_sam) -> None:
+    """Queries are integer token positions: (0.5, 0.5) is refused in one line, not an
+    IndexError from deep inside the capture."""
+    from basam_lite.errors import UserError
+
+    with pytest.raises(UserError, match="integer positions"):
+        with bl.capture_attention(tiny_sam, blocks=[2], queries=[(0.5, 0.5)]):
+            bl.predictor_for(tiny_sam).set_image(np.zeros((64, 64, 3), np.uint8))

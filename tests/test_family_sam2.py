@@ -567,3 +567,22 @@ def test_the_explorer_draws_sam2_maps(tiny):
     assert 0 < s["distance_px"] < 384
     png = explorer.attention_explorer(atlas.sam, image, atlas=atlas).explorer.png()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chosen_queries_in_a_query_pooling_block_are_one_line() -> None:
+    """Hiera's stage-transition blocks pool queries inside their windows: a chosen query has no
+    place there, so capturing it is refused in one line; all queries still work."""
+    import numpy as np
+
+    from basam_lite.errors import UserError
+
+    m = bl.build_sam("sam2-tiny")
+    img = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    p = bl.predictor_for(m)
+    with pytest.raises(UserError, match="pools its queries") as err:
+        with bl.capture_attention(m, queries=[(8, 8)]):
+            p.set_image(img)
+    assert "\n" not in str(err.value)
+    with bl.capture_attention(m, blocks=[1]) as cap:
+        p.set_image(img)
+    assert 1 in cap.maps
