@@ -60,6 +60,8 @@ class Isolation:
         keep = _needed_paths(writable)
         args = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         args += ["--tmpfs", "/tmp"]
+        for path in _under_tmp(keep, writable):  # a project or venv in /tmp stays visible
+            args += ["--ro-bind", str(path), str(path)]
         for path in hidden:
             path = Path(path)
             if path.is_dir():
@@ -81,6 +83,28 @@ def _inside(path: Path, folder: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _under_tmp(paths: Iterable[Path], writable: Path) -> list[Path]:
+    """The outermost existing ``paths`` inside ``/tmp`` (not ``/tmp`` itself, not the writable
+    copy, which is bound on its own): re-bound read-only over the sandbox's empty ``/tmp``."""
+    tmp = Path("/tmp").resolve()
+    found = sorted(
+        {
+            Path(p).resolve()
+            for p in paths
+            if Path(p).exists()
+            and _inside(p, tmp)
+            and Path(p).resolve() != tmp
+            and not _inside(p, writable)
+        },
+        key=lambda p: len(p.parts),
+    )
+    outer: list[Path] = []
+    for p in found:
+        if not any(_inside(p, o) for o in outer):
+            outer.append(p)
+    return outer
 
 
 def _needed_paths(writable: Path) -> list[Path]:
