@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .datasets import ProceduralScenes, prompt_for
-from .decoding import decode_one
+from .decoding import decode_one, image_rows
 from .encoders import adapter_for
 from .metrics import grid_mask_iou, mask_iou
 
@@ -73,7 +73,7 @@ def evaluation_table(
                 "token_grid_iou": grid_mask_iou(padded_to(s.mask, cell), cell),
             }
             for kind in kinds:
-                low, _ = decode_one(sam, emb[i : i + 1], prompt_for(s, kind, seed))
+                low, _ = decode_one(sam, image_rows(sam, emb, [i]), prompt_for(s, kind, seed))
                 up = F.interpolate(low, size=s.hw, mode="bilinear", align_corners=False)[0, 0]
                 row[f"iou_{kind}"] = mask_iou(up > 0, s.mask)
             rows.append(row)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 from torch import Tensor, nn
 
+from ..errors import UserError
 from ..sizes import Size, parse_size
 
 if TYPE_CHECKING:
@@ -293,6 +294,49 @@ class EncoderAdapter(ABC):
     @abstractmethod
     def make_predictor(self) -> Predictor:
         """A predictor on :attr:`model` that follows its input size (box and point prompts)."""
+
+    # ------------------------------------------------------------ decoding (prompts -> masks)
+
+    def embed_prompts(
+        self, points: tuple[Tensor, Tensor] | None, boxes: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """The family's prompt encoder on N prompts of one structure, as its own predictor
+        calls it (no mask prompt).
+
+        Args:
+            points: ``(coords [N, P, 2], labels [N, P])``: (x, y) in the pixels of the model's
+                input (after its resize), labels 1 (object) or 0 (background); or None.
+            boxes: ``[N, 4]`` (x0, y0, x1, y1) in the same pixels, or None.
+
+        Returns:
+            sparse ``[N, T, C]`` prompt tokens (T depends on the family: SAM 1 adds a padding
+            point when there is no box, SAM 2 always) and dense ``[N, C, h, w]``, the learned
+            "no mask" embedding on the decoder's grid.
+        """
+        raise UserError(f"the {self.family} family has no mask decoding from embeddings yet")
+
+    def image_rows(self, features: Any, index: Tensor) -> Any:
+        """Rows ``index [N]`` (image numbers, repeats allowed) of :meth:`encode`'s output for a
+        batch: the same structure with batch N."""
+        raise UserError(f"the {self.family} family has no mask decoding from embeddings yet")
+
+    def decode_masks(
+        self, features: Any, sparse: Tensor, dense: Tensor, multimask: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """The family's mask decoder on N prompts.
+
+        Args:
+            features: :meth:`encode`'s output with either N rows (row n is prompt n's image,
+                :meth:`image_rows`) or one row shared by all prompts (the family's own
+                decoder call, as its predictor makes it).
+            sparse: ``[N, T, C]`` and dense ``[N, C, h, w]`` from :meth:`embed_prompts`.
+            multimask: the decoder's three masks (``multimask_output=True``) or its single one.
+
+        Returns:
+            low-resolution logits ``[N, K, 4h, 4w]`` and predicted IoU ``[N, K]`` (K = 3 or 1),
+            exactly what the family's predictor computes before upsampling.
+        """
+        raise UserError(f"the {self.family} family has no mask decoding from embeddings yet")
 
     # ------------------------------------------------------------ derived
 

@@ -39,6 +39,7 @@ from ..patch_state import (
 )
 from ..predictor import check_prompt, to_rgb_uint8
 from ..sizes import fit_image, fit_shape
+from . import sam_decoder
 from .attend import basam_attend
 from .base import AttentionBlock, BlockGrids, EncoderAdapter, Grid, PositionTerms, Predictor
 
@@ -378,3 +379,20 @@ class SegmentAnythingAdapter(EncoderAdapter):
     def make_predictor(self) -> Predictor:
         assert self.model is not None, "a predictor needs the whole Sam"
         return BASAMPredictor(self.model)
+
+    # ------------------------------------------------------------ decoding
+
+    def embed_prompts(
+        self, points: tuple[Tensor, Tensor] | None, boxes: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        assert self.model is not None, "decoding needs the whole Sam"
+        return sam_decoder.embed_prompts(self.model, points, boxes)
+
+    def image_rows(self, features: Tensor, index: Tensor) -> Tensor:
+        return features[index]
+
+    def decode_masks(
+        self, features: Tensor, sparse: Tensor, dense: Tensor, multimask: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        assert self.model is not None, "decoding needs the whole Sam"
+        return sam_decoder.decode_masks(self.model, features, sparse, dense, multimask)

@@ -230,3 +230,72 @@ class Sam2Adapter(EncoderAdapter):
         if self.model is None:
             raise UserError("a predictor needs the whole SAM2Base, not only its image encoder")
         return Sam2Predictor(self.model)
+
+    # ------------------------------------------------------------ decoding
+
+    def embed_prompts(
+        self, points: tuple[Tensor, Tensor] | None, boxes: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """As ``SAM2ImagePredictor`` prompts SAM 2: a box becomes two corner points (labels 2
+        and 3) ahead of the clicks, and the prompt encoder always adds its padding point:
+        T = 2 (box) + P + 1."""
+        if self.model is None:
+            raise UserError("decoding needs the whole SAM2Base, not only its image encoder")
+        if boxes is not None:
+            corners = boxes.reshape(-1, 2, 2)
+            corner_labels = torch.tensor([[2, 3]], dtype=torch.int64, device=boxes.device)
+            corner_labels = corner_labels.expand(corners.shape[0], -1)
+            if points is None:
+                points = (corners, corner_labels)
+            else:
+                coords, labels = points
+                points = (
+                    torch.cat([corners, coords], dim=1),
+                    torch.cat([corner_labels, labels.to(torch.int64)], dim=1),
+                )
+        return self.model.sam_prompt_encoder(points=points, boxes=None, masks=None)
+
+    def image_rows(self, features: dict[str, Any], index: Tensor) -> dict[str, Any]:
+        return {
+            key: [t[index] for t in value] if isinstance(value, list) else value[index]
+            for key, value in features.items()
+        }
+
+    def decode_masks(
+        self, features: dict[str, Any], sparse: Tensor, dense: Tensor, multimask: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """``SAM2Base.sam_mask_decoder`` as ``SAM2ImagePredictor`` calls it: on the stride-16
+        embedding with the no-memory embedding added, and the stride-4 and stride-8
+        high-resolution features. In eval mode a single mask follows SAM 2's fallback to the
+        most stable multimask output (``dynamic_multimask_via_stability``); in train mode it
+        is the first mask token's."""
+        if self.model is None:
+            raise UserError("decoding needs the whole SAM2Base, not only its image encoder")
+        embed, high_res = sam2_decoder_inputs(self.model, features)
+        rows, n = int(embed.shape[0]), int(sparse.shape[0])
+        if rows not in (1, n):
+            raise ValueError(f"{n} prompts but {rows} image rows")
+        masks, iou, _, _ = self.model.sam_mask_decoder(
+            image_embeddings=embed,
+            image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+            repeat_image=rows == 1 and n > 1,
+            high_res_features=high_res,
+        )
+        return masks, iou
+
+
+def sam2_decoder_inputs(model: nn.Module, features: dict[str, Any]) -> tuple[Tensor, list[Tensor]]:
+    """``SAM2Base.forward_image``'s output for B images -> the mask decoder's image embedding
+    ``[B, C, h, w]`` (stride 16, plus ``no_mem_embed`` as the image predictor adds it) and its
+    high-resolution features ``[B, C / 8, 4h, 4w]`` and ``[B, C / 4, 2h, 2w]``."""
+    _, vision_feats, _, sizes = model._prepare_backbone_features(features)
+    if model.directly_add_no_mem_embed:
+        vision_feats[-1] = vision_feats[-1] + model.no_mem_embed
+    # each level [h * w, B, C] -> [B, C, h, w]
+    maps = [
+        f.permute(1, 2, 0).unflatten(2, size) for f, size in zip(vision_feats, sizes, strict=True)
+    ]
+    return maps[-1], maps[:-1]
