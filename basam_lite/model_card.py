@@ -72,6 +72,71 @@ def precision_line(precision: str) -> str:
     )
 
 
+def model_lines(cfg: TrainConfig) -> tuple[str, str, str]:
+    """(what the model is, its architecture paragraph, its storage paragraph) for the card."""
+    if cfg.model != "tiny":
+        return _registered_model_lines(cfg)
+    spec = cfg.spec
+    spec_name = "`basam_lite.models.TINY`" if spec == TINY else f"`{spec}`"
+    grid = spec.grid
+    n_params = spec.parameter_count()
+    architecture = (
+        f"`segment_anything` classes: ViT encoder {spec.img_size} px, {spec.patch_size} px patches "
+        f"({grid} x {grid} tokens), embed dim {spec.embed_dim}, {spec.depth} blocks, "
+        f"{spec.num_heads} heads, window {spec.window_size}, global blocks "
+        f"{list(spec.global_attn_indexes)}, neck {spec.prompt_dim} channels; SAM prompt encoder; "
+        f"two-way mask decoder (width {spec.prompt_dim}, depth {spec.decoder_depth}, "
+        f"{spec.decoder_heads} heads, MLP {spec.decoder_mlp_dim}; per-pixel mask features of "
+        f"{spec.prompt_dim // 8} channels at {4 * grid} x {4 * grid}). "
+        f"{n_params / 1e6:.2f} M parameters."
+    )
+    storage = (
+        "A plain `state_dict` with every floating tensor stored in **float16** (fp32 would be "
+        f"about {n_params * 4 / 1e6:.0f} MB); `basam_lite.build_sam` casts it back to float32 on "
+        "load. No BA-SAM keys (the paper preset adds no parameter)."
+    )
+    return f"A tiny SAM ({spec_name})", architecture, storage
+
+
+def _registered_model_lines(cfg: TrainConfig) -> tuple[str, str, str]:
+    """:func:`model_lines` for a registered model of another family (``sam2-tiny``)."""
+    from .encoders import FAMILIES
+    from .encoders.specs import MODELS, meta_model, model_spec
+
+    entry = MODELS[cfg.model]
+    spec = model_spec(cfg.model)
+    n_params = sum(p.numel() for p in meta_model(cfg.model).parameters())
+    grids = sorted({spec.base_side // s for s in _strides(cfg.model)}, reverse=True)
+    architecture = (
+        f"`{cfg.model}` ({FAMILIES[entry.family].title}, built from the family's own classes): "
+        f"{len(spec.heads)} attention blocks, heads {list(spec.heads)}, widths "
+        f"{list(spec.dims)}, windows {list(spec.windows)} (0: global), global blocks "
+        f"{list(spec.global_blocks)} seeing {spec.base_keys[spec.global_blocks[0]]} keys at "
+        f"{spec.base_side} px; token grids per stage at {spec.base_side} px: "
+        + ", ".join(f"{g} x {g}" for g in grids)
+        + f". {n_params / 1e6:.2f} M parameters."
+    )
+    container = "a plain `state_dict`" if entry.family != "sam2" else "`{'model': state_dict}`"
+    storage = (
+        f"{container} with every floating tensor stored in **float16** (fp32 would be about "
+        f"{n_params * 4 / 1e6:.0f} MB); `basam_lite.build_sam({cfg.model!r}, checkpoint=...)` "
+        "casts it back to float32 on load. No BA-SAM keys (the paper preset adds no parameter)."
+    )
+    return f"A tiny {FAMILIES[entry.family].title}, `{cfg.model}`,", architecture, storage
+
+
+def _strides(name: str) -> list[int]:
+    """Pixels per token of each attention block's query grid at the base size."""
+    from .encoders import adapter_for
+    from .encoders.specs import meta_model
+
+    adapter = adapter_for(meta_model(name))
+    base = adapter.base_size()
+    return [
+        base[0] // adapter.block_grids(b.index, base).query[0] for b in adapter.attention_blocks()
+    ]
+
+
 def write_card(
     path: Path,
     cfg: TrainConfig,
@@ -100,10 +165,7 @@ def write_card(
             f"schedule and weights up to step {cfg.preset_from}), the way BA-SAM fine-tunes a "
             f"trained SAM, with the same total number of steps as the vanilla checkpoint"
         )
-    spec = cfg.spec
-    spec_name = "`basam_lite.models.TINY`" if spec == TINY else f"`{spec}`"
-    grid = spec.grid
-    n_params = spec.parameter_count()
+    intro, architecture, storage = model_lines(cfg)
     last = history[-50:]
     loss = float(np.mean([h["loss"] for h in last])) if last else float("nan")
     tiou = float(np.mean([h["train_iou"] for h in last])) if last else float("nan")
@@ -116,22 +178,13 @@ def write_card(
     lines = [
         f"# {cfg.name}",
         "",
-        f"A tiny SAM ({spec_name}) trained from scratch at {cfg.size} px with {trained_with}.",
+        f"{intro} trained from scratch at {cfg.size} px with {trained_with}.",
         "",
         "## Architecture",
-        f"`segment_anything` classes: ViT encoder {spec.img_size} px, {spec.patch_size} px patches "
-        f"({grid} x {grid} tokens), embed dim {spec.embed_dim}, {spec.depth} blocks, "
-        f"{spec.num_heads} heads, window {spec.window_size}, global blocks "
-        f"{list(spec.global_attn_indexes)}, neck {spec.prompt_dim} channels; SAM prompt encoder; "
-        f"two-way mask decoder (width {spec.prompt_dim}, depth {spec.decoder_depth}, "
-        f"{spec.decoder_heads} heads, MLP {spec.decoder_mlp_dim}; per-pixel mask features of "
-        f"{spec.prompt_dim // 8} channels at {4 * grid} x {4 * grid}). "
-        f"{n_params / 1e6:.2f} M parameters.",
+        architecture,
         "",
         "## Storage",
-        "A plain `state_dict` with every floating tensor stored in **float16** (fp32 would be "
-        f"about {n_params * 4 / 1e6:.0f} MB); `basam_lite.build_sam` casts it back to float32 on "
-        "load. No BA-SAM keys (the paper preset adds no parameter).",
+        storage,
         "",
         f"sha256: `{sha256}`",
         "",

@@ -33,12 +33,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
 from .datasets import ProceduralScenes, Prompt, box_from_mask, random_points
 from .datasets.procedural import MIX_NAMES, render_layers
 from .decoding import decode_each, decode_prompts
-from .encoders import adapter_for
+from .encoders import EncoderAdapter, adapter_for
+from .encoders.specs import MODELS, load_model, meta_model
 from .errors import UserError
 from .evaluation import evaluate, evaluation_table, image_batch, mean_ious
 from .model_card import write_card
@@ -82,7 +84,10 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 def initial_model(cfg: TrainConfig) -> nn.Module:
-    """Random tiny SAM (seeded) or the ``init`` model (unpatched: see :func:`sync_preset`)."""
+    """Random ``cfg.model`` (seeded: the tiny SAM 1 of ``cfg.spec``, or a registered model
+    such as ``sam2-tiny``) or the ``init`` model (unpatched: see :func:`sync_preset`)."""
+    if cfg.init is None and cfg.model != "tiny":
+        return load_model(cfg.model, seed=cfg.seed)
     if cfg.init is None:
         sam = build_tiny_sam(cfg.spec, seed=cfg.seed)
     elif Path(cfg.init).suffix in (".pt", ".pth"):
@@ -149,7 +154,8 @@ def batch_loss(
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.encoder_bf16):
         adapter = adapter_for(sam)
         embeddings = adapter.encode(adapter.preprocess(image_batch(batch.images)))
-    embeddings = embeddings.float()  # the decoder is faster, and exact, in float32
+    # the decoder is faster, and exact, in float32 (SAM 2's encoder output is a dict of lists)
+    embeddings = tree_map(lambda t: t.float() if isinstance(t, Tensor) else t, embeddings)
     image_index, prompts, targets = zip(*batch.pairs(), strict=True)
     decode = decode_prompts if cfg.decoder_batched else decode_each
     low, iou_pred = decode(sam, embeddings, image_index, prompts)  # [N, 1, 4h, 4w], [N, 1]
@@ -382,14 +388,17 @@ def _train(
     )
     done_here = 0
     while step < cfg.steps and (stop_after is None or done_here < stop_after):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         sync_preset(sam, cfg, step)
         parts = optimiser_step(sam, opt, batch_at(ds, step, cfg), cfg)
         sched.step()
         step += 1
         done_here += 1
-        elapsed += time.perf_counter() - t0
+        wall = time.perf_counter() - t0
+        elapsed += wall
         parts["step"] = step
+        # the step's wall and CPU seconds: on a shared machine the CPU time is the stable one
+        parts["wall_s"], parts["cpu_s"] = wall, time.process_time() - c0
         history.append(parts)
         if on_step is not None:
             on_step(step, parts)
@@ -431,15 +440,25 @@ def finetune(
     return train(cfg, run_dir=None, progress=progress).model
 
 
-def unsavable_keys(state: dict[str, Tensor]) -> list[str]:
-    """Keys of a model state that a plain tiny SAM (what ``build_sam("tiny")`` loads) lacks."""
-    return sorted(set(state) - set(build_tiny_sam().state_dict()))
+def unsavable_keys(state: dict[str, Tensor], model: str = "tiny") -> list[str]:
+    """Keys of a model state that the plain registered ``model`` (what ``build_sam(model,
+    checkpoint=...)`` loads) lacks."""
+    plain = build_tiny_sam() if model == "tiny" else meta_model(model)
+    return sorted(set(state) - set(plain.state_dict()))
+
+
+CHECKPOINT_CONTAINER: dict[str, str | None] = {"segment_anything": None, "sam2": "model"}
+"""How a family's trained checkpoint is stored: a plain state dict (None) or inside a dict
+under this key, as the family's own releases are (``sam2``: ``{"model": state_dict}``)."""
 
 
 def check_savable(cfg: TrainConfig) -> None:
     """Refuse, before any training, a config whose trained model could not be saved as a
     loadable tiny checkpoint: a preset that adds parameters (learnable gain, the official
     rel-pos coefficient) or an architecture other than ``models.TINY``."""
+    if cfg.model != "tiny":
+        check_trainable(cfg)
+        return
     named = cfg.init is not None and Path(cfg.init).suffix not in (".pt", ".pth")
     if named and not str(cfg.init).startswith("tiny"):
         raise UserError(
@@ -464,21 +483,55 @@ def check_savable(cfg: TrainConfig) -> None:
         )
 
 
-def save_half(sam: nn.Module, path: Path) -> str:
-    """Save ``sam``'s state_dict with floating tensors in fp16 (atomically); returns the
-    file's sha256."""
+def check_trainable(cfg: TrainConfig) -> None:
+    """Refuse, before any training, a registered model other than ``tiny`` that cannot be
+    trained here: fine-tuning (``init``) it, a family whose adapter does not decode masks or
+    whose checkpoint layout is not known (:data:`CHECKPOINT_CONTAINER`), a preset that adds
+    parameters, or a model whose float16 checkpoint would not stay under 10 MB."""
+    if cfg.init is not None:
+        raise UserError(f"--init fine-tunes a tiny SAM 1 only; drop it for --model {cfg.model}")
+    entry = MODELS[cfg.model]
+    model = meta_model(cfg.model)
+    adapter = adapter_for(model)
+    decodes = type(adapter).decode_masks is not EncoderAdapter.decode_masks
+    if not decodes or entry.family not in CHECKPOINT_CONTAINER or entry.load is None:
+        raise UserError(
+            f"--model {cfg.model}: the {entry.family} family cannot be trained here yet (it "
+            "needs mask decoding and a checkpoint layout); train tiny or sam2-tiny"
+        )
+    mb = 2 * sum(p.numel() for p in model.parameters()) / 1e6
+    if mb > 10:
+        raise UserError(
+            f"--model {cfg.model} has {mb / 2:.1f} M parameters: its float16 checkpoint "
+            f"({mb:.0f} MB) would exceed the project's 10 MB file limit"
+        )
+    if cfg.preset != "vanilla":
+        patched = load_model(cfg.model)
+        apply_basam(patched, BASAMConfig.preset(cfg.preset))
+        extra = unsavable_keys(patched.state_dict(), cfg.model)
+        if extra:
+            raise UserError(
+                f"preset {cfg.preset!r} adds parameters ({', '.join(extra[:3])}): train with a "
+                "zero-shot preset (vanilla, scale, bias, paper)"
+            )
+
+
+def save_half(sam: nn.Module, path: Path, model: str = "tiny") -> str:
+    """Save ``sam``'s state_dict with floating tensors in fp16 (atomically), in the layout
+    :data:`CHECKPOINT_CONTAINER` gives its family; returns the file's sha256."""
     import hashlib
 
     state = sam.state_dict()
-    extra = unsavable_keys(state)
+    extra = unsavable_keys(state, model)
     if extra:
         raise UserError(
-            f"the trained model has keys a plain tiny SAM lacks ({extra[:3]}): its preset adds "
-            f"parameters, so it cannot be saved as a loadable tiny checkpoint"
+            f"the trained model has keys a plain {model} lacks ({extra[:3]}): its preset adds "
+            f"parameters, so it cannot be saved as a loadable checkpoint"
         )
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    key = CHECKPOINT_CONTAINER[MODELS[model].family]
     path.parent.mkdir(parents=True, exist_ok=True)
-    _save_atomic(half, path)
+    _save_atomic(half if key is None else {key: half}, path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -493,6 +546,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--preset",
         default=None,
         help="override the preset active in training (vanilla/scale/bias/paper)",
+    )
+    p.add_argument(
+        "--model",
+        default="tiny",
+        help="architecture trained from scratch: tiny (the tiny SAM 1, default) or sam2-tiny "
+        "(the tiny SAM 2: Hiera from the sam2 package); default name tiny-sam2-VARIANT",
     )
     p.add_argument("--init", default=None, help="fine-tune from this model name or .pt file")
     p.add_argument("--name", default=None, help="checkpoint name (default tiny-VARIANT)")
@@ -622,12 +681,16 @@ def output_path(args: argparse.Namespace, cfg: TrainConfig, run_dir: Path) -> Pa
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    name = args.name or (f"tiny-{args.variant}" if args.init is None else "tiny-finetuned")
+    if args.model not in MODELS:
+        raise UserError(f"--model {args.model!r}: choose one of {', '.join(MODELS)}")
+    stem = "tiny" if args.model == "tiny" else f"tiny-{MODELS[args.model].family}"
+    name = args.name or (f"{stem}-{args.variant}" if args.init is None else "tiny-finetuned")
     preset = args.preset or VARIANTS[args.variant]
     lr = args.lr if args.lr is not None else (TrainConfig.lr if args.init is None else 1e-4)
     warmup = args.warmup if args.warmup is not None else min(50, max(1, args.steps // 10))
     return TrainConfig(
         name=name,
+        model=args.model,
         preset=preset,
         init=args.init,
         steps=args.steps,
@@ -781,9 +844,9 @@ def run(args: argparse.Namespace) -> int:
     if result.step < cfg.steps:
         print(f"stopped at step {result.step}/{cfg.steps}; rerun the same command to resume")
         return 0
-    sha = save_half(result.model, out)
+    sha = save_half(result.model, out, cfg.model)
     # Evaluate the saved (fp16 -> fp32) weights, i.e. exactly what build_sam loads.
-    sam = build_sam("tiny", checkpoint=out)
+    sam = build_sam(cfg.model, checkpoint=out)
     if cfg.preset != "vanilla":
         apply_basam(sam, BASAMConfig.preset(cfg.preset))
     with torch_threads(cfg.threads):  # the card's numbers, computed as in training

@@ -15,9 +15,12 @@ from .precision import PRECISIONS, Precision, resolve_precision
 class TrainConfig:
     """One training run. ``preset``: a BASAMConfig preset name active while training
     (``"vanilla"`` trains plain SAM attention). ``init``: model name or checkpoint path to
-    fine-tune from (None: random init, seed ``seed``)."""
+    fine-tune from (None: random init, seed ``seed``). ``model``: the registered architecture
+    trained from scratch (:data:`basam_lite.encoders.specs.MODELS`; ``"tiny"`` is the tiny
+    SAM 1 of ``spec``, ``"sam2-tiny"`` the tiny SAM 2)."""
 
     name: str = "tiny-vanilla"
+    model: str = "tiny"
     preset: str = "vanilla"
     init: str | None = None
     steps: int = 5000
@@ -52,6 +55,13 @@ class TrainConfig:
                 raise UserError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise UserError(f"TrainConfig.warmup must be an integer >= 0, got {self.warmup!r}")
+        from .encoders.specs import MODELS  # the one registry of named models
+
+        if self.model not in MODELS:
+            raise UserError(
+                f"TrainConfig.model must be a registered model ({', '.join(MODELS)}), got "
+                f"{self.model!r}"
+            )
         if self.precision not in PRECISIONS:
             raise UserError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"

@@ -149,13 +149,16 @@ def _sam2_base(image_encoder: nn.Module, image_size: int) -> nn.Module:
     )
 
 
-def build_tiny_sam2(spec: TinySam2Spec = TINY_SAM2, seed: int = 0) -> nn.Module:
-    """A randomly initialised (seeded) tiny SAM 2 (``SAM2Base``) in eval mode."""
+def build_tiny_sam2(spec: TinySam2Spec = TINY_SAM2, seed: int | None = 0) -> nn.Module:
+    """A randomly initialised tiny SAM 2 (``SAM2Base``) in eval mode: seeded with ``seed``, or
+    drawn from the caller's random state with ``seed=None`` (what
+    :func:`~basam_lite.encoders.specs.load_model` seeds)."""
     hieradet = import_sam2("sam2.modeling.backbones.hieradet")
     image_encoder = import_sam2("sam2.modeling.backbones.image_encoder")
     position = import_sam2("sam2.modeling.position_encoding")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        if seed is not None:
+            torch.manual_seed(seed)
         trunk = hieradet.Hiera(
             embed_dim=spec.embed_dim,
             num_heads=spec.num_heads,
@@ -271,4 +274,6 @@ def build_random(name: str) -> nn.Module:
     """A random-weight model of the named architecture: the spec registry's builder, which calls
     it under ``torch.device("meta")`` (no weights allocated)."""
     with _LinspaceOnCpu():
+        if name == TINY_SAM2_NAME:  # seeded by the caller (load_model's seed)
+            return build_tiny_sam2(seed=None)
         return build_sam2(name)
