@@ -1,0 +1,101 @@
+"""Training the tiny SAM 2 (``train --model sam2-tiny``): bit-exact resume, the saved checkpoint
+(under 10 MB, sam2's ``{"model": state_dict}`` layout, loads and scores as trained), and the
+refusals of what cannot be trained."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import basam_lite as bl
+from basam_lite.__main__ import main
+from basam_lite.encoders.specs import load_model
+from basam_lite.errors import UserError
+from basam_lite.evaluation import evaluate
+from basam_lite.train import TrainConfig, check_savable, train
+
+pytest.importorskip("sam2", reason="the tiny SAM 2 needs the sam2 extra")
+
+
+def sam2_config(**changes) -> TrainConfig:
+    base = dict(
+        name="tiny-sam2-test", model="sam2-tiny", steps=2, batch_size=2, warmup=1, threads=1
+    )
+    return TrainConfig(**{**base, "masks_per_image": 2, **changes})
+
+
+def test_sam2_training_resumes_bit_exact_and_moves_the_weights(tmp_path):
+    cfg = sam2_config(preset="paper")
+    whole = train(cfg, run_dir=tmp_path / "whole", progress=False)
+    first = train(cfg, run_dir=tmp_path / "split", progress=False, stop_after=1)
+    assert first.step == 1
+    rest = train(cfg, run_dir=tmp_path / "split", progress=False)
+    a, b = whole.model.state_dict(), rest.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in rest.history] == [h["loss"] for h in whole.history]
+    init = load_model("sam2-tiny").state_dict()
+    key = "sam_mask_decoder.iou_token.weight"
+    assert not torch.equal(a[key], init[key])
+    # each step records its wall and CPU seconds
+    assert all(h["wall_s"] > 0 and h["cpu_s"] > 0 for h in whole.history)
+
+
+def test_the_seed_sets_the_initial_sam2_weights():
+    a = load_model("sam2-tiny", seed=0).state_dict()
+    b = load_model("sam2-tiny", seed=1).state_dict()
+    same = bl.build_sam("sam2-tiny").state_dict()  # build_sam's random weights are seed 0
+    assert all(torch.equal(a[k], same[k]) for k in a)
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_cli_saves_a_small_sam2_checkpoint_that_scores_as_trained(tmp_path, capsys):
+    out = tmp_path / "tiny-sam2-cli.pt"
+    args = ["train", "--model", "sam2-tiny", "--steps", "2", "--batch-size", "2"]
+    args += ["--threads", "1", "--eval-n", "2", "--run-dir", str(tmp_path / "run")]
+    assert main([*args, "--out", str(out)]) == 0
+    assert out.stat().st_size < 10e6
+    saved = torch.load(out, weights_only=True)
+    assert set(saved) == {"model"}  # sam2's own checkpoint layout
+    assert all(v.dtype != torch.float32 for v in saved["model"].values())  # fp16 floats
+    model = bl.build_sam("sam2-tiny", checkpoint=out)
+    for k, v in saved["model"].items():
+        assert torch.equal(model.state_dict()[k], v.to(model.state_dict()[k].dtype))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    again = evaluate(model, n=2)  # the card's numbers are what the saved file scores
+    assert again["iou_box"] == pytest.approx(metrics["iou_box"], abs=1e-12)
+    card = out.with_suffix(".md").read_text()
+    assert "`sam2-tiny`" in card and "token grids per stage at 256 px: 64 x 64" in card
+
+
+def test_default_names_follow_the_family():
+    from argparse import ArgumentParser
+
+    from basam_lite.train import add_arguments, config_from_args
+
+    p = ArgumentParser()
+    add_arguments(p)
+    assert config_from_args(p.parse_args(["--model", "sam2-tiny"])).name == "tiny-sam2-vanilla"
+    cfg = config_from_args(p.parse_args(["--model", "sam2-tiny", "--variant", "basam"]))
+    assert (cfg.name, cfg.preset, cfg.model) == ("tiny-sam2-basam", "paper", "sam2-tiny")
+    assert config_from_args(p.parse_args([])).name == "tiny-vanilla"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"model": "sam2.1_hiera_tiny"}, "would exceed the project's 10 MB file limit"),
+        ({"model": "hf-tiny"}, "the hf family cannot be trained here yet"),
+        ({"init": "tiny-vanilla"}, "--init fine-tunes a tiny SAM 1 only"),
+    ],
+)
+def test_what_cannot_be_trained_is_refused_before_training(changes, message):
+    with pytest.raises(UserError, match=message):
+        check_savable(sam2_config(**changes))
+
+
+def test_an_unknown_model_is_one_line_at_the_cli(capsys):
+    assert main(["train", "--model", "sam3-tiny", "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--model 'sam3-tiny': choose one of" in err and "Traceback" not in err
