@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from .datasets import ProceduralScenes, Prompt, box_from_mask, random_points
 from .datasets.procedural import MIX_NAMES, render_layers
 from .decoding import decode_each, decode_prompts
-from .encoders import EncoderAdapter, adapter_for
+from .encoders import adapter_for
 from .encoders.specs import MODELS, load_model, meta_model
 from .errors import UserError
 from .evaluation import evaluate, evaluation_table, image_batch, mean_ious
@@ -485,19 +485,18 @@ def check_savable(cfg: TrainConfig) -> None:
 
 def check_trainable(cfg: TrainConfig) -> None:
     """Refuse, before any training, a registered model other than ``tiny`` that cannot be
-    trained here: fine-tuning (``init``) it, a family whose adapter does not decode masks or
-    whose checkpoint layout is not known (:data:`CHECKPOINT_CONTAINER`), a preset that adds
+    trained here: fine-tuning (``init``) it, a family whose checkpoint layout is not known
+    (:data:`CHECKPOINT_CONTAINER`), a preset that adds
     parameters, or a model whose float16 checkpoint would not stay under 10 MB."""
     if cfg.init is not None:
         raise UserError(f"--init fine-tunes a tiny SAM 1 only; drop it for --model {cfg.model}")
     entry = MODELS[cfg.model]
     model = meta_model(cfg.model)
-    adapter = adapter_for(model)
-    decodes = type(adapter).decode_masks is not EncoderAdapter.decode_masks
-    if not decodes or entry.family not in CHECKPOINT_CONTAINER or entry.load is None:
+    if entry.family not in CHECKPOINT_CONTAINER or entry.load is None:
         raise UserError(
-            f"--model {cfg.model}: the {entry.family} family cannot be trained here yet (it "
-            "needs mask decoding and a checkpoint layout); train tiny or sam2-tiny"
+            f"--model {cfg.model}: the {entry.family} family cannot be trained here yet (no "
+            "checkpoint layout for it in basam_lite.train.CHECKPOINT_CONTAINER); train tiny or "
+            "sam2-tiny"
         )
     mb = 2 * sum(p.numel() for p in model.parameters()) / 1e6
     if mb > 10:

@@ -30,7 +30,12 @@ PROMPTS = [
 ]
 
 # (model, base side, another side its family takes)
-FAMILIES = [("tiny", 256, 320), ("sam2-tiny", 256, 320), ("mobilesam-tiny", 1024, 512)]
+FAMILIES = [
+    ("tiny", 256, 320),
+    ("sam2-tiny", 256, 320),
+    ("mobilesam-tiny", 1024, 512),
+    ("hf-tiny", 256, 320),
+]
 
 
 def _image(side: int, seed: int = 0) -> np.ndarray:
@@ -63,7 +68,7 @@ def test_decode_equals_the_familys_own_predictor(name, base, other, which, multi
             np.testing.assert_allclose(iou[0].numpy(), ref_iou, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["sam2-tiny", "mobilesam-tiny"])
+@pytest.mark.parametrize("name", ["sam2-tiny", "mobilesam-tiny", "hf-tiny"])
 def test_batched_decoding_equals_prompt_by_prompt_in_other_families(name):
     """decode_prompts (one decoder pass per token count, a different image per prompt) against
     decode_each (the family's own decoder call per prompt), in train mode as training runs."""
@@ -146,9 +151,16 @@ def test_tiny_sam1_decoding_is_bit_for_bit_what_it_was():
     assert torch.equal(got_low, want_low) and torch.equal(got_iou, want_iou)
 
 
-def test_a_family_without_decoding_says_so_in_one_line():
-    from basam_lite.errors import UserError
-
-    model = bl.build_sam("hf-tiny")
-    with pytest.raises(UserError, match="the hf family has no mask decoding"):
-        decode_one(model, torch.zeros(1, 8, 4, 4), PROMPTS[0])
+@pytest.mark.parametrize("name", ["tiny", "sam2-tiny", "mobilesam-tiny", "hf-tiny"])
+def test_rows_that_fit_neither_one_image_nor_one_per_prompt_are_refused(name):
+    model = bl.build_sam(name)
+    side = 256
+    bl.set_input_size(model, side)
+    adapter = adapter_for(model)
+    with torch.no_grad():
+        features = adapter.encode(
+            adapter.preprocess(image_batch([_image(side, s) for s in (0, 1)]))
+        )
+        sparse, dense = adapter.embed_prompts(None, torch.tensor([[10.0, 10, 90, 90]] * 3))
+        with pytest.raises(ValueError, match="3 prompts but 2 image rows"):
+            adapter.decode_masks(features, sparse, dense)

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 from torch import Tensor, nn
 
-from ..errors import UserError
 from ..sizes import Size, parse_size
 
 if TYPE_CHECKING:
@@ -297,6 +296,7 @@ class EncoderAdapter(ABC):
 
     # ------------------------------------------------------------ decoding (prompts -> masks)
 
+    @abstractmethod
     def embed_prompts(
         self, points: tuple[Tensor, Tensor] | None, boxes: Tensor | None
     ) -> tuple[Tensor, Tensor]:
@@ -313,13 +313,13 @@ class EncoderAdapter(ABC):
             point when there is no box, SAM 2 always) and dense ``[N, C, h, w]``, the learned
             "no mask" embedding on the decoder's grid.
         """
-        raise UserError(f"the {self.family} family has no mask decoding from embeddings yet")
 
+    @abstractmethod
     def image_rows(self, features: Any, index: Tensor) -> Any:
         """Rows ``index [N]`` (image numbers, repeats allowed) of :meth:`encode`'s output for a
         batch: the same structure with batch N."""
-        raise UserError(f"the {self.family} family has no mask decoding from embeddings yet")
 
+    @abstractmethod
     def decode_masks(
         self, features: Any, sparse: Tensor, dense: Tensor, multimask: bool = False
     ) -> tuple[Tensor, Tensor]:
@@ -336,7 +336,6 @@ class EncoderAdapter(ABC):
             low-resolution logits ``[N, K, 4h, 4w]`` and predicted IoU ``[N, K]`` (K = 3 or 1),
             exactly what the family's predictor computes before upsampling.
         """
-        raise UserError(f"the {self.family} family has no mask decoding from embeddings yet")
 
     # ------------------------------------------------------------ derived
 

@@ -439,6 +439,51 @@ class HFSamAdapter(EncoderAdapter):
             raise TypeError("a predictor needs the whole SamModel, not its vision encoder")
         return HFSamPredictor(self.model)
 
+    # ------------------------------------------------------------ decoding
+
+    def embed_prompts(
+        self, points: tuple[Tensor, Tensor] | None, boxes: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """HF's prompt encoder with each prompt as its own image (batch N, one prompt each):
+        the same tokens as SAM 1's (a padding point without a box)."""
+        if self.model is None:
+            raise UserError("decoding needs the whole SamModel, not its vision encoder")
+        sparse, dense = self.model.get_prompt_embeddings(
+            input_points=None if points is None else points[0][:, None],  # [N, 1, P, 2]
+            input_labels=None if points is None else points[1][:, None],  # [N, 1, P]
+            input_boxes=None if boxes is None else boxes[:, None],  # [N, 1, 4]
+        )
+        if sparse is None:  # no prompt at all: HF gives no tokens
+            sparse = dense.new_zeros(dense.shape[0], 1, 0, dense.shape[1])
+        return sparse[:, 0], dense  # [N, T, C], [N, C, h, w]
+
+    def image_rows(self, features: Tensor, index: Tensor) -> Tensor:
+        return features[index]
+
+    def decode_masks(
+        self, features: Tensor, sparse: Tensor, dense: Tensor, multimask: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """``SamModel.mask_decoder`` as ``SamModel.forward`` calls it: one image with its N
+        prompts as HF's point batch, or N images with one prompt each."""
+        if self.model is None:
+            raise UserError("decoding needs the whole SamModel, not its vision encoder")
+        rows, n = int(features.shape[0]), int(sparse.shape[0])
+        if rows not in (1, n):
+            raise ValueError(f"{n} prompts but {rows} image rows")
+        pe = self.model.get_image_wide_positional_embeddings().repeat(rows, 1, 1, 1)
+        if rows == 1:  # [1, N, T, C]: the prompts as one image's point batch
+            tokens, dense = sparse[None], dense[:1]
+        else:  # [N, 1, T, C]
+            tokens = sparse[:, None]
+        masks, iou = self.model.mask_decoder(
+            image_embeddings=features,
+            image_positional_embeddings=pe,
+            sparse_prompt_embeddings=tokens,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )  # [rows, prompts per row, K, 4h, 4w], [rows, prompts per row, K]
+        return masks.flatten(0, 1), iou.flatten(0, 1)
+
 
 def build_random(name: str) -> nn.Module:
     """A ``SamModel`` of the architecture ``name`` with random weights (for the model-spec
