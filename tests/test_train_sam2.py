@@ -99,3 +99,27 @@ def test_an_unknown_model_is_one_line_at_the_cli(capsys):
     assert main(["train", "--model", "sam3-tiny", "--steps", "1"]) == 2
     err = capsys.readouterr().err
     assert "--model 'sam3-tiny': choose one of" in err and "Traceback" not in err
+
+
+def test_docs_state_the_ceiling_of_each_sam2_token_grid():
+    """docs/sam2.md's ceilings: grid_mask_iou of the 200 test scenes at the stride of each of
+    sam2-tiny's stage grids (read off the model), as the README computes the tiny SAM 1's."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from basam_lite.datasets import ProceduralScenes
+    from basam_lite.encoders import adapter_for
+    from basam_lite.metrics import grid_mask_iou
+
+    adapter = adapter_for(bl.build_sam("sam2-tiny"))
+    base = adapter.base_size()
+    strides = sorted(
+        {base[0] // adapter.block_grids(b.index, base).query[0] for b in adapter.attention_blocks()}
+    )
+    assert strides == [4, 8, 16, 32]
+    scenes = ProceduralScenes(200, split="test")
+    ceilings = [np.mean([grid_mask_iou(s.mask, c) for s in scenes]) for c in reversed(strides)]
+    doc = (Path(__file__).parents[1] / "docs" / "sam2.md").read_text()
+    row = "| mean IoU ceiling, 200 test scenes | " + " | ".join(f"{c:.3f}" for c in ceilings)
+    assert row + " |" in doc
