@@ -261,7 +261,9 @@ def plot_mechanism(df: pd.DataFrame, path: str | Path | None = None, statistic: 
             ax.set_xlabel("keys per softmax row")
             ax.grid(alpha=0.3)
         axes[r, 0].set_ylabel(statistic.replace("_", " "))
-    axes[0, 0].legend(fontsize=7)
+    from .viz import legend_outside
+
+    legend_outside(axes[0, -1], fontsize=7)
     fig.tight_layout()
     if path is None:
         return fig
