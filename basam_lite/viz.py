@@ -41,11 +41,6 @@ def show_mask(mask: object, ax: Axes, color: Sequence[float] | None = None, alph
     return im
 
 
-def legend_outside(ax: Axes, **kwargs: object) -> object:
-    """The legend of ``ax`` to the right of its axes, never over the data."""
-    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, **kwargs)
-
-
 def show_points(coords: object, labels: object, ax: Axes, marker_size: int = 220) -> None:
     """Positive points as green stars, negative as red, at (x, y) pixel coordinates."""
     c, lab = _np(coords).reshape(-1, 2), _np(labels).reshape(-1)
@@ -228,6 +223,8 @@ def show_distance_from_uniform(
         ax.set_xticks(keys, [str(k) for k in keys])
         ax.minorticks_off()
         ax.grid(alpha=0.3)
+    from .plots import legend_outside
+
     legend_outside(right, fontsize=8)  # the same lines in both panels: one legend
 
 
@@ -293,6 +290,8 @@ def show_reach_curves(
     right.set(title=f"{model_name} with the mask, global blocks", xlabel="gain g")
     for ax in axes:
         ax.grid(alpha=0.3)
+    from .plots import legend_outside
+
     legend_outside(right, fontsize=7)  # the heads of both panels, and the dashed prior
 
 
