@@ -212,6 +212,20 @@ def over_budget(record: dict) -> list[str]:
     ]
 
 
+def main_job_phrase(record: dict) -> str | None:
+    """What the README says of the main job's time, from the ``under_load`` section (None when
+    the main job was not measured there): ``"410 s alone and 415 s beside one busy process on a
+    2-core CPU"`` (whole seconds, rounded up)."""
+    pair = record.get("under_load", {}).get("runs", {}).get(MAIN_JOB)
+    if not pair:
+        return None
+    idle, busy = (math.ceil(pair[c]["seconds"]) for c in CONDITIONS)
+    return (
+        f"{idle} s alone and {busy} s beside one busy process on a "
+        f"{record['machine']['cores']}-core CPU"
+    )
+
+
 def over_ratio(record: dict) -> list[str]:
     """One line per run of the ``under_load`` section slowed by more than :data:`LOAD_RATIO`."""
     runs = record.get("under_load", {}).get("runs", {})

@@ -387,6 +387,9 @@ def measure_under_load(args: argparse.Namespace) -> int:
                 f"{busy['runnable_before']} other runnable): {pair['ratio']:.2f}x",
                 flush=True,
             )
+    phrase = rt.main_job_phrase(record)
+    if phrase:
+        print(f"the README's main-job sentence: {phrase}")
     print(f"wrote {args.out}")
     return 0
 

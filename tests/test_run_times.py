@@ -482,6 +482,21 @@ def test_the_committed_load_section_covers_everything_and_holds() -> None:
 MEASURE_LOAD = "python scripts/time_notebooks.py --under-load && ... --write-lines"
 
 
+def test_the_readme_quotes_the_measured_main_job() -> None:
+    """Once the main job is measured under load, the README states both times as the record has
+    them (rt.main_job_phrase); the phrase itself, on a record built here."""
+    rec = with_load(record(a=(1, 2)), main_job=(409.2, 415.01))
+    assert rt.main_job_phrase(rec) == (
+        "410 s alone and 416 s beside one busy process on a 2-core CPU"
+    )
+    assert rt.main_job_phrase(record(a=(1, 2))) is None
+    phrase = rt.main_job_phrase(committed())
+    if phrase is not None:
+        assert phrase in (ROOT / "README.md").read_text(encoding="utf-8"), (
+            f"the README's main-job sentence should say: {phrase}"
+        )
+
+
 def test_under_load_times_a_notebook_and_the_main_job_beside_one_busy_process(
     tmp_path, capsys, monkeypatch
 ) -> None:
