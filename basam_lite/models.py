@@ -264,9 +264,10 @@ def sam_from_env(default: str = "tiny-vanilla") -> tuple[nn.Module, str]:
     """The notebooks' one switch: a real SAM from ``BASAM_SAM_CHECKPOINT`` when it is set and
     readable, else the ``default`` tiny model. Returns (model, human-readable description).
 
-    It also sets torch's thread count for the notebook's kernel to the cores no other process is
-    running on (:func:`basam_lite.threads.use_quiet_threads`), so that a busy browser or a
-    shared machine does not stall every operation."""
+    It also sets torch's thread count for the notebook's kernel by the project's policy (one core
+    left to the rest of the machine, none another runnable process is on:
+    :func:`basam_lite.threads.use_quiet_threads`), so that a busy browser or a shared machine
+    does not stall every operation."""
     from .threads import use_quiet_threads
 
     use_quiet_threads()

@@ -11,6 +11,11 @@ from .outputs import atomic_write
 from .variants import variant_names
 
 
+def legend_outside(ax: object, **kwargs: object) -> object:
+    """The legend of the Matplotlib axes ``ax`` to the right of them, never over the data."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, **kwargs)
+
+
 def base_side(model: str) -> int | None:
     """The base input side (px) of a registered model (its spec), None for an unknown name."""
     return model_spec(model).base_side if model in MODELS else None
@@ -261,7 +266,7 @@ def plot_mechanism(df: pd.DataFrame, path: str | Path | None = None, statistic: 
             ax.set_xlabel("keys per softmax row")
             ax.grid(alpha=0.3)
         axes[r, 0].set_ylabel(statistic.replace("_", " "))
-    axes[0, 0].legend(fontsize=7)
+    legend_outside(axes[0, -1], fontsize=7)
     fig.tight_layout()
     if path is None:
         return fig

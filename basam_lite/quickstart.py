@@ -258,7 +258,9 @@ def plot_size_curves(
     ax.minorticks_off()
     ax.grid(alpha=0.3)
     ax.set(xlabel="input size (px)", ylabel=ylabel or y, title=title or f"{y} against input size")
-    ax.legend(fontsize=8)
+    from .plots import legend_outside
+
+    legend_outside(ax, fontsize=8)
     return ax
 
 
@@ -343,7 +345,9 @@ def plot_scene_differences(differences: pd.DataFrame, chosen: int | None = None,
         xlabel="input size",
         title=f"{len(differences)} scenes, the same scene in both variants",
     )
-    ax.legend(fontsize=8, loc="best")
+    from .plots import legend_outside
+
+    legend_outside(ax, fontsize=8)
     ax.grid(alpha=0.3)
     return ax
 

@@ -9,6 +9,12 @@ from it (:func:`run_time_line`), finds and replaces that one line in a stored no
 touching any other byte (:func:`replace_line`), and renders the teacher's guide table
 (:func:`guide_table`).
 
+``--under-load`` measures, side by side in one run, each notebook (``native`` mode) and the
+README's main job (:data:`MAIN_JOB_ARGS`, into a temporary folder) alone and beside one competing
+CPU-bound process (:data:`COMPETITOR`, started and stopped by the script), and records both times
+and their ratio in the record's ``under_load`` section; the issue's target is a ratio of at most
+:data:`LOAD_RATIO`. A notebook's line then states both times.
+
 A record (``run_times.json``)::
 
     {"schema": 1, "date": ISO-8601, "command": str,
@@ -18,7 +24,14 @@ A record (``run_times.json``)::
      "notebooks": {stem: {mode: {"seconds": float, "cpu_seconds": float, "date": ISO-8601,
                                  "load_before": [1, 5, 15 min], "load_after": [...],
                                  "cpu_capability": str, "torch_threads": int,
-                                 "auto_precision": "bf16" | "fp32"}}}}
+                                 "auto_precision": "bf16" | "fp32"}}},
+     "under_load": {"date": ISO-8601, "command": str, "competitor": str,   # optional
+                    "runs": {stem or "main-job": {"idle": RUN, "competing": RUN,
+                                                  "ratio": competing / idle (3 decimals)}}}}
+
+where RUN has at least ``seconds``, ``date`` and ``load_before`` (a notebook's also what its
+kernel saw, as above; each also ``runnable_before``, the other runnable processes seen just
+before it started).
 """
 
 from __future__ import annotations
@@ -49,6 +62,17 @@ EXPECTED_CAPABILITY = {"avx2": "AVX2"}
 BUDGET_S = 180.0
 BUDGETS: dict[str, float] = {"05_attention_maps": 120.0}
 """Wall seconds a notebook may take in every mode (issue 17: 3 minutes, notebook 05 two)."""
+
+MAIN_JOB = "main-job"
+"""The main job's name in the ``under_load`` section."""
+MAIN_JOB_ARGS = ("-m", "basam_lite", "sweep")
+"""The README's main job (``python -m basam_lite sweep --out runs/sweep.csv``) without its
+``--out``: the script gives it a temporary one, so no file of the user's is touched."""
+COMPETITOR = "while True: pass"
+"""The competing CPU-bound process: ``python -c COMPETITOR``, one core's worth of work."""
+LOAD_RATIO = 1.3
+"""The most a run may take beside one competing process, as a multiple of its idle time."""
+CONDITIONS = ("idle", "competing")
 
 LINE_START = "**Run time:** "
 STEP_S = 5
@@ -99,7 +123,40 @@ def validate(record: dict, where: object = "run_times.json") -> dict:
                 raise _fail(where, f"{name} {mode}: 'seconds' must be a number >= 0")
             if "date" not in run:
                 raise _fail(where, f"{name} {mode}: no 'date'")
+    if "under_load" in record:
+        _validate_under_load(record["under_load"], where)
     return record
+
+
+def _seconds(run: object) -> float | None:
+    seconds = run.get("seconds") if isinstance(run, dict) else None
+    ok = isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0
+    return float(seconds) if ok else None
+
+
+def _validate_under_load(section: object, where: object) -> None:
+    if not isinstance(section, dict) or not isinstance(section.get("runs"), dict):
+        raise _fail(where, "its 'under_load' needs 'runs' (name -> idle, competing, ratio)")
+    for name, pair in section["runs"].items():
+        if not isinstance(pair, dict):
+            raise _fail(where, f"under_load {name}: not an object")
+        for condition in CONDITIONS:
+            if _seconds(pair.get(condition)) is None:
+                raise _fail(where, f"under_load {name} {condition}: 'seconds' must be > 0")
+            if "date" not in pair[condition]:
+                raise _fail(where, f"under_load {name} {condition}: no 'date'")
+        expected = load_ratio(pair["idle"]["seconds"], pair["competing"]["seconds"])
+        if pair.get("ratio") != expected:
+            raise _fail(
+                where,
+                f"under_load {name}: 'ratio' is {pair.get('ratio')!r}, but competing / idle "
+                f"is {expected}",
+            )
+
+
+def load_ratio(idle: float, competing: float) -> float:
+    """``competing / idle``, to 3 decimals: how much one busy process slows a run."""
+    return round(competing / idle, 3)
 
 
 def load(path: str | Path = DEFAULT_PATH) -> dict:
@@ -138,7 +195,11 @@ def run_time_line(record: dict, name: str) -> str:
             f"`python scripts/time_notebooks.py --only {name}`"
         )
     slowest = format_duration(max(r["seconds"] for r in runs.values()))
-    return f"{LINE_START}about {slowest} on a {record['machine']['cores']}-core CPU."
+    line = f"{LINE_START}about {slowest} on a {record['machine']['cores']}-core CPU"
+    loaded = record.get("under_load", {}).get("runs", {}).get(name)
+    if loaded:  # the time beside one competing process, measured with an idle run beside it
+        line += f", {format_duration(loaded['competing']['seconds'])} beside one busy process"
+    return line + "."
 
 
 def over_budget(record: dict) -> list[str]:
@@ -148,6 +209,31 @@ def over_budget(record: dict) -> list[str]:
         for name, runs in sorted(record["notebooks"].items())
         for mode, run in sorted(runs.items())
         if run["seconds"] > budget(name)
+    ]
+
+
+def main_job_phrase(record: dict) -> str | None:
+    """What the README says of the main job's time, from the ``under_load`` section (None when
+    the main job was not measured there): ``"410 s alone and 415 s beside one busy process on a
+    2-core CPU"`` (whole seconds, rounded up)."""
+    pair = record.get("under_load", {}).get("runs", {}).get(MAIN_JOB)
+    if not pair:
+        return None
+    idle, busy = (math.ceil(pair[c]["seconds"]) for c in CONDITIONS)
+    return (
+        f"{idle} s alone and {busy} s beside one busy process on a "
+        f"{record['machine']['cores']}-core CPU"
+    )
+
+
+def over_ratio(record: dict) -> list[str]:
+    """One line per run of the ``under_load`` section slowed by more than :data:`LOAD_RATIO`."""
+    runs = record.get("under_load", {}).get("runs", {})
+    return [
+        f"{name}: {pair['competing']['seconds']:.0f} s beside one busy process against "
+        f"{pair['idle']['seconds']:.0f} s idle ({pair['ratio']:.2f}x, over {LOAD_RATIO}x)"
+        for name, pair in sorted(runs.items())
+        if pair["ratio"] > LOAD_RATIO
     ]
 
 
@@ -235,4 +321,30 @@ def guide_table(record: dict, link: str | None = None) -> str:
         )
         shown = f"[{name}]({link}/{name}.ipynb)" if link else name
         rows.append("| " + " | ".join([shown, *wall, *cpu, loads or "-"]) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def load_table(record: dict, link: str | None = None) -> str:
+    """A markdown table of the ``under_load`` section (empty string without one): each run's wall
+    time idle and beside one busy process, their ratio, and the 1-minute load average and the
+    other runnable processes seen before each."""
+    runs = record.get("under_load", {}).get("runs", {})
+    if not runs:
+        return ""
+    rows = [
+        "| run | idle | beside one busy process | ratio | load before (1 min) | "
+        "other runnable before |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, pair in sorted(runs.items()):
+        idle, busy = pair["idle"], pair["competing"]
+        shown = f"[{name}]({link}/{name}.ipynb)" if link and name != MAIN_JOB else name
+        loads = " / ".join(
+            f"{r['load_before'][0]:.1f}" if "load_before" in r else "-" for r in (idle, busy)
+        )
+        seen = " / ".join(str(r.get("runnable_before", "-")) for r in (idle, busy))
+        rows.append(
+            f"| {shown} | {idle['seconds']:.1f} s | {busy['seconds']:.1f} s | "
+            f"{pair['ratio']:.2f} | {loads} | {seen} |"
+        )
     return "\n".join(rows) + "\n"

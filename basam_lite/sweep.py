@@ -93,6 +93,7 @@ from .run_identity import (
     union,
 )
 from .sizes import fit_image
+from .threads import use_quiet_threads
 from .variants import Variant, get_variant, known_variant_names, variant_at, variant_names
 
 PROMPTS = {"box": "box", "point": "center", "click": "point"}
@@ -1475,7 +1476,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --merge: write the union of missing or incomplete shards, marked partial",
     )
-    p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--threads",
+        type=_positive,
+        default=None,
+        help="torch CPU threads (default: one core left to the rest of the machine and none "
+        "another runnable process is on, at least one; OMP_NUM_THREADS or BASAM_THREADS "
+        "choose it too)",
+    )
     p.add_argument("--no-plot", action="store_true")
     p.add_argument(
         "--metrics",
@@ -1664,6 +1672,8 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.threads:
             torch.set_num_threads(args.threads)
+        else:  # a core left to the rest of the machine (basam_lite.threads)
+            use_quiet_threads()
         t0 = time.perf_counter()
         df = run_sweep(
             cfg,

@@ -1,13 +1,20 @@
-"""How many torch threads a notebook kernel should use on a machine it may share.
+"""How many torch threads the notebooks and the main job use on a machine they may share.
 
 PyTorch's CPU kernels split each operation across their threads and wait for all of them at the
 end (an OpenMP fork-join). When another process holds one of the cores, every operation waits for
-the thread that cannot run, a scheduler time slice at a time. Measured on this project's shared
-2-core machine (``python scripts/measure_threads.py --scenes 4 --repeats 2``, 24 tiny-model
-segmentations, notebook 01's section 2), with other people's jobs keeping the 1-minute load
-average at 4 to 9: 5.7-14.5 s with one thread against 78-152 s with two, and with one more busy
-process beside it 11.6-16.9 s against 359 s (one run). So a notebook uses only the cores nobody
-else is running on: the cores minus the other runnable processes, at least one.
+the thread that cannot run, a scheduler time slice at a time: one busy process beside a two-thread
+run on two cores makes it many times slower, whereas a one-thread run keeps a core of its own.
+
+The policy (:func:`quiet_threads`): leave one core to the rest of the machine (a browser, another
+job) and use no core another runnable process is on: ``min(cores - 1, cores - busy)`` threads, at
+least one. On a 2-core machine that is one thread, idle or busy, so a run's time with one
+competing CPU-bound process stays at its idle time; on a many-core machine the spare core costs
+little. Measured by ``python scripts/measure_threads.py`` (fixed one thread, fixed two, two
+with ``OMP_WAIT_POLICY=PASSIVE``, each in a fresh process, alone and beside one spinning
+process, the load stated with each run). Re-deciding per run from the load (two threads when
+idle, one when busy) would put the busy/idle ratio at t(1 thread)/t(2 threads), which that
+script measures above 1.3 on the tiny model, and a process that starts mid-run would still
+stall it.
 """
 
 from __future__ import annotations
@@ -34,8 +41,13 @@ def runnable_processes(samples: int = 5, interval_s: float = 0.01) -> int | None
     return max(0, most - 1)
 
 
+SPARE_CORES = 1
+"""Cores left to the rest of the machine (where it has more than one)."""
+
+
 def quiet_threads(cores: int | None = None, busy: int | None = None) -> int:
-    """Threads that do not wait on a busy core: ``cores - busy``, between 1 and ``cores``.
+    """Threads that do not wait on a busy core: ``min(cores - SPARE_CORES, cores - busy)``,
+    between 1 and ``cores``.
 
     ``cores``: the CPUs this process may run on (``os.sched_getaffinity``; ``os.cpu_count``
     elsewhere); ``busy``: other runnable processes (:func:`runnable_processes`; 0 where unknown).
@@ -45,7 +57,7 @@ def quiet_threads(cores: int | None = None, busy: int | None = None) -> int:
     cores = max(1, int(cores or 1))
     if busy is None:
         busy = runnable_processes() or 0
-    return max(1, min(cores, cores - int(busy)))
+    return max(1, min(cores - SPARE_CORES, cores - int(busy)))
 
 
 def use_quiet_threads() -> int:

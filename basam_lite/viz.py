@@ -24,11 +24,21 @@ def _np(x: object) -> np.ndarray:
 
 
 def show_mask(mask: object, ax: Axes, color: Sequence[float] | None = None, alpha: float = 0.55):
-    """Overlay a binary ``(H, W)`` mask in a translucent colour."""
+    """Overlay a binary ``(H, W)`` mask in a translucent colour, edged by an outline in that
+    colour on a black halo, so that the mask stays visible on any background (an object of the
+    mask's own colour, white, black)."""
+    from matplotlib import patheffects
+
     m = _np(mask).astype(bool)
     rgba = np.zeros((*m.shape, 4))
     rgba[m] = (*(color or MASK_COLOR), alpha)
-    return ax.imshow(rgba, interpolation="nearest")
+    im = ax.imshow(rgba, interpolation="nearest")
+    if m.any() and not m.all():
+        outline = ax.contour(
+            m.astype(float), levels=[0.5], colors=[color or MASK_COLOR], linewidths=1.2
+        )
+        outline.set(path_effects=[patheffects.withStroke(linewidth=2.6, foreground="black")])
+    return im
 
 
 def show_points(coords: object, labels: object, ax: Axes, marker_size: int = 220) -> None:
@@ -213,7 +223,9 @@ def show_distance_from_uniform(
         ax.set_xticks(keys, [str(k) for k in keys])
         ax.minorticks_off()
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+    from .plots import legend_outside
+
+    legend_outside(right, fontsize=8)  # the same lines in both panels: one legend
 
 
 def show_shared_token_maps(
@@ -278,7 +290,9 @@ def show_reach_curves(
     right.set(title=f"{model_name} with the mask, global blocks", xlabel="gain g")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    from .plots import legend_outside
+
+    legend_outside(right, fontsize=7)  # the heads of both panels, and the dashed prior
 
 
 def show_sam_layout(table: object, axes: Sequence[Axes], factors: Sequence[int] = (1, 2)) -> None:

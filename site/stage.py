@@ -118,6 +118,20 @@ def run_times_section(path: Path | None = None) -> str:
         f"states it), the kernel process's CPU time, and the 1-minute load average before and "
         f"after each run, which shows whether the machine was quiet.\n\n"
         + rt.guide_table(record, link="notebooks")
+        + load_section(record, rt)
+    )
+
+
+def load_section(record: dict, rt) -> str:
+    """The record's runs alone and beside one busy process (``--under-load``), if measured."""
+    table = rt.load_table(record, link="notebooks")
+    if not table:
+        return ""
+    return (
+        f"\nAlone and beside one competing CPU-bound process (a Python process spinning on one "
+        f"core), measured side by side by `{record['under_load']['command']}`: each run's wall "
+        f"time, their ratio (the target is at most {rt.LOAD_RATIO}), and the 1-minute load "
+        f"average and the other runnable processes seen before each run.\n\n" + table
     )
 
 

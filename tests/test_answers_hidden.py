@@ -1,82 +1,43 @@
 """No notebook shows an exercise's expected answer before the learner gives it.
 
-For every exercise whose answer is a number or a short phrase, the answer's printed forms must not
-appear in any markdown cell or stored output before the exercise's prompt (the markdown cell that
-opens it). Stored outputs are the checked cells' (``scripts/store_notebook.py`` keeps only
-those), so a number that a sentence quotes before an exercise is caught here; the expected values
-are computed, for the bundled tiny model (base size 256 px, 16 px patches), not typed from the
-notebooks.
+For every exercise whose answer is a number or a short phrase
+(:data:`basam_lite.exercises.hidden.ANSWERS`, computed, not typed from the notebooks), the
+answer's printed forms must not appear in any markdown cell or stored output before the
+exercise's prompt (the markdown cell that opens it). Stored outputs are the golden cells'
+(``scripts/store_notebook.py`` keeps only those); what every other cell prints when the notebook
+runs is checked by ``notebooks/conftest.py`` during the nbval run, which the last test here
+proves on a small notebook.
 """
 
 from __future__ import annotations
 
-import math
-import re
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from basam_lite.exercises.hidden import ANSWERS, PROMPT, output_text, prompt_index
+
 ROOT = Path(__file__).resolve().parents[1]
-BASE, PATCH = 256, 16
-CHECK_CALL = re.compile(r"\b(nb\d\d[a-z]?)\.(check_\w+)\s*\(")
-
-
-def _tokens(side: int) -> int:
-    return (side // PATCH) ** 2
-
-
-def _self_weight() -> float:
-    return 1 / (1 + 4 * math.exp(-1) + 4 * math.exp(-math.sqrt(2)))
-
-
-# (notebook, checker) -> the forms in which its answer would appear on screen
-ANSWERS: dict[tuple[str, str], list[str]] = {
-    ("01_quickstart", "check_tokens_prediction"): [
-        f"{_tokens(4 * BASE)} keys",
-        f"= {_tokens(4 * BASE)}",
-    ],
-    ("01_quickstart", "check_scaled_box"): ["64, 96, 192, 320", "(64, 96, 192, 320)"],
-    ("02_resolution_is_sequence_length", "check_keys_prediction"): [
-        f"{_tokens(3 * BASE // 4)} keys per row"
-    ],
-    ("04_bias_mode_mask", "check_mask_prediction"): ["-2.500", "-2.50 ", "= -2.5"],
-    ("05_attention_maps", "check_self_weight"): [f"{_self_weight():.3f}", f"{_self_weight():.4f}"],
-    ("05_attention_maps", "check_fading_prediction"): [
-        "does not fade",
-        "more concentrated than a stretched map",
-        ": as a stretched map",
-    ],
-    ("05b_detail_or_length", "check_target_token_ratios"): ["target_tokens", "4.00x"],
-    ("08_auditing_the_official_code", "check_click"): ["(200, 10)", "x = 200"],
-}
 
 
 def shown_before(path: Path, checker: str) -> tuple[int, str]:
     """The exercise's prompt cell and the text on screen before it: markdown and stored outputs."""
     nb = nbformat.read(path, as_version=4)
-    calls = [
-        i
-        for i, c in enumerate(nb.cells)
-        if c.cell_type == "code"
-        and any(m.group(2) == checker for m in CHECK_CALL.finditer(c.source))
-    ]
-    assert calls, f"{path.name}: no call of {checker}"
-    prompts = [
-        i
-        for i, c in enumerate(nb.cells[: calls[0]])
-        if c.cell_type == "markdown" and "**Exercise" in c.source
-    ]
-    assert prompts, f"{path.name}: {checker} has no '**Exercise' prompt before it"
-    start = prompts[-1]
+    try:
+        start = prompt_index(nb.cells, checker, path.name)
+    except ValueError as e:
+        pytest.fail(str(e))
     prompt = nb.cells[start].source
-    before = prompt[: prompt.index("**Exercise")]
-    texts = [before]
+    texts = [prompt[: prompt.index(PROMPT)]]
     for c in nb.cells[:start]:
         if c.cell_type == "markdown":
             texts.append(c.source)
-        for o in c.get("outputs", []):
-            texts.append(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")))
+        texts.append(output_text(c.get("outputs", [])))
     return start, "\n".join(texts)
 
 
@@ -145,3 +106,60 @@ def test_prediction_checkers_never_print_the_measured_value(capsys) -> None:
     nb08.check_position_prediction("yes", 0.8312, 0.8329)
     out = capsys.readouterr().out
     assert "0.831" not in out and "0.833" not in out
+
+
+def test_the_nbval_run_fails_a_cell_that_printed_an_answer_at_run_time(tmp_path: Path) -> None:
+    """notebooks/conftest.py, on two small notebooks named as notebook 08 (its click exercise):
+    one prints the answer at run time in a cell with no stored output (the static scan cannot see
+    it), the other prints something else. nbval runs both; only the first fails, naming the cell."""
+    (tmp_path / "conftest.py").write_text((ROOT / "notebooks" / "conftest.py").read_text())
+    checker = "check_click"
+    answer = ANSWERS[("08_auditing_the_official_code", checker)][0]
+    for folder, printed in (("leaks", answer), ("quiet", "(1, 2)")):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [
+            nbformat.v4.new_code_cell(f"print('the click is at {printed}')"),
+            nbformat.v4.new_markdown_cell("**Exercise 1.** Where is the click?"),
+            nbformat.v4.new_code_cell(
+                textwrap.dedent(f"""\
+                class nb08:
+                    def {checker}(*args):
+                        return None
+                nb08.{checker}(None)""")
+            ),
+        ]
+        (tmp_path / folder).mkdir()
+        nbformat.write(nb, tmp_path / folder / "08_auditing_the_official_code.ipynb")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    runs = {}
+    for folder in ("leaks", "quiet"):
+        runs[folder] = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--nbval-lax",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                "--rootdir",
+                str(tmp_path),
+                "-c",
+                os.devnull,
+                str(tmp_path / folder),
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    leaks, quiet = runs["leaks"], runs["quiet"]
+    assert leaks.returncode == 1, leaks.stdout[-2000:]
+    assert f"cell 0 printed {answer!r} when it ran" in leaks.stdout
+    assert "1 failed, 1 passed" in leaks.stdout
+    assert quiet.returncode == 0, quiet.stdout[-2000:]

@@ -96,9 +96,46 @@ def test_nb06_check_shard() -> None:
 # --- notebook 07: train short, test long -------------------------------------------------------
 
 
-def test_nb07_check_scenes_seen() -> None:
-    assert nb07.check_scenes_seen(24 * 8, steps=24, batch_size=8)
-    assert not nb07.check_scenes_seen(24, steps=24, batch_size=8)
+def _iou_at(set_size=True, render=True, kind="box", restore=True):
+    """An ``iou_at`` as a learner might write it; the defaults are the right one."""
+    from basam_lite.evaluation import evaluation_table
+
+    def iou_at(model, size, n):
+        if set_size:
+            bl.set_input_size(model, size)
+        extra = {"size": size} if render else {}
+        table = evaluation_table(model, n=n, kinds=(kind,), **extra)
+        if restore:
+            bl.restore_input_size(model)
+        return table[f"iou_{kind}"].mean()
+
+    return iou_at
+
+
+def test_nb07_check_iou_at_runs_the_learners_code_against_the_library(capsys) -> None:
+    assert nb07.check_iou_at(_iou_at())
+    assert "left as found" in capsys.readouterr().out
+    cases = [
+        (_iou_at(restore=False), "the model was left at 384 px"),
+        (_iou_at(set_size=False), "still ran at its base size"),
+        (_iou_at(render=False), "rendered at the base size"),
+        (_iou_at(kind="point"), "point prompt"),
+        (lambda model, size, n: None, "not the mean box IoU"),
+        (lambda model, size, n: 1 / 0, "raised ZeroDivisionError"),
+    ]
+    for learner, hint in cases:
+        assert not nb07.check_iou_at(learner)
+        out = capsys.readouterr().out
+        assert hint in out, out
+    # the answer is never printed: the library's value at either size
+    from basam_lite.exercises.nb07 import _iou_at_reference
+
+    torch.manual_seed(0)
+    model = bl.apply_basam(bl.build_sam("tiny"), bl.BASAMConfig.paper())
+    want = [_iou_at_reference(model, s, 2) for s in nb07.IOU_AT_SIZES]
+    nb07.check_iou_at(_iou_at(kind="point"))
+    out = capsys.readouterr().out
+    assert not any(f"{w:.3f}" in out for w in want)
 
 
 def test_checkers_return_verdicts() -> None:

@@ -81,16 +81,18 @@ def test_shared_token_maps_share_colour_limits() -> None:
     plt.close(fig)
 
 
-def test_reach_curves_have_legends_on_both_panels() -> None:
+def test_reach_curves_have_one_legend_beside_both_panels() -> None:
+    from test_figures import legends_clear_of_data
+
     gains = [0.0, 1.0]
     prior = pd.DataFrame({0.0: [100.0, 100.0], 1.0: [50.0, 80.0]})
     model = pd.DataFrame({0.0: [110.0, 90.0], 1.0: [55.0, 85.0]})
-    _, axes = plt.subplots(1, 2)
+    fig, axes = plt.subplots(1, 2)
     viz.show_reach_curves(prior[gains], model[gains], [0.5, 0.25], axes, "m")
-    left = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    assert axes[0].get_legend() is None  # the same heads in both panels: one legend
     right = [t.get_text() for t in axes[1].get_legend().get_texts()]
-    assert left == ["head 0 (m = 0.5000)", "head 1 (m = 0.2500)"]
-    assert right == [*left, "mask alone (left panel)"]
+    assert right == ["head 0 (m = 0.5000)", "head 1 (m = 0.2500)", "mask alone (left panel)"]
+    assert legends_clear_of_data(fig) == 1
     plt.close("all")
 
 
@@ -105,7 +107,7 @@ def test_distance_from_uniform_axes_start_at_zero() -> None:
     _, axes = plt.subplots(1, 2)
     viz.show_distance_from_uniform(summary, axes, base_keys=256)
     assert axes[0].get_ylim()[0] == 0 and axes[1].get_ylim() == (0, 1.02)
-    assert "base size" in [t.get_text() for t in axes[0].get_legend().get_texts()]
+    assert "base size" in [t.get_text() for t in axes[1].get_legend().get_texts()]
     plt.close("all")
 
 

@@ -5,6 +5,7 @@ executes a notebook."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -394,3 +395,192 @@ def test_a_tiny_notebook_is_timed_in_both_modes_and_checked_inside_its_kernel(tm
         capsys.readouterr().err
     )
     assert out.read_text() == before
+
+
+# --- under load: alone and beside one busy process -----------------------------------------------
+
+
+def loaded(idle: float, competing: float) -> dict:
+    def run(s: float, load: float) -> dict:
+        return {
+            "seconds": s,
+            "date": "2026-12-04T10:00:00+00:00",
+            "load_before": [load, 0.5, 0.4],
+            "runnable_before": 0 if load < 1 else 1,
+        }
+
+    return {
+        "idle": run(idle, 0.2),
+        "competing": run(competing, 1.1),
+        "ratio": rt.load_ratio(idle, competing),
+    }
+
+
+def with_load(rec: dict, **pairs: tuple[float, float]) -> dict:
+    runs = {n.replace("_", "-") if n == "main_job" else n: loaded(*p) for n, p in pairs.items()}
+    return {**rec, "under_load": {"date": "x", "command": "c", "competitor": "p", "runs": runs}}
+
+
+def test_the_line_states_the_time_beside_a_busy_process_when_measured() -> None:
+    rec = with_load(record(a=(21.3, 37.0), b=(5.0, 6.0)), a=(20.0, 24.2))
+    assert rt.run_time_line(rec, "a") == (
+        "**Run time:** about 40 s on a 2-core CPU, 25 s beside one busy process."
+    )
+    assert rt.run_time_line(rec, "b") == "**Run time:** about 10 s on a 2-core CPU."
+
+
+def test_ratios_over_the_target_are_listed() -> None:
+    assert rt.load_ratio(20.0, 26.0) == 1.3 and rt.load_ratio(3.0, 1.0) == 0.333
+    rec = with_load(record(a=(1, 2)), a=(20.0, 26.0), main_job=(100.0, 140.0))
+    assert rt.over_ratio(rec) == [
+        "main-job: 140 s beside one busy process against 100 s idle (1.40x, over 1.3x)"
+    ]
+    assert rt.over_ratio(record(a=(1, 2))) == []
+
+
+def test_the_load_table_has_one_row_per_run() -> None:
+    rec = with_load(record(a=(1, 2)), a=(20.0, 24.0), main_job=(300.0, 310.0))
+    table = rt.load_table(rec, link="notebooks").splitlines()
+    assert table[0].startswith("| run | idle | beside one busy process | ratio |")
+    assert table[2] == "| [a](notebooks/a.ipynb) | 20.0 s | 24.0 s | 1.20 | 0.2 / 1.1 | 0 / 1 |"
+    assert table[3] == "| main-job | 300.0 s | 310.0 s | 1.03 | 0.2 / 1.1 | 0 / 1 |"
+    assert rt.load_table(record(a=(1, 2))) == ""
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r["under_load"].pop("runs"), "needs 'runs'"),
+        (lambda r: r["under_load"]["runs"]["a"].update(ratio=1.0), "competing / idle is 1.2"),
+        (lambda r: r["under_load"]["runs"]["a"].pop("competing"), "a competing: 'seconds'"),
+        (lambda r: r["under_load"]["runs"]["a"]["idle"].update(seconds=0), "a idle: 'seconds'"),
+        (lambda r: r["under_load"]["runs"]["a"]["idle"].pop("date"), "a idle: no 'date'"),
+    ],
+)
+def test_a_malformed_load_section_is_refused(tmp_path: Path, change, message: str) -> None:
+    bad = with_load(record(a=(1.0, 2.0)), a=(20.0, 24.0))
+    change(bad)
+    path = tmp_path / "run_times.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(UserError, match=message):
+        rt.load(path)
+
+
+def test_the_committed_load_section_covers_everything_and_holds() -> None:
+    """Once measured (``--under-load``, run of everything), every notebook and the main job are
+    in it, each within the target; each notebook's line then states both times (above)."""
+    section = committed().get("under_load")
+    if section is None:  # not measured yet: the lines state the idle time only, as checked above
+        assert all(
+            "beside" not in rt.notebook_line(p.read_text(encoding="utf-8")) for p in NOTEBOOKS
+        )
+        return
+    assert sorted(section["runs"]) == sorted([*NAMES, rt.MAIN_JOB]), f"measure: {MEASURE_LOAD}"
+    assert rt.over_ratio(committed()) == []
+
+
+MEASURE_LOAD = "python scripts/time_notebooks.py --under-load && ... --write-lines"
+
+
+def test_the_readme_quotes_the_measured_main_job() -> None:
+    """Once the main job is measured under load, the README states both times as the record has
+    them (rt.main_job_phrase); the phrase itself, on a record built here."""
+    rec = with_load(record(a=(1, 2)), main_job=(409.2, 415.01))
+    assert rt.main_job_phrase(rec) == (
+        "410 s alone and 416 s beside one busy process on a 2-core CPU"
+    )
+    assert rt.main_job_phrase(record(a=(1, 2))) is None
+    phrase = rt.main_job_phrase(committed())
+    if phrase is not None:
+        assert phrase in (ROOT / "README.md").read_text(encoding="utf-8"), (
+            f"the README's main-job sentence should say: {phrase}"
+        )
+
+
+def test_under_load_times_a_notebook_and_the_main_job_beside_one_busy_process(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    # A two-cell notebook and a stand-in main job (a quick Python command given --out), so the
+    # test starts two kernels and two short processes, not the real main job.
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("**Run time:** unknown"),
+        nbformat.v4.new_code_cell("x = sum(range(10))"),
+    ]
+    (folder / "a.ipynb").write_text(nbformat.writes(nb))
+    stored = (folder / "a.ipynb").read_bytes()
+    job = (
+        "import os, sys; assert sys.argv[-2] == '--out'; open(sys.argv[-1], 'w').write(os.getcwd())"
+    )
+    monkeypatch.setattr(rt, "MAIN_JOB_ARGS", ("-c", job))
+    pids: list[int] = []
+    real = time_notebooks.competitor
+
+    @contextlib.contextmanager
+    def watched():
+        with real() as pid:
+            pids.append(pid)
+            assert pid_alive(pid)
+            yield pid
+
+    monkeypatch.setattr(time_notebooks, "competitor", watched)
+    out = tmp_path / "rt.json"
+    argv = ["--dir", str(folder), "--out", str(out), "--under-load"]
+    assert time_notebooks.main([*argv, "--only", "a", "main-job"]) == 0
+    assert (folder / "a.ipynb").read_bytes() == stored
+    assert len(pids) == 2 and not any(pid_alive(p) for p in pids)  # one per run, then stopped
+    section = rt.load(out)["under_load"]
+    assert sorted(section["runs"]) == ["a", "main-job"]
+    for pair in section["runs"].values():
+        assert pair["ratio"] == rt.load_ratio(pair["idle"]["seconds"], pair["competing"]["seconds"])
+        assert pair["competing"]["runnable_before"] >= 1  # the competitor was running
+        assert len(pair["idle"]["load_before"]) == 3
+    assert section["runs"]["a"]["idle"]["torch_threads"] >= 1
+    assert "a: " in capsys.readouterr().out
+    # a main job that fails: one line, exit 1, the record as it was
+    monkeypatch.setattr(rt, "MAIN_JOB_ARGS", ("-c", "raise SystemExit('broken on purpose')"))
+    before = out.read_text()
+    assert time_notebooks.main([*argv, "--only", "main-job"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: main-job idle: the main job exited with status 1")
+    assert "broken on purpose" in err and "\n" not in err
+    assert out.read_text() == before
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):  # a zombie not yet reaped counts as stopped
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return False
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--under-load", "--main-job-timeout", "0"], "--main-job-timeout must be a positive"),
+        (["--under-load", "--only", "99_nothing"], "no notebook 99_nothing in"),
+    ],
+)
+def test_under_load_bad_input_is_one_line(copy, capsys, argv, message) -> None:
+    folder, out = copy
+    before = out.read_text()
+    assert time_notebooks.main(["--dir", str(folder), "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert out.read_text() == before
+
+
+def test_check_reports_a_ratio_over_the_target(copy, capsys) -> None:
+    folder, out = copy
+    args = ["--dir", str(folder), "--out", str(out)]
+    assert time_notebooks.main([*args, "--write-lines"]) == 0
+    rec = json.loads(out.read_text())
+    out.write_text(json.dumps(with_load(rec, main_job=(100.0, 131.0))))
+    capsys.readouterr()
+    assert time_notebooks.main([*args, "--check"]) == 1
+    assert "main-job: 131 s beside one busy process against 100 s idle" in capsys.readouterr().out

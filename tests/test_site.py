@@ -149,6 +149,19 @@ def test_the_guide_reads_its_run_times_from_the_record(tmp_path) -> None:
         "native 0.2 / 0.8; avx2 0.2 / 0.8 |"
     ) in section
     assert "Not measured yet" in stage.run_times_section(tmp_path / "missing.json")
+    assert "beside one competing" not in section  # no load section measured in this record
+    pair = {
+        c: {"seconds": s, "date": "d", "load_before": [0.3, 0.2, 0.1], "runnable_before": n}
+        for c, s, n in (("idle", 10.0, 0), ("competing", 11.0, 1))
+    }
+    record["under_load"] = {
+        "command": "python scripts/time_notebooks.py --under-load",
+        "runs": {"main-job": {**pair, "ratio": 1.1}},
+    }
+    path.write_text(json.dumps(record))
+    section = stage.run_times_section(path)
+    assert "`python scripts/time_notebooks.py --under-load`" in section
+    assert "| main-job | 10.0 s | 11.0 s | 1.10 | 0.3 / 0.3 | 0 / 1 |" in section
     guide = (ROOT / "site" / "teacher_guide.md").read_text()
     assert guide.count(stage.RUN_TIMES_MARKER) == 1
     stage.stage(tmp_path / "site", teacher=False)

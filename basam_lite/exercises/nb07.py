@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -12,14 +13,113 @@ from .answers import instrument
 from .mistakes import check_number_function
 from .predictions import check_prediction
 
+IOU_AT_SIZES = (384, 512)
+"""The sizes :func:`check_iou_at` tries: 1.5 and 2 times the tiny model's 256 px base."""
+IOU_AT_SCENES = 2
 
-def check_scenes_seen(answer: object, steps: int, batch_size: int) -> Verdict:
-    """How many distinct training scenes a fine-tune of ``steps`` x ``batch_size`` sees."""
+
+def _iou_at_reference(model: object, size: int, n: int) -> float:
+    """Test long, as section 3 does: the model set to ``size``, the first ``n`` held-out scenes
+    rendered at ``size`` with the tight box, the mean IoU; the model returned to its size."""
+    from ..evaluation import evaluation_table
+    from ..resolution import input_size, set_input_size
+
+    before = input_size(model)
+    set_input_size(model, size)
+    try:
+        return float(evaluation_table(model, n=n, kinds=("box",), size=size)["iou_box"].mean())
+    finally:
+        set_input_size(model, before)
+
+
+def _iou_at_mistakes(model: object, size: int, n: int) -> list[tuple[str, float]]:
+    """What the typical slips compute (those that run at all), to name the one a learner made."""
+    from ..evaluation import evaluation_table
+    from ..resolution import input_size, set_input_size
+
+    before = input_size(model)
+    plain = evaluation_table(model, n=n, kinds=("box",), size=size)["iou_box"].mean()
+    out = [
+        (
+            "the model still ran at its base size: it must be set to the test size first (the "
+            "image is otherwise resized down to the base size, and lambda stays 1)",
+            float(plain),
+        )
+    ]
+    set_input_size(model, size)
+    try:
+        for why, kwargs in (
+            (
+                "the scenes were rendered at the base size: pass size= to evaluation_table too, "
+                "or the model sees a small image padded to the larger input",
+                {"kinds": ("box",)},
+            ),
+            (
+                "that is the point prompt's IoU: the protocol prompts with the tight box",
+                {"kinds": ("point",), "size": size},
+            ),
+        ):
+            table = evaluation_table(model, n=n, **kwargs)  # type: ignore[arg-type]
+            out.append((why, float(table.filter(like="iou_").iloc[:, 0].mean())))
+    finally:
+        set_input_size(model, before)
+    return out
+
+
+def check_iou_at(iou_at: Callable) -> Verdict:
+    """Implement the test-long step: ``iou_at(model, size, n)``, the mean box IoU of ``model``
+    on the first ``n`` held-out scenes rendered at ``size`` px
+    (:func:`basam_lite.evaluation.evaluation_table`), leaving the model at the input size it had.
+    Run against the library on a seeded random-weight tiny model with the paper preset (its
+    lambda follows the size), at 1.5 and 2 times its base size, within 1e-6. (The grader, which
+    replays the function's recorded return values, re-checks the values, not the model's size
+    afterwards.)"""
+    import torch
+
+    from ..config import BASAMConfig
+    from ..models import build_sam
+    from ..patch import apply_basam
+    from ..resolution import input_size, set_input_size
+
+    torch.manual_seed(0)
+    model = apply_basam(build_sam("tiny"), BASAMConfig.paper())
+    start = input_size(model)
+    answers = []
+    for size in IOU_AT_SIZES:  # every call first, the same calls whatever the answers
+        try:
+            answers.append((iou_at(model, size, IOU_AT_SCENES), None, input_size(model)))
+        except Exception as e:  # a learner's error becomes a hint, not a traceback
+            answers.append((None, e, input_size(model)))
+        set_input_size(model, start)
+    for size, (got, error, left) in zip(IOU_AT_SIZES, answers, strict=True):
+        if error is not None:
+            hint = f"your function raised {type(error).__name__}: {str(error)[:160]}"
+            if "size" in str(error).lower() or "shape" in str(error).lower():
+                hint += " (the model runs at the size it was built for until it is set to another)"
+            return verdict(False, "", hint)
+        if left != start:
+            return verdict(
+                False,
+                "",
+                f"the model was left at {left[0]} px: return it to the size it had "
+                "(restore_input_size, or set_input_size with what input_size gave), or every "
+                "later cell runs at the wrong size",
+            )
+        want = _iou_at_reference(model, size, IOU_AT_SCENES)
+        if not close(got, want, rel=0, abs_tol=1e-6):
+            for why, value in _iou_at_mistakes(model, size, IOU_AT_SCENES):
+                if close(got, value, rel=0, abs_tol=1e-6):
+                    return verdict(False, "", why)
+            return verdict(
+                False,
+                "",
+                f"at {size} px your value is not the mean box IoU of the first n held-out "
+                "scenes: compare each step with section 3's evaluation cell",
+            )
     return verdict(
-        close(answer, steps * batch_size, rel=0, abs_tol=0.5),
-        "a few hundred scenes: far too few to learn much, which is why the notebook hedges.",
-        "every step renders a fresh batch of scenes (scene index = step x batch + b), none is "
-        "repeated: how many steps, how many scenes per step?",
+        True,
+        "your evaluation is the library's at every size tried, and the model is left as found.",
+        "",
     )
 
 
