@@ -48,6 +48,7 @@ from . import attention as attn_lib
 from .encoders.sam1 import decomposed_rel_pos
 from .encoders.sam1_build import global_block_encoder
 from .encoders.specs import model_spec
+from .errors import UserError
 from .models import build_sam, tiny_checkpoint_path
 from .patch import BASAMConfig, apply_basam, remove_basam
 from .patch_state import block_patch
@@ -795,6 +796,8 @@ def run(args: argparse.Namespace) -> int:
     if args.child:
         print(json.dumps(child_main(json.loads(args.child))), flush=True)
         return 0
+    if not args.cap_gb > 0:
+        raise UserError(f"--cap-gb {args.cap_gb:g}: a memory cap is a positive number of GB")
     if args.threads:
         torch.set_num_threads(args.threads)
     quick = args.quick

@@ -227,6 +227,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.images < 2:
         raise UserError(f"--images {args.images}: the extent axis needs at least 2 images")
+    if not args.target_se > 0:
+        raise UserError(
+            f"--target-se {args.target_se:g}: a standard error is positive; give e.g. 0.01"
+        )
     if args.figure and not args.findings_only:
         raise UserError("--figure goes with --findings-only (a full run draws OUT.png anyway)")
     if args.figure and not extent_path(args.out).exists():

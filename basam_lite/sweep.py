@@ -1615,12 +1615,34 @@ def _axis_args(args: argparse.Namespace, axis: str) -> argparse.Namespace:
     return one
 
 
+def config_of(args: argparse.Namespace, shard: tuple[int, int]) -> SweepConfig:
+    """The sweep ``args`` ask for, as shard ``shard`` (every value checked as it is built)."""
+    return SweepConfig(
+        models=tuple(args.model),
+        checkpoint=args.checkpoint,
+        variants=tuple(args.variants),
+        resolutions=tuple(args.resolutions),
+        dataset=args.dataset,
+        prompts=tuple(args.prompt),
+        device=shard_device(args.device) if args.shard == "auto" else args.device,
+        seed=args.seed,
+        limit=args.limit,
+        shard=shard,
+        axis=getattr(args, "axis", "zoom"),
+        metrics=getattr(args, "metrics", "all"),
+    )
+
+
 def main_job(args: argparse.Namespace) -> int:
-    """Both axes (see the module docstring); returns the exit status."""
+    """Both axes (see the module docstring); returns the exit status. Both axes' arguments
+    are checked before the first runs (a bad extent size is refused before the zoom table)."""
     from .plots import plot_axes
 
     if not args.no_plot and "{" not in args.out:
         refuse_plot_over_foreign_file(Path(args.out))
+    for axis in ("zoom", "extent"):
+        one = _axis_args(args, axis)
+        config_of(one, (0, 1) if one.shard == "auto" else one.shard)
     for axis in ("zoom", "extent"):
         one = _axis_args(args, axis)
         one.header = f"== {axis} axis"  # printed once the run has succeeded
@@ -1723,20 +1745,7 @@ def run(args: argparse.Namespace) -> int:
             args.merge, out, allow_partial=args.allow_partial, overwrite=args.overwrite
         )
     else:
-        cfg = SweepConfig(
-            models=tuple(args.model),
-            checkpoint=args.checkpoint,
-            variants=tuple(args.variants),
-            resolutions=tuple(args.resolutions),
-            dataset=args.dataset,
-            prompts=tuple(args.prompt),
-            device=shard_device(args.device) if args.shard == "auto" else args.device,
-            seed=args.seed,
-            limit=args.limit,
-            shard=shard,
-            axis=getattr(args, "axis", "zoom"),
-            metrics=getattr(args, "metrics", "all"),
-        )
+        cfg = config_of(args, shard)
         if args.threads:
             torch.set_num_threads(args.threads)
         t0 = time.perf_counter()

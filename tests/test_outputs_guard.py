@@ -50,6 +50,29 @@ def test_non_finite_numbers_are_refused_before_work(argv, tmp_path, monkeypatch,
     assert list(tmp_path.iterdir()) == []  # nothing written, not even a run folder
 
 
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["study", "--target-se", "-1"], "a standard error is positive"),
+        (["study", "--target-se", "0"], "a standard error is positive"),
+        (["bench", "--cap-gb", "-1"], "a memory cap is a positive"),
+        (["bench", "--cap-gb", "0"], "a memory cap is a positive"),
+        (["grade", "x.ipynb", "--timeout", "-1"], "must be positive"),
+        # the extent axis's sizes are checked before the zoom axis runs and writes its table
+        (["sweep", "--extent-resolutions", "-256", "--model", "tiny"], "-256"),
+        (["study", "--extent-resolutions", "100"], "100"),
+    ],
+)
+def test_bad_numbers_of_any_command_are_refused_before_work(
+    argv, why, tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and why in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []  # nothing written: no table, no lock, no folder
+
+
 @pytest.mark.parametrize("lr", ["-1", "0", "-1e-4"])
 def test_learning_rate_must_be_positive(lr, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
