@@ -170,3 +170,25 @@ def test_findings_of_a_killed_run_say_so_on_screen_and_in_the_file(tmp_path, cap
     written = out.with_suffix(".findings.md").read_text()
     for text in (shown, written):
         assert text.lstrip().startswith(f"**Incomplete table: {out} is incomplete")
+    # Its own findings are replaced by a rerun; a file it did not write is never replaced.
+    assert main(["study", "--findings-only", "--out", str(out)]) == 0
+    capsys.readouterr()
+    for suffix, argv in [
+        (".findings.md", []),
+        (".png", ["--figure"]),
+        (".mechanism.md", ["--mechanism-only", "--mechanism-images", "1"]),
+        (".mechanism.csv", ["--mechanism-only", "--mechanism-images", "1"]),
+        (".mechanism.png", ["--mechanism-only", "--mechanism-images", "1"]),
+    ]:
+        foreign = out.with_suffix(suffix)
+        saved = foreign.read_bytes() if foreign.exists() else None
+        foreign.write_text("the user's own notes\n")
+        mode = [] if "--mechanism-only" in argv else ["--findings-only"]
+        assert main(["study", *mode, *argv, "--out", str(out)]) == 2, suffix
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{foreign} exists and is not" in err, err
+        assert foreign.read_text() == "the user's own notes\n"
+        if saved is None:
+            foreign.unlink()
+        else:
+            foreign.write_bytes(saved)
