@@ -332,3 +332,26 @@ def test_capture_estimate_matches_the_maps_and_refuses_above_the_limit(queries) 
     # 2048 px on every query of every block: refused up front with the estimate
     huge = capture_bytes(layout, 1, (128, 128), None)
     assert huge > 8 * 2**30
+
+
+def test_bench_never_replaces_a_file_it_did_not_write(tmp_path, monkeypatch, capsys) -> None:
+    from basam_lite import bench
+
+    docs = ROOT / "docs"
+    assert bench.is_bench_csv(docs / "benchmark.csv")  # the committed outputs are its own
+    assert bench.is_bench_report(docs / "benchmark.md")
+    monkeypatch.chdir(tmp_path)
+    ran: list[str] = []
+    monkeypatch.setattr(bench, "bench_blocks", lambda *a: ran.append("ran"))
+    for foreign, argv in (
+        ("README.md", ["--out", "README.md"]),
+        ("notes.md", ["--out", "ok.csv", "--report", "notes.md"]),
+    ):
+        (tmp_path / foreign).write_text("the user's own file\n")
+        assert cli_main(["bench", "--quick", "--skip-models", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{foreign} exists and is not a benchmark" in err, err
+        assert (tmp_path / foreign).read_text() == "the user's own file\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == [foreign]  # nothing written
+        (tmp_path / foreign).unlink()
+    assert ran == []  # refused before the benchmark ran
