@@ -877,6 +877,18 @@ def check_shard_rows(path: Path, meta: dict[str, object], table: pd.DataFrame) -
                 f"shard {path} holds rows outside its own run ({column} {', '.join(stray[:3])}): "
                 "rerun that shard's command to rebuild it, then merge again"
             )
+    k, n = _shard_of(meta, path)
+    cells = len(grid["resolutions"]) * len(grid["models"]) * len(grid["variants"])
+    per_image = cells * len(config["prompts"])
+    if "row" in table and len(table) and per_image:
+        images = pd.to_numeric(table["row"], errors="coerce") // per_image
+        other = images[(images % n != k) | images.isna()]
+        if len(other):
+            raise UserError(
+                f"shard {path} holds rows of another shard (row {table.loc[other.index[0], 'row']}"
+                f" is not shard {k}/{n}'s): rerun that shard's command to rebuild it, then merge "
+                "again"
+            )
 
 
 def _shard_of(meta: dict[str, object], path: Path) -> tuple[int, int]:

@@ -167,6 +167,12 @@ def test_merge_refuses_a_cut_or_foreign_shard(shards, tmp_path) -> None:
     with pytest.raises(UserError, match="same row twice"):
         merge_shards([parts[0], twice], out, allow_partial=True)
     assert meta["complete"] and not out.exists() and not meta_path(out).exists()
+    swapped = tmp_path / "swapped.csv"  # a row of shard 0 in shard 1's file, the count intact
+    pd.concat([table.iloc[:1], pd.read_csv(parts[0]).iloc[:1]]).to_csv(swapped, index=False)
+    shutil.copy(meta_path(parts[1]), meta_path(swapped))
+    with pytest.raises(UserError, match=r"holds rows of another shard \(row 0 is not shard 1/2"):
+        merge_shards([parts[0], swapped], out)
+    assert not out.exists() and not meta_path(out).exists()
     assert len(merge_shards(parts, out)) == 4
 
 
