@@ -187,3 +187,27 @@ def test_a_file_dataset_hashes_the_files_of_the_images_used(tmp_path):
     assert now_limited == limited and now_whole != whole
     Image.fromarray(np.full((32, 32, 3), 9, np.uint8)).save(ds.pairs[0][0])  # the used one
     assert fingerprints()[0] != limited
+
+
+def test_a_coco_subset_hashes_the_pictures_of_its_instances(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from test_datasets import _coco
+    finally:
+        sys.path.pop(0)
+    ann, images, _ = _coco(tmp_path)
+    c = cfg(dataset=f"coco:{ann}:{images}", limit=1)
+
+    def fingerprints() -> tuple[dict, dict]:
+        return identity(c, _open(c))["data"], identity(cfg(dataset=c.dataset), _open(c))["data"]
+
+    limited, whole = fingerprints()
+    assert limited["files"] == 1 and limited["used"] == 1 and limited["instances"] == 2
+    assert whole["files"] == 2 and "used" not in whole
+    assert limited["annotations_sha256"] == whole["annotations_sha256"]  # the file, whole
+    # instance 2's picture, unused at --limit 1, changes
+    Image.fromarray(np.full((80, 120, 3), 7, np.uint8)).save(images / "000002.jpg")
+    now_limited, now_whole = fingerprints()
+    assert now_limited == limited and now_whole != whole

@@ -164,3 +164,19 @@ def test_a_huge_jpeg_never_sits_in_memory_whole(tmp_path):
     ).stdout.split()
     assert out[:3] == ["(750,", "750,", "3)"]
     assert int(out[3]) * 1024 < 40e6, out  # decoded whole: 108 MB (144 MB in Pillow)
+
+
+def test_a_coco_instance_is_read_on_the_reduced_grid(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from test_datasets import _coco
+    finally:
+        sys.path.pop(0)
+    from basam_lite.datasets import CocoInstances
+
+    ann, images, rle_mask = _coco(tmp_path)
+    native = CocoInstances(ann, images, max_side=None)[1]
+    s = CocoInstances(ann, images, max_side=50)[1]  # 120 px wide: factor 4
+    assert s.meta["read_factor"] == 4 and s.hw == (20, 30) == s.image.shape[:2]
+    np.testing.assert_array_equal(native.mask, rle_mask)
+    np.testing.assert_array_equal(s.mask, majority_reference(rle_mask, 4))
