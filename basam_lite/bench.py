@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import resource
@@ -48,7 +49,9 @@ from . import attention as attn_lib
 from .encoders.sam1 import decomposed_rel_pos
 from .encoders.sam1_build import global_block_encoder
 from .encoders.specs import model_spec
+from .errors import UserError
 from .models import build_sam, tiny_checkpoint_path
+from .outputs import refuse_foreign, write_text_atomic
 from .patch import BASAMConfig, apply_basam, remove_basam
 from .patch_state import block_patch
 from .provenance import load_line
@@ -756,10 +759,34 @@ def markdown_tables(rows: list[Row]) -> str:
 def write_csv(rows: list[Row], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     dicts = [r.csv_dict() for r in rows]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dicts[0]) if dicts else ["section"])
-        writer.writeheader()
-        writer.writerows(dicts)
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(dicts[0]) if dicts else ["section"])
+    writer.writeheader()
+    writer.writerows(dicts)
+    write_text_atomic(path, buf.getvalue())
+
+
+REPORT_START = "# Benchmark: BA-SAM attention speed and memory"
+
+
+def is_bench_csv(path: Path) -> bool:
+    """A CSV :func:`write_csv` wrote (its header starts with the Row fields)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.readline().startswith("section,case,description,")
+
+
+def is_bench_report(path: Path) -> bool:
+    """A report :func:`write_report` wrote."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read(len(REPORT_START)) == REPORT_START
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before the benchmark runs, to replace a file it did not write."""
+    how = "choose another --out / --report"
+    refuse_foreign(Path(args.out), is_bench_csv, "a benchmark CSV", how)
+    if args.report:
+        refuse_foreign(Path(args.report), is_bench_report, "a benchmark report", how)
 
 
 # ---------------------------------------------------------------- command line
@@ -795,6 +822,9 @@ def run(args: argparse.Namespace) -> int:
     if args.child:
         print(json.dumps(child_main(json.loads(args.child))), flush=True)
         return 0
+    if not args.cap_gb > 0:
+        raise UserError(f"--cap-gb {args.cap_gb:g}: a memory cap is a positive number of GB")
+    check_outputs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     quick = args.quick
@@ -829,7 +859,7 @@ def write_report(args: argparse.Namespace, tables: str, path: Path) -> None:
     cases = "\n".join(f"- {desc}" for desc in BLOCK_CASES.values())
     text = "\n".join(
         [
-            "# Benchmark: BA-SAM attention speed and memory on CPU",
+            f"{REPORT_START} on CPU",
             "",
             "Produced by:",
             "",
@@ -856,7 +886,7 @@ def write_report(args: argparse.Namespace, tables: str, path: Path) -> None:
         ]
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_text_atomic(path, text)
     print(f"wrote {path}")
 
 

@@ -64,7 +64,14 @@ from .models import (
     check_checkpoint,
     load_safely,
 )
-from .outputs import atomic_write, write_text_atomic
+from .outputs import (
+    atomic_write,
+    hold_folder,
+    is_model_card,
+    is_torch_checkpoint,
+    refuse_foreign,
+    write_text_atomic,
+)
 from .patch import BASAMConfig, apply_basam
 from .patch_state import parameter_names as basam_parameter_names
 from .precision import PRECISIONS, resolve_precision
@@ -531,13 +538,54 @@ def finetune(
     stop_after: int | None = None,
     progress: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    hold: Callable[[], None] | None = None,
 ) -> FinetuneResult:
     """Run (or resume from ``run_dir/state.pt``) a fine-tuning; returns the model with the
     best epoch's weights loaded (LoRA still injected, BA-SAM applied). ``stop_after``: stop
-    after that many optimiser steps of this call (to test resuming)."""
+    after that many optimiser steps of this call (to test resuming). ``run_dir`` has one
+    writer: a second run into it is refused once the inputs are checked; ``hold`` takes the
+    folder's lock instead of this call (for a caller that goes on writing into it)."""
     check_model_file(cfg.model, cfg.checkpoint)
     state_path = Path(run_dir) / "state.pt" if run_dir is not None else None
     best_path = Path(run_dir) / "best.pt" if run_dir is not None else None
+    precision, why = resolve_precision(cfg.precision, cfg.device)
+    sam, targets = initial_model(cfg)
+    size = sam.image_encoder.img_size
+    trainable = set_trainable(sam, cfg.tune)
+    train_items, val_items = open_items(cfg, size)
+    # One writer per run folder: taken once everything is checked (a refusal writes nothing)
+    # and before the saved state is read; held until this call returns, or by ``hold``'s caller.
+    held = None
+    if run_dir is not None:
+        if hold is not None:
+            hold()
+        else:
+            held = hold_folder(run_dir)
+    try:
+        return _run(cfg, state_path, best_path, precision, why, sam, targets, trainable,
+                    train_items, val_items, save_every, stop_after, progress, on_step)  # fmt: skip
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _run(
+    cfg: FinetuneConfig,
+    state_path: Path | None,
+    best_path: Path | None,
+    precision: str,
+    why: str,
+    sam: nn.Module,
+    targets: list[str],
+    trainable: dict[str, int],
+    train_items: list,
+    val_items: list,
+    save_every: int,
+    stop_after: int | None,
+    progress: bool,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+) -> FinetuneResult:
+    """:func:`finetune` once its inputs are checked and its run folder is held."""
     state = load_state(state_path) if state_path is not None and state_path.exists() else None
     if state is not None and state["config"] != cfg.describe():
         saved = state["config"]
@@ -547,16 +595,11 @@ def finetune(
             if saved.get(k) != v  # type: ignore[union-attr]
         )
         raise UserError(
-            f"{state_path} was saved by another run ({differ}): delete {run_dir} or pass "
-            "another --run-dir"
+            f"{state_path} was saved by another run ({differ}): delete {state_path.parent} or "
+            "pass another --run-dir"
         )
-    precision, why = resolve_precision(cfg.precision, cfg.device)
     if state is not None:
         precision = str(state["precision"])
-    sam, targets = initial_model(cfg)
-    size = sam.image_encoder.img_size
-    trainable = set_trainable(sam, cfg.tune)
-    train_items, val_items = open_items(cfg, size)
     params = [p for p in sam.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(epoch_batches([i for i in range(len(train_items))], 0, cfg))
@@ -696,6 +739,15 @@ def started_from(cfg: FinetuneConfig) -> str:
     if cfg.model == "tiny":
         return "the random tiny SAM (build_tiny_sam, seed 0)"
     return f"the bundled {cfg.model} (data/checkpoints/{cfg.model}.pt)"
+
+
+def is_card(path: Path) -> bool:
+    """A card :func:`write_model_card` (or the procedural trainer) wrote."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read(65536)
+    first = text.split("\n", 1)[0]
+    ours = first.startswith("# ") and " fine-tuned with BA-SAM (" in first
+    return (ours and "\n- weights: `" in text) or is_model_card(path)
 
 
 def write_model_card(
@@ -860,6 +912,10 @@ def run(args: argparse.Namespace) -> int:
         bundled.parent / "results"
     ):
         raise UserError(f"--out {out} is inside the project's data or results: choose another path")
+    how = "choose another --out"
+    refuse_foreign(out, is_torch_checkpoint, "a checkpoint", how)
+    refuse_foreign(out.with_suffix(".basam.pt"), is_torch_checkpoint, "a checkpoint", how)
+    refuse_foreign(out.with_suffix(".md"), is_card, "a model card", "move it, or " + how)
     check_model_file(cfg.model, cfg.checkpoint)
     precision, why = resolve_precision(cfg.precision, cfg.device)
     print(
@@ -869,7 +925,14 @@ def run(args: argparse.Namespace) -> int:
     )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    result = finetune(cfg, run_dir, save_every=args.save_every, stop_after=args.stop_after)
+    held: list[object] = []  # the run folder's lock, held until the card is written
+    result = finetune(
+        cfg,
+        run_dir,
+        save_every=args.save_every,
+        stop_after=args.stop_after,
+        hold=lambda: held.append(hold_folder(run_dir)),
+    )
     if result.epoch < cfg.epochs:
         print(
             f"stopped at epoch {result.epoch + 1}, step {result.step}; rerun the same command "

@@ -222,11 +222,64 @@ def report(out: str | Path, target_se: float = 0.01) -> str:
     return body
 
 
+FINDINGS_STARTS = ("**Incomplete table: ", "| model | axis | size (px) | prompt | variant |")
+MECHANISM_START = "Change of the mean attention entropy of the global blocks"
+MECHANISM_COLUMNS = {"image", "axis", "resolution", "variant", "block", "entropy", "model"}
+
+
+def _head(path: Path) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read(4096)
+
+
+def is_findings(path: Path) -> bool:
+    """``OUT.findings.md`` as :func:`report` writes it."""
+    return _head(path).startswith(FINDINGS_STARTS)
+
+
+def is_mechanism_report(path: Path) -> bool:
+    """``OUT.mechanism.md`` as :func:`mechanism_report` writes it."""
+    return _head(path).startswith(MECHANISM_START)
+
+
+def is_mechanism_table(path: Path) -> bool:
+    """``OUT.mechanism.csv`` as :func:`mechanism_study` writes it (its header)."""
+    return set(_head(path).split("\n", 1)[0].split(",")) >= MECHANISM_COLUMNS
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, to replace a file beside ``--out`` that this run would write
+    and this project did not (the findings, the mechanism's table, report and plots, the
+    figure); the tables and the main plot are checked by the sweep."""
+    from .outputs import is_matplotlib_png, refuse_foreign
+
+    if "{" in args.out:  # a shard: only its tables are written
+        return
+    out = Path(args.out)
+    how = "move it, or choose another --out"
+    mechanism = args.mechanism_only or (bool(args.mechanism_images) and not args.findings_only)
+    checks = [] if args.mechanism_only else [(".findings.md", is_findings, "a findings report")]
+    if mechanism or args.findings_only:
+        checks.append((".mechanism.md", is_mechanism_report, "a mechanism report"))
+    if mechanism:
+        checks.append((".mechanism.csv", is_mechanism_table, "a mechanism table"))
+    if mechanism or args.figure:
+        checks.append((".mechanism.png", is_matplotlib_png, "a plot"))
+    if args.figure:
+        checks.append((".png", is_matplotlib_png, "a plot"))
+    for suffix, is_ours, what in checks:
+        refuse_foreign(out.with_suffix(suffix), is_ours, what, how)
+
+
 def run(args: argparse.Namespace) -> int:
     from .errors import UserError
 
     if args.images < 2:
         raise UserError(f"--images {args.images}: the extent axis needs at least 2 images")
+    if not args.target_se > 0:
+        raise UserError(
+            f"--target-se {args.target_se:g}: a standard error is positive; give e.g. 0.01"
+        )
     if args.figure and not args.findings_only:
         raise UserError("--figure goes with --findings-only (a full run draws OUT.png anyway)")
     if args.figure and not extent_path(args.out).exists():
@@ -234,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
             f"--figure needs both axes' tables: {extent_path(args.out)} is missing (run the "
             "extent axis, or merge its shards, first)"
         )
+    check_outputs(args)
     if args.mechanism_only:
         if args.findings_only or not args.mechanism_images:
             raise UserError(

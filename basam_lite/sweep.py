@@ -307,42 +307,100 @@ def variant_definition(variant: str) -> dict[str, object]:
     return {"transform": v.transform, "basam": plain(v.config)}
 
 
-def dataset_fingerprint(ds: Sequence[Sample]) -> dict[str, object]:
-    """The dataset's content: every file's path (relative to its root), size and sha256, or
-    for procedural scenes a hash of every scene's parameters. Hashing reads every file once
-    per run (seconds for a few GB), so data copied to another disk keeps its identity."""
+def used_images(cfg: SweepConfig, ds: Sequence[Sample]) -> list[int]:
+    """The dataset indices whose content decides the numbers of ``cfg``'s grid, every shard
+    included: the first ``limit`` images and, on the extent axis, the mosaic neighbours they show
+    at every size and base side of the grid (procedural scenes: found without rendering; a file
+    dataset's mosaic needs each target's name, so there every image counts)."""
+    n = len(ds) if cfg.limit is None else min(cfg.limit, len(ds))
+    if cfg.axis != "extent" or n == len(ds):
+        return list(range(n))
+    if not isinstance(ds, ProceduralScenes):
+        return list(range(len(ds)))
+    used = set(range(n))
+    sampler = AxisSampler(ds, "extent", seed=cfg.seed)
+    for base in sorted({base_side(m) for m in cfg.models}):
+        view = sampler.view(base)
+        for side in cfg.resolutions:
+            for i in range(n):
+                used.update(view.mosaic(i, side).values())
+    return sorted(used)
+
+
+def _leaf_files(ds: Sequence[Sample], indices: Sequence[int]) -> tuple[list[Path], list[Path]]:
+    """The files behind images ``indices`` (each image's, then its mask's) and the roots of the
+    dataset parts they lie in."""
+    files: list[Path] = []
+    roots: dict[str, Path] = {}
+    for index in indices:
+        part, i = _part_of(ds, index)
+        if hasattr(part, "pairs"):
+            roots.setdefault(str(part.root), Path(part.root))
+            files += list(part.pairs[i])
+        else:  # COCO: the picture of the instance
+            roots.setdefault(str(part.images_dir), Path(part.images_dir))
+            info = part.coco.imgs[part.coco.anns[part.ann_ids[i]]["image_id"]]
+            files.append(Path(part.images_dir) / info["file_name"])
+    return files, list(roots.values())
+
+
+def dataset_fingerprint(
+    ds: Sequence[Sample], used: Sequence[int] | None = None
+) -> dict[str, object]:
+    """The content of the images ``used`` (default: all; see :func:`used_images`): for files
+    every file's path (relative to its root), size and sha256, for procedural scenes a hash of
+    every scene's parameters. A run reads and hashes only what it uses (``synthetic:20000
+    --limit 1`` draws one scene); with every image used the fingerprint is the whole dataset's,
+    as tables made before this stored it. COCO: the annotation file is hashed whole. Hashing a
+    file reads it once per run, so data copied to another disk keeps its identity."""
+    if used is not None and len(used) >= len(ds):
+        used = None
     if isinstance(ds, ProceduralScenes):
+        if used is None:
+            scenes: list[object] = [plain(ds.scene(i)) for i in range(len(ds))]
+            return {"kind": "procedural", "scenes": len(ds), "scene_sha256": json_hash(scenes)}
+        scenes = [[i, plain(ds.scene(i))] for i in used]  # the index: which scenes were drawn
         return {
             "kind": "procedural",
             "scenes": len(ds),
-            "scene_sha256": json_hash([plain(ds.scene(i)) for i in range(len(ds))]),
+            "used": len(used),
+            "scene_sha256": json_hash(scenes),
         }
-    files: list[Path] = []
-    roots: list[Path] = []
+    leaves: list[object] = []
     stack = [ds]
     while stack:
         part = stack.pop(0)
         if hasattr(part, "parts"):
             stack = list(part.parts) + stack
-        elif hasattr(part, "pairs"):
-            roots.append(Path(part.root))
-            files += [f for pair in part.pairs for f in pair]
-        elif hasattr(part, "coco"):  # COCO: the annotations and the images they name
-            roots.append(Path(part.images_dir))
-            names = sorted(
-                {part.coco.imgs[a["image_id"]]["file_name"] for a in part.coco.anns.values()}
-            )
-            files += [Path(part.images_dir) / n for n in names]
-            return {
-                "kind": type(ds).__name__,
-                "annotations_sha256": json_hash(part.coco.dataset),
-                "instances": len(ds),
-                **files_fingerprint(Path(part.images_dir), files),
-            }
         else:
-            return {"kind": type(ds).__name__, "repr": repr(ds), "samples": len(ds)}
+            leaves.append(part)
+    if any(not (hasattr(p, "pairs") or hasattr(p, "coco")) for p in leaves):
+        return {"kind": type(ds).__name__, "repr": repr(ds), "samples": len(ds)}
+    coco = next((p for p in leaves if hasattr(p, "coco")), None)
+    if used is None and coco is not None:  # the whole dataset: every picture an annotation names
+        imgs = coco.coco.imgs
+        names = sorted({imgs[a["image_id"]]["file_name"] for a in coco.coco.anns.values()})
+        files = [Path(coco.images_dir) / n for n in names]
+        return {
+            "kind": type(ds).__name__,
+            "annotations_sha256": json_hash(coco.coco.dataset),
+            "instances": len(ds),
+            "read_max_side": str(getattr(coco, "max_side", None)),
+            **files_fingerprint(Path(coco.images_dir), files),
+        }
+    files, roots = _leaf_files(ds, range(len(ds)) if used is None else used)
     root = Path(os.path.commonpath([str(r.resolve()) for r in roots])) if roots else Path(".")
-    return {"kind": type(ds).__name__, "samples": len(ds), **files_fingerprint(root, files)}
+    out: dict[str, object] = {"kind": type(ds).__name__}
+    if coco is not None:
+        out["annotations_sha256"] = json_hash(coco.coco.dataset)
+        out["instances"] = len(ds)
+    else:
+        out["samples"] = len(ds)
+    if used is not None:
+        out["used"] = len(used)
+    sides = sorted({str(getattr(p, "max_side", None)) for p in leaves})
+    out["read_max_side"] = sides[0] if len(sides) == 1 else sides  # how huge images are read
+    return {**out, **files_fingerprint(root, files)}
 
 
 def number_versions() -> dict[str, str]:
@@ -364,7 +422,7 @@ def identity(cfg: SweepConfig, ds: Sequence[Sample]) -> Identity:
         normalise={"device": _identity_device, "checkpoint": _identity_checkpoint},
     )
     ident["weights"] = {m: model_weights(m, cfg.checkpoint) for m in cfg.models}
-    ident["data"] = dataset_fingerprint(ds)
+    ident["data"] = dataset_fingerprint(ds, used_images(cfg, ds))
     ident["definitions"] = {v: variant_definition(v) for v in cfg.variants}
     ident["prompt_kinds"] = {p: PROMPTS[p] for p in cfg.prompts}
     ident["attention"] = {
@@ -820,6 +878,18 @@ def check_shard_rows(path: Path, meta: dict[str, object], table: pd.DataFrame) -
                 f"shard {path} holds rows outside its own run ({column} {', '.join(stray[:3])}): "
                 "rerun that shard's command to rebuild it, then merge again"
             )
+    k, n = _shard_of(meta, path)
+    cells = len(grid["resolutions"]) * len(grid["models"]) * len(grid["variants"])
+    per_image = cells * len(config["prompts"])
+    if "row" in table and len(table) and per_image:
+        images = pd.to_numeric(table["row"], errors="coerce") // per_image
+        other = images[(images % n != k) | images.isna()]
+        if len(other):
+            raise UserError(
+                f"shard {path} holds rows of another shard (row {table.loc[other.index[0], 'row']}"
+                f" is not shard {k}/{n}'s): rerun that shard's command to rebuild it, then merge "
+                "again"
+            )
 
 
 def _shard_of(meta: dict[str, object], path: Path) -> tuple[int, int]:
@@ -1049,7 +1119,7 @@ def run_sweep(
     if not overwrite:
         prior = prior_identity(out)
         if prior is not None:
-            diff = differences(prior, ident, keyed=KEYED)
+            diff = against_table(prior, cfg, ident, ds)
             if diff:
                 raise _refuse(
                     out,
@@ -1067,7 +1137,7 @@ def run_sweep(
             remove_table(out)
         prior = prior_identity(out)  # again under the lock: another writer may have finished
         if prior is not None:
-            diff = differences(prior, ident, keyed=KEYED)
+            diff = against_table(prior, cfg, ident, ds)
             if diff:
                 raise _refuse(out, f"holds a table of another run ({'; '.join(diff[:4])})")
             widened = check_widening(cfg, prior["grid"], out, extend, len(ds))
@@ -1077,6 +1147,29 @@ def run_sweep(
         else:
             asked = cfg
         return _run_locked(cfg, ds, ident, out, progress, stop_after, models, on_error, asked)
+
+
+def on_grid(cfg: SweepConfig, grid: dict[str, object]) -> SweepConfig:
+    """``cfg`` with a table's grid (its models, variants, sizes and limit) in place of its own."""
+    return replace(
+        cfg,
+        models=tuple(grid["models"]),  # type: ignore[arg-type]
+        variants=tuple(grid["variants"]),  # type: ignore[arg-type]
+        resolutions=tuple(grid["resolutions"]),  # type: ignore[arg-type]
+        limit=grid.get("limit"),  # type: ignore[arg-type]
+    )
+
+
+def against_table(
+    prior: Identity, cfg: SweepConfig, ident: Identity, ds: Sequence[Sample]
+) -> list[str]:
+    """What differs between a table's identity and this run's (``ident``, of ``cfg`` on
+    ``ds``), grid extensions aside. The data are compared over the images the table's own grid
+    uses (a rerun with another ``--limit`` hashes the table's images, not its own)."""
+    if prior.get("grid") and prior["grid"] != ident.get("grid"):
+        used = used_images(on_grid(cfg, prior["grid"]), ds)
+        ident = {**ident, "data": dataset_fingerprint(ds, used)}
+    return differences(prior, ident, keyed=KEYED)
 
 
 def check_random_weights(
@@ -1106,13 +1199,7 @@ def check_widening(
     """Whether ``cfg`` widens the table's ``grid`` (more models, variants, sizes or images);
     without ``extend`` a widening is refused, naming what it would add."""
     wider = extended(cfg, grid)
-    table = replace(
-        cfg,
-        models=tuple(grid["models"]),  # type: ignore[arg-type]
-        variants=tuple(grid["variants"]),  # type: ignore[arg-type]
-        resolutions=tuple(grid["resolutions"]),  # type: ignore[arg-type]
-        limit=grid.get("limit"),  # type: ignore[arg-type]
-    )
+    table = on_grid(cfg, grid)
     added = [
         f"{f} {sorted(set(getattr(wider, f)) - set(getattr(table, f)), key=str)}"
         for f in ("models", "variants", "resolutions")
@@ -1548,12 +1635,34 @@ def _axis_args(args: argparse.Namespace, axis: str) -> argparse.Namespace:
     return one
 
 
+def config_of(args: argparse.Namespace, shard: tuple[int, int]) -> SweepConfig:
+    """The sweep ``args`` ask for, as shard ``shard`` (every value checked as it is built)."""
+    return SweepConfig(
+        models=tuple(args.model),
+        checkpoint=args.checkpoint,
+        variants=tuple(args.variants),
+        resolutions=tuple(args.resolutions),
+        dataset=args.dataset,
+        prompts=tuple(args.prompt),
+        device=shard_device(args.device) if args.shard == "auto" else args.device,
+        seed=args.seed,
+        limit=args.limit,
+        shard=shard,
+        axis=getattr(args, "axis", "zoom"),
+        metrics=getattr(args, "metrics", "all"),
+    )
+
+
 def main_job(args: argparse.Namespace) -> int:
-    """Both axes (see the module docstring); returns the exit status."""
+    """Both axes (see the module docstring); returns the exit status. Both axes' arguments
+    are checked before the first runs (a bad extent size is refused before the zoom table)."""
     from .plots import plot_axes
 
     if not args.no_plot and "{" not in args.out:
         refuse_plot_over_foreign_file(Path(args.out))
+    for axis in ("zoom", "extent"):
+        one = _axis_args(args, axis)
+        config_of(one, (0, 1) if one.shard == "auto" else one.shard)
     for axis in ("zoom", "extent"):
         one = _axis_args(args, axis)
         one.header = f"== {axis} axis"  # printed once the run has succeeded
@@ -1656,20 +1765,7 @@ def run(args: argparse.Namespace) -> int:
             args.merge, out, allow_partial=args.allow_partial, overwrite=args.overwrite
         )
     else:
-        cfg = SweepConfig(
-            models=tuple(args.model),
-            checkpoint=args.checkpoint,
-            variants=tuple(args.variants),
-            resolutions=tuple(args.resolutions),
-            dataset=args.dataset,
-            prompts=tuple(args.prompt),
-            device=shard_device(args.device) if args.shard == "auto" else args.device,
-            seed=args.seed,
-            limit=args.limit,
-            shard=shard,
-            axis=getattr(args, "axis", "zoom"),
-            metrics=getattr(args, "metrics", "all"),
-        )
+        cfg = config_of(args, shard)
         if args.threads:
             torch.set_num_threads(args.threads)
         else:  # a core left to the rest of the machine (basam_lite.threads)

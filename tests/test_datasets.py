@@ -308,7 +308,7 @@ def test_folder_dataset_is_lazy(tmp_path, monkeypatch):
 
     calls = []
     real = folders.load_image
-    monkeypatch.setattr(folders, "load_image", lambda p: calls.append(p) or real(p))
+    monkeypatch.setattr(folders, "load_image", lambda p, *a: calls.append(p) or real(p, *a))
     checked = []
     real_check = folders.check_image
     monkeypatch.setattr(folders, "check_image", lambda p: checked.append(p) or real_check(p))

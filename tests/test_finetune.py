@@ -186,3 +186,38 @@ def test_official_model_without_weights_is_refused(tmp_path, folder, monkeypatch
     code = main(["train", "--dataset", f"folder:{folder}", "--init", "vit_b",
                  "--run-dir", str(tmp_path / "r")])  # fmt: skip
     assert code == 2 and "--random-weights" in capsys.readouterr().err
+
+
+def test_one_writer_and_no_foreign_file_replaced(tmp_path, folder, capsys):
+    """A second fine-tuning into a held run folder is refused; --out, its card and its BA-SAM
+    file never replace a file this project did not write; both before any work."""
+    from basam_lite.outputs import hold_folder
+
+    run_dir = tmp_path / "run"
+    base = ["train", "--dataset", f"folder:{folder}", "--init", "tiny", "--epochs", "1",
+            "--batch-size", "1", "--limit", "3", "--val-fraction", "0.34", "--size", "256",
+            "--run-dir", str(run_dir)]  # fmt: skip
+    lock = hold_folder(run_dir)  # another process's run
+    try:
+        assert main([*base, "--out", str(tmp_path / "a.pth")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "another run is writing" in err, err
+        assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]
+        assert not (tmp_path / "a.pth").exists()
+    finally:
+        lock.release()
+    for name in ("notes.pth", "notes.md", "notes.basam.pt"):
+        foreign = tmp_path / name
+        foreign.write_text("the user's own file\n")
+        assert main([*base, "--out", str(tmp_path / "notes.pth")]) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{foreign} exists and is not" in err, err
+        assert foreign.read_text() == "the user's own file\n"
+        foreign.unlink()
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # nothing trained
+    # Its own outputs are replaced by a rerun.
+    out = tmp_path / "ft.pth"
+    assert main([*base, "--out", str(out)]) == 0
+    shutil.rmtree(run_dir)
+    assert main([*base, "--out", str(out)]) == 0
+    assert out.is_file() and out.with_suffix(".md").read_text().startswith("# ")

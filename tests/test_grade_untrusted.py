@@ -470,3 +470,23 @@ def test_every_exercise_checker_records_its_answers() -> None:
                 and value.__module__ == module.__name__
             ):
                 assert getattr(value, "__basam_checker__", None) == f"{name}.{attr}", (name, attr)
+
+
+def test_the_teachers_guide_quotes_what_grade_says() -> None:
+    """The guide's 'how you would notice' lines are the grader's own words, and its account of
+    the fallback matches the one line grade prints there."""
+    guide = " ".join((PROJECT / "site" / "teacher_guide.md").read_text().split())
+    _, detail = grade._judge(
+        {"checker": "nb03.check_official_2560", "args": [1.0], "kernel_said": True}
+    )
+    quoted = "[the notebook's own checker said correct: its kernel was changed;"
+    assert quoted in guide and quoted in detail
+    note = sandbox.choose("none").note
+    for claim in ("read and write any file you can", "reach the network"):
+        assert claim in note
+    assert "can read and write every file you can and reach the network" in guide
+    assert (
+        "printed a 'Correct:' line but no answer reached the grader"
+        in (PROJECT / "basam_lite" / "grade.py").read_text()
+    )
+    assert "printed a `Correct:` line that the grader never received" in guide

@@ -50,6 +50,29 @@ def test_non_finite_numbers_are_refused_before_work(argv, tmp_path, monkeypatch,
     assert list(tmp_path.iterdir()) == []  # nothing written, not even a run folder
 
 
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["study", "--target-se", "-1"], "a standard error is positive"),
+        (["study", "--target-se", "0"], "a standard error is positive"),
+        (["bench", "--cap-gb", "-1"], "a memory cap is a positive"),
+        (["bench", "--cap-gb", "0"], "a memory cap is a positive"),
+        (["grade", "x.ipynb", "--timeout", "-1"], "must be positive"),
+        # the extent axis's sizes are checked before the zoom axis runs and writes its table
+        (["sweep", "--extent-resolutions", "-256", "--model", "tiny"], "-256"),
+        (["study", "--extent-resolutions", "100"], "100"),
+    ],
+)
+def test_bad_numbers_of_any_command_are_refused_before_work(
+    argv, why, tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and why in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []  # nothing written: no table, no lock, no folder
+
+
 @pytest.mark.parametrize("lr", ["-1", "0", "-1e-4"])
 def test_learning_rate_must_be_positive(lr, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -144,6 +167,12 @@ def test_merge_refuses_a_cut_or_foreign_shard(shards, tmp_path) -> None:
     with pytest.raises(UserError, match="same row twice"):
         merge_shards([parts[0], twice], out, allow_partial=True)
     assert meta["complete"] and not out.exists() and not meta_path(out).exists()
+    swapped = tmp_path / "swapped.csv"  # a row of shard 0 in shard 1's file, the count intact
+    pd.concat([table.iloc[:1], pd.read_csv(parts[0]).iloc[:1]]).to_csv(swapped, index=False)
+    shutil.copy(meta_path(parts[1]), meta_path(swapped))
+    with pytest.raises(UserError, match=r"holds rows of another shard \(row 0 is not shard 1/2"):
+        merge_shards([parts[0], swapped], out)
+    assert not out.exists() and not meta_path(out).exists()
     assert len(merge_shards(parts, out)) == 4
 
 
@@ -309,3 +338,26 @@ def test_capture_estimate_matches_the_maps_and_refuses_above_the_limit(queries) 
     # 2048 px on every query of every block: refused up front with the estimate
     huge = capture_bytes(layout, 1, (128, 128), None)
     assert huge > 8 * 2**30
+
+
+def test_bench_never_replaces_a_file_it_did_not_write(tmp_path, monkeypatch, capsys) -> None:
+    from basam_lite import bench
+
+    docs = ROOT / "docs"
+    assert bench.is_bench_csv(docs / "benchmark.csv")  # the committed outputs are its own
+    assert bench.is_bench_report(docs / "benchmark.md")
+    monkeypatch.chdir(tmp_path)
+    ran: list[str] = []
+    monkeypatch.setattr(bench, "bench_blocks", lambda *a: ran.append("ran"))
+    for foreign, argv in (
+        ("README.md", ["--out", "README.md"]),
+        ("notes.md", ["--out", "ok.csv", "--report", "notes.md"]),
+    ):
+        (tmp_path / foreign).write_text("the user's own file\n")
+        assert cli_main(["bench", "--quick", "--skip-models", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{foreign} exists and is not a benchmark" in err, err
+        assert (tmp_path / foreign).read_text() == "the user's own file\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == [foreign]  # nothing written
+        (tmp_path / foreign).unlink()
+    assert ran == []  # refused before the benchmark ran

@@ -148,3 +148,47 @@ def test_study_command_line_for_a_real_sam():
     assert default.dataset == "synthetic:240" and default.limit is None
     assert default.resolutions == [128, 512, 1024] and default.extent_resolutions == [128, 512]
     assert default.out == "results/study/sweep.parquet"
+
+
+def test_findings_of_a_killed_run_say_so_on_screen_and_in_the_file(tmp_path, capsys):
+    """``study --findings-only`` on a table whose run stopped: the warning heads both the
+    printed findings and ``OUT.findings.md``."""
+    import json
+
+    from basam_lite.__main__ import main
+    from basam_lite.study import extent_path
+    from basam_lite.sweep import meta_path
+
+    models = {"tiny": bl.build_sam("tiny")}
+    out = tmp_path / "study.csv"
+    both = dict(dataset="synthetic:3", limit=None, resolutions=(256, 512))
+    run_sweep(_cfg(**both), out, progress=False, models=models, stop_after=10)  # killed
+    run_sweep(_cfg(axis="extent", **both), extent_path(out), progress=False, models=models)
+    assert json.loads(meta_path(out).read_text())["complete"] is False
+    assert main(["study", "--findings-only", "--out", str(out)]) == 0
+    shown = capsys.readouterr().out
+    written = out.with_suffix(".findings.md").read_text()
+    for text in (shown, written):
+        assert text.lstrip().startswith(f"**Incomplete table: {out} is incomplete")
+    # Its own findings are replaced by a rerun; a file it did not write is never replaced.
+    assert main(["study", "--findings-only", "--out", str(out)]) == 0
+    capsys.readouterr()
+    for suffix, argv in [
+        (".findings.md", []),
+        (".png", ["--figure"]),
+        (".mechanism.md", ["--mechanism-only", "--mechanism-images", "1"]),
+        (".mechanism.csv", ["--mechanism-only", "--mechanism-images", "1"]),
+        (".mechanism.png", ["--mechanism-only", "--mechanism-images", "1"]),
+    ]:
+        foreign = out.with_suffix(suffix)
+        saved = foreign.read_bytes() if foreign.exists() else None
+        foreign.write_text("the user's own notes\n")
+        mode = [] if "--mechanism-only" in argv else ["--findings-only"]
+        assert main(["study", *mode, *argv, "--out", str(out)]) == 2, suffix
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{foreign} exists and is not" in err, err
+        assert foreign.read_text() == "the user's own notes\n"
+        if saved is None:
+            foreign.unlink()
+        else:
+            foreign.write_bytes(saved)

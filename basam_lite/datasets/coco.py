@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import UserError
 from .folders import OnError, Verify
-from .loading import check_image, image_size, load_image
+from .loading import READ_MAX_SIDE, check_image, image_size, load_image, read_factor, reduce_mask
 from .sample import Problem, Sample, SampleSequence, report_problems
 
 POLYGON_TOLERANCE = 1.0
@@ -29,6 +29,8 @@ class CocoInstances(SampleSequence):
         images_dir: folder holding the images named by the file's ``file_name`` fields.
         min_area: instances whose annotated ``area`` (pixels) is below this are left out.
         max_instances: keep only the first instances in (image id, annotation id) order.
+        max_side: an image whose longest side exceeds it is read reduced, its mask on the same
+            grid (``loading``'s rule; ``Sample.meta["read_factor"]``); None: natively.
 
     Crowd annotations (``iscrowd=1``) are skipped: they mark a group of objects with one region,
     which has no single object for a prompt to select. ``Sample.name`` is
@@ -56,9 +58,11 @@ class CocoInstances(SampleSequence):
         *,
         on_error: OnError = "raise",
         verify: Verify = True,
+        max_side: int | None = READ_MAX_SIDE,
     ) -> None:
         from pycocotools.coco import COCO
 
+        self.max_side = max_side
         path = Path(annotations_json)
         if not path.is_file():
             raise FileNotFoundError(f"COCO annotation file {path} does not exist")
@@ -175,10 +179,12 @@ class CocoInstances(SampleSequence):
         ann = self.coco.anns[self.ann_ids[index]]
         info = self.coco.imgs[ann["image_id"]]
         img_path = self.images_dir / info["file_name"]
-        image = load_image(img_path)
+        image = load_image(img_path, self.max_side)
         with warnings.catch_warnings():  # pycocotools' Cython decoder vs numpy 2, harmless
             warnings.filterwarnings("ignore", message=".*copy keyword", category=DeprecationWarning)
             mask = self.coco.annToMask(ann).astype(bool)
+        factor = read_factor(mask.shape, self.max_side)
+        mask = reduce_mask(mask, factor)  # the grid load_image read the image on
         if mask.shape != image.shape[:2]:
             raise UserError(
                 f"{img_path} is {image.shape[1]}x{image.shape[0]} (WxH) but its annotation "
@@ -193,6 +199,7 @@ class CocoInstances(SampleSequence):
             "category": cat.get("name", ""),
             "area": float(ann.get("area", np.nan)),
             "image_path": str(img_path),
+            "read_factor": factor,
         }
         return Sample(image=image, mask=mask, name=f"{ann['image_id']}_{ann['id']}", meta=meta)
 

@@ -208,9 +208,13 @@ class ExtentView:
         A seeded permutation of the other images (those from another picture), repeated when
         the canvas has more cells than the dataset has other images.
         """
-        own = self._source(index)
-        others = [j for j in range(len(self.dataset)) if j != index and self._source(j) != own]
-        if not others:
+        n = len(self.dataset)
+        if isinstance(self.dataset, CocoInstances):
+            own = self._source(index)
+            others = np.array([j for j in range(n) if j != index and self._source(j) != own])
+        else:  # one picture per image: every other index (O(n) in numpy, not in Python)
+            others = np.delete(np.arange(n), index)
+        if not len(others):
             if cells:
                 raise UserError(
                     "the extent axis above 1 needs a mosaic of other images, but the dataset "
@@ -220,8 +224,37 @@ class ExtentView:
         rng = np.random.default_rng([_STREAM_TAG, self.seed, zlib.crc32(name.encode())])
         order: list[int] = []
         while len(order) < cells:
-            order += [others[int(j)] for j in rng.permutation(len(others))]
+            order += [int(others[j]) for j in rng.permutation(len(others))]
         return order[:cells]
+
+    def _offset(self, side: int) -> int:
+        """Where the target tile's corner lies in a ``side`` canvas (>= base): centred, on the
+        patch grid."""
+        return (side - self.base) // 2 // self.patch * self.patch
+
+    def mosaic(self, index: int, side: int) -> dict[tuple[int, int], int]:
+        """The mosaic around image ``index`` on a ``side x side`` canvas: lattice cell (row, col
+        relative to the target's cell) -> dataset index of the image painted there; empty at or
+        below the base size. Procedural scenes are not rendered to find it (their names are
+        known); a file dataset's target is loaded for its name."""
+        b = self.base
+        if side <= b:
+            return {}
+        offset = self._offset(side)
+        # Cells of the lattice that touch the canvas, as ring numbers around the target cell.
+        rings = max(-(-offset // b), -(-(side - offset - b) // b))
+        all_cells = _ring_cells(rings)
+        cells = [
+            (k, m)
+            for k, m in all_cells
+            if offset + k * b < side
+            and offset + (k + 1) * b > 0
+            and offset + m * b < side
+            and offset + (m + 1) * b > 0
+        ]
+        # Cell numbering is ring by ring over the full lattice, so it does not depend on side.
+        picks = self.neighbour_indices(index, self.name(index), len(all_cells))
+        return {cell: picks[all_cells.index(cell)] for cell in cells}
 
     def sample(self, index: int, side: int) -> ExtentSample:
         """Image ``index`` on a ``side x side`` canvas (see the module docstring)."""
@@ -231,24 +264,11 @@ class ExtentView:
                 f"{self.patch} px"
             )
         tile = self.tile(index)
-        b, p = self.base, self.patch
+        b = self.base
         if side < b:
             return self._window(tile, side)
-        offset = (side - b) // 2 // p * p
-        # Cells of the lattice that touch the canvas, as ring numbers around the target cell.
-        rings = max(-(-offset // b), -(-(side - offset - b) // b))
-        cells = [
-            (k, m)
-            for k, m in _ring_cells(rings)
-            if offset + k * b < side
-            and offset + (k + 1) * b > 0
-            and offset + m * b < side
-            and offset + (m + 1) * b > 0
-        ]
-        all_cells = _ring_cells(rings)
-        # Cell numbering is ring by ring over the full lattice, so it does not depend on side.
-        picks = self.neighbour_indices(index, tile.name, len(all_cells))
-        chosen = {cell: picks[all_cells.index(cell)] for cell in cells}
+        offset = self._offset(side)
+        chosen = self.mosaic(index, side)
         image = np.zeros((side, side, 3), dtype=np.uint8)
         mask = np.zeros((side, side), dtype=bool)
         names = []

@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import UserError
-from .loading import check_image, image_size, load_image, load_mask
+from .loading import (
+    READ_MAX_SIDE,
+    check_image,
+    image_size,
+    load_image,
+    load_mask,
+    read_factor,
+    reduce_mask,
+)
 from .sample import Problem, Sample, SampleSequence, report_problems
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -45,9 +53,12 @@ def _files(folder: Path, exts: Sequence[str]) -> list[Path]:
     )
 
 
-def check_pair(img_path: Path, mask_path: Path, full: bool = True) -> Problem | None:
+def check_pair(
+    img_path: Path, mask_path: Path, full: bool = True, max_side: int | None = READ_MAX_SIDE
+) -> Problem | None:
     """The problem of one image/mask pair, or None: unreadable (or, with ``full``, truncated)
-    files, sizes that differ, and with ``full`` an empty or label mask."""
+    files, sizes that differ, and with ``full`` an empty or label mask (also one whose object
+    vanishes when a huge image is read reduced to ``max_side``)."""
     try:
         ih, iw = check_image(img_path) if full else image_size(img_path)
         if full:
@@ -66,6 +77,12 @@ def check_pair(img_path: Path, mask_path: Path, full: bool = True) -> Problem | 
         return str(img_path), f"the image is {iw}x{ih} (WxH) but its mask {mask_path} is {mw}x{mh}"
     if full and not mask.any():
         return str(mask_path), "empty mask (no object pixel): a prompt needs an object"
+    factor = read_factor((ih, iw), max_side)
+    if full and factor > 1 and not reduce_mask(mask, factor).any():
+        return str(mask_path), (
+            f"the object vanishes when this {iw}x{ih} image is read at 1/{factor} of its side "
+            f"(images over {max_side} px are reduced; the mask's majority rule leaves no pixel)"
+        )
     return None
 
 
@@ -91,6 +108,9 @@ class FolderDataset(SampleSequence):
             only the headers (sizes and unreadable files); ``False`` checks nothing.
         name_prefix: prepended to the file stem to make ``Sample.name``.
         dataset: recorded in ``Sample.meta["dataset"]``.
+        max_side: an image whose longest side exceeds it is read reduced, its mask on the same
+            grid (``loading``'s rule; ``Sample.meta["read_factor"]`` says by how much); None
+            reads every image natively.
 
     Raises:
         FileNotFoundError: ``root`` or a sub-folder does not exist.
@@ -110,6 +130,7 @@ class FolderDataset(SampleSequence):
         verify: Verify = True,
         name_prefix: str = "",
         dataset: str = "folder",
+        max_side: int | None = READ_MAX_SIDE,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise UserError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -133,6 +154,7 @@ class FolderDataset(SampleSequence):
                 )
         self.name_prefix = name_prefix
         self.dataset = dataset
+        self.max_side = max_side
         what = f"{dataset} dataset at {self.root}"
 
         shared = self.image_dir.resolve() == self.mask_dir.resolve()
@@ -189,7 +211,9 @@ class FolderDataset(SampleSequence):
         if verify:
             checked = []
             for img_path, mask_path in pairs:
-                problem = check_pair(img_path, mask_path, full=verify != "header")
+                problem = check_pair(
+                    img_path, mask_path, full=verify != "header", max_side=max_side
+                )
                 if problem is None:
                     checked.append((img_path, mask_path))
                 else:
@@ -215,14 +239,19 @@ class FolderDataset(SampleSequence):
 
     def sample(self, index: int) -> Sample:
         img_path, mask_path = self.pairs[index]
-        image = load_image(img_path)
-        mask = load_mask(mask_path)
+        image = load_image(img_path, self.max_side)
+        mask = load_mask(mask_path, self.max_side)
         if image.shape[:2] != mask.shape:
             raise UserError(
                 f"{img_path} is {image.shape[1]}x{image.shape[0]} (WxH) but its mask "
                 f"{mask_path} is {mask.shape[1]}x{mask.shape[0]}; resize or replace the mask"
             )
-        meta = {"dataset": self.dataset, "image_path": str(img_path), "mask_path": str(mask_path)}
+        meta = {
+            "dataset": self.dataset,
+            "image_path": str(img_path),
+            "mask_path": str(mask_path),
+            "read_factor": read_factor(image_size(img_path), self.max_side),
+        }
         return Sample(image=image, mask=mask, name=self.name_prefix + img_path.stem, meta=meta)
 
     def __repr__(self) -> str:

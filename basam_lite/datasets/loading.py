@@ -20,10 +20,23 @@ Masks become (H, W) bool, by one rule (never a silently empty mask):
 
 An all-zero mask reads as empty; datasets report it as a problem when they open (a prompt needs
 an object).
+
+Huge images are read reduced (``max_side``; datasets use :data:`READ_MAX_SIDE`, 4096 px): an
+image whose longest side ``L`` exceeds it is read at ``ceil(H / f) x ceil(W / f)``, ``f``
+the smallest power of two with ``L / f <= max_side`` (:func:`read_factor`; a 10000 px side is
+read at 2500 px), and its mask on the same grid. The image: a JPEG is decoded by libjpeg's DCT
+scaling (1/2, 1/4 or 1/8 of the side, ``Image.draft``, so the full image is never in memory)
+and any factor beyond 8 box-filtered (``Image.reduce``); other formats are decoded and
+box-filtered. The mask: each reduced pixel
+is the majority of its block (:func:`reduce_mask`: object where more than half the block's
+pixels are; a tie is background), so every metric of a reduced image is the metric of the
+prediction against that majority mask at the reduced size. Nothing is resampled below the
+limit: images up to 4096 px (DIS5K's among them) are read and scored natively.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,9 +102,78 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Read ``path`` as (H, W, 3) uint8 RGB (conventions in the module docstring)."""
-    img = _open(Path(path))
+READ_MAX_SIDE = 4096
+"""Longest side, in px, a dataset reads an image at (larger ones are reduced, see above)."""
+
+
+def read_factor(hw: tuple[int, int], max_side: int | None) -> int:
+    """The factor an image of ``hw`` = (H, W) is reduced by to fit ``max_side``: the smallest
+    power of two ``f`` with ``max(H, W) / f <= max_side`` (1: read as it is; ``max_side=None``:
+    never reduced). Powers of two let a JPEG decode at the reduced size (DCT scaling)."""
+    if max_side is None:
+        return 1
+    if max_side < 1:
+        raise UserError(f"max_side must be a positive number of pixels, got {max_side}")
+    return 1 << max(0, math.ceil(math.log2(max(hw) / max_side)))
+
+
+def reduced_hw(hw: tuple[int, int], factor: int) -> tuple[int, int]:
+    """(H, W) after reducing by ``factor``: ``(ceil(H / factor), ceil(W / factor))``."""
+    return -(-hw[0] // factor), -(-hw[1] // factor)
+
+
+def reduce_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """(H, W) bool ``mask`` on the grid reduced by ``factor``: each pixel is True where more
+    than half the pixels of its ``factor x factor`` block (clipped at the border) are
+    (``2 * count > block size``; a tie is background)."""
+    if factor == 1:
+        return mask
+    h, w = mask.shape
+    rows, cols = np.arange(0, h, factor), np.arange(0, w, factor)
+    counts = np.add.reduceat(mask, rows, axis=0, dtype=np.uint32)
+    counts = np.add.reduceat(counts, cols, axis=1, dtype=np.uint32)
+    heights = np.minimum(rows + factor, h) - rows
+    widths = np.minimum(cols + factor, w) - cols
+    return 2 * counts.astype(np.int64) > heights[:, None] * widths[None, :]
+
+
+def _reduced(img: Image.Image, factor: int) -> Image.Image:
+    """``img`` (decoded, possibly already DCT-scaled) box-filtered to its reduced size."""
+    return img.reduce(factor) if factor > 1 else img
+
+
+def load_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
+    """Read ``path`` as (H, W, 3) uint8 RGB (conventions in the module docstring); with
+    ``max_side`` an image larger than it is read reduced by :func:`read_factor` (shape
+    :func:`reduced_hw`)."""
+    path = Path(path)
+    with _reading(path):
+        img = Image.open(path)
+        factor = read_factor((img.height, img.width), max_side)
+        target = reduced_hw((img.height, img.width), factor)
+        rest = factor
+        if factor > 1 and img.format == "JPEG":
+            scale = min(8, factor)  # a power of two: libjpeg scales by 1/2, 1/4, 1/8
+            w, h = img.size
+            img.draft(img.mode, (w // scale, h // scale))
+            # 0: libjpeg chose another scale; what it gave is box-filtered to the target size
+            rest = factor // scale if img.size == reduced_hw((h, w), scale)[::-1] else 0
+        img.load()
+        if rest == 0:
+            img = img.convert("RGB").resize(target[::-1], Image.Resampling.BOX)
+            rest = 1
+        if img.mode in ("RGB", "L"):
+            img = _reduced(img, rest)
+        arr = _image_array(img)
+        if rest > 1 and img.mode not in ("RGB", "L"):
+            arr = np.asarray(_reduced(Image.fromarray(arr), rest))
+    if arr.shape[:2] != target:  # not reachable: reduce and draft round up alike
+        raise RuntimeError(f"{path}: read at {arr.shape[:2]}, expected {target}")
+    return np.ascontiguousarray(arr)
+
+
+def _image_array(img: Image.Image) -> np.ndarray:
+    """A decoded image as (H, W, 3) uint8 (conventions in the module docstring)."""
     if img.mode in ("RGB", "L"):
         arr = np.asarray(img)
     elif img.mode == "1":
@@ -110,25 +192,30 @@ def load_image(path: str | Path) -> np.ndarray:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     elif arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
-    return np.ascontiguousarray(arr)
+    return arr
 
 
-def load_mask(path: str | Path) -> np.ndarray:
-    """Read ``path`` as an (H, W) bool mask (the rule is in the module docstring)."""
-    path = Path(path)
+def load_mask(path: str | Path, max_side: int | None = None) -> np.ndarray:
+    """Read ``path`` as an (H, W) bool mask (the rule is in the module docstring); with
+    ``max_side`` a mask larger than it is reduced by :func:`read_factor` with
+    :func:`reduce_mask` (the grid :func:`load_image` reads its image on)."""
+    mask = _native_mask(Path(path))
+    return reduce_mask(mask, read_factor(mask.shape, max_side))
+
+
+def _native_mask(path: Path) -> np.ndarray:
     img = _open(path)
     if img.mode == "1":
         return np.asarray(img, dtype=bool).copy()
-    raw = np.asarray(img)
-    if img.mode == "P":
-        values = raw  # palette indices are labels, whatever colour they are drawn in
-    elif img.mode == "LA":
-        values = raw[..., 0]
-    elif raw.ndim == 3:
-        values = np.asarray(img.convert("RGB").convert("L"))
-    else:  # L, I;16, I, F
-        values = raw
-    distinct = np.unique(values)
+    if img.mode == "LA":
+        img = img.getchannel(0)
+    elif img.mode not in ("P", "L", "1") and len(img.getbands()) > 1:
+        img = img.convert("RGB").convert("L")  # colour masks by luminance
+    values = np.asarray(img)  # P: palette indices are labels, whatever colour they are drawn in
+    if img.mode in ("P", "L"):  # Pillow's histogram: no copy of 100 million pixels
+        distinct = np.flatnonzero(img.histogram()[:256]).astype(np.uint8)
+    else:  # I;16, I, F
+        distinct = np.unique(values)
     nonzero = distinct[distinct != 0]
     if len(nonzero) <= 1:
         return values != 0
@@ -148,6 +235,9 @@ def check_image(path: str | Path) -> tuple[int, int]:
     return its (H, W); nothing is kept."""
     path = Path(path)
     with _reading(path), Image.open(path) as img:
-        img.load()
         w, h = img.size
+        factor = min(8, read_factor((h, w), READ_MAX_SIDE))
+        if factor > 1 and img.format == "JPEG":  # DCT-scaled: every byte decoded, less memory
+            img.draft(img.mode, (w // factor, h // factor))
+        img.load()
     return int(h), int(w)
