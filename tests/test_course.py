@@ -37,6 +37,8 @@ def test_budget_rule():
     assert BUDGETS["test"].sides(1024) == [128, 256]
     assert BUDGETS["full"].take(12) == 12 and BUDGETS["cpu"].take(12) == 4
     assert BUDGETS["test"].take(1) == 1
+    assert BUDGETS["full"].steps(12) == BUDGETS["cpu"].steps(12) == 12  # a learner's run: all
+    assert BUDGETS["test"].steps(12) == 2 and BUDGETS["test"].steps(1) == 1
     with pytest.raises(UserError, match="not a budget"):
         budget_for(1024, "cpu", "huge")
 
