@@ -173,7 +173,8 @@ def _resolve(model: str) -> tuple[str, Path | None]:
         raise UserError(
             f"{chosen!r} is a {REGISTRY[chosen].family} checkpoint; the course runs "
             f"segment_anything models: {', '.join(TINY_NAMES)}, vit_b, vit_l, vit_h or a local "
-            ".pth file"
+            ".pth file (its notebooks use that package's predictor and encoder blocks; other "
+            "families run in the sweep and capture: README, 'The SAM family')"
         )
     path = fetch(chosen)  # a registry name: cached or downloaded + verified; a path: as is
     name = chosen if chosen in REGISTRY else model_name_from_checkpoint(path)

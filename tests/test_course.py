@@ -89,8 +89,10 @@ def test_registry_name_goes_through_fetch(monkeypatch):
 def test_bad_names_are_one_line():
     with pytest.raises(UserError, match="neither a registered checkpoint"):
         course_model("vit_q")
-    with pytest.raises(UserError, match="segment_anything models"):
-        course_model("mobile_sam")
+    for other_family in ("mobile_sam", "sam2.1_hiera_tiny"):  # refused before any download
+        with pytest.raises(UserError, match="segment_anything models") as info:
+            course_model(other_family)
+        assert "\n" not in str(info.value) and "The SAM family" in str(info.value)
 
 
 def test_random_checkpoint_has_no_all_zero_tables(tmp_path):
