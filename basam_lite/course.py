@@ -27,7 +27,8 @@ The budget rule (:func:`budget_for`), stated once here and printed by each noteb
   512 px, 20 s at 1024 px nearly idle; 3.3, 14.5 and 146 s under a load average of 10. The base
   size and above are left to a GPU;
 - ``test``: the ``cpu`` rule cut for a test run: sides ``base/8, base/4`` (128 and 256 px), at
-  most 2 images.
+  most 2 images, and at most 2 training steps where a notebook trains (07's tiny fine-tunes: a
+  test checks that the code runs, not what it learns).
 """
 
 from __future__ import annotations
@@ -67,12 +68,15 @@ class Budget:
         factors: the input sides as fractions of the base size, ascending (``side = f * base``).
         images: at most this many images per study (``None``: every image the notebook lists).
         rule: the rule in words, for the notebook to print.
+        train_steps: at most this many training steps where a notebook trains (``None``: the
+            notebook's own number).
     """
 
     name: str
     factors: tuple[float, ...]
     images: int | None
     rule: str
+    train_steps: int | None = None
 
     def sides(self, base: int, multiple: int = 16, *, extra: float | None = None) -> list[int]:
         """The input sides (px) for a model of base size ``base``: ``f * base`` for each factor,
@@ -87,6 +91,10 @@ class Budget:
         """How many of ``n`` images a study uses under this budget."""
         return n if self.images is None else min(n, self.images)
 
+    def steps(self, n: int) -> int:
+        """How many of ``n`` training steps a notebook runs under this budget."""
+        return n if self.train_steps is None else min(n, self.train_steps)
+
 
 BUDGETS: dict[str, Budget] = {
     "full": Budget("full", (0.5, 1.0, 2.0), None, "full budget: sides base/2, base, 2 x base"),
@@ -98,7 +106,11 @@ BUDGETS: dict[str, Budget] = {
         "per image there: use a GPU for them), at most 4 images per study",
     ),
     "test": Budget(
-        "test", (0.125, 0.25), 2, "test budget: sides base/8 and base/4, at most 2 images per study"
+        "test",
+        (0.125, 0.25),
+        2,
+        "test budget: sides base/8 and base/4, at most 2 images per study and 2 training steps",
+        train_steps=2,
     ),
 }
 
@@ -161,7 +173,8 @@ def _resolve(model: str) -> tuple[str, Path | None]:
         raise UserError(
             f"{chosen!r} is a {REGISTRY[chosen].family} checkpoint; the course runs "
             f"segment_anything models: {', '.join(TINY_NAMES)}, vit_b, vit_l, vit_h or a local "
-            ".pth file"
+            ".pth file (its notebooks use that package's predictor and encoder blocks; other "
+            "families run in the sweep and capture: README, 'The SAM family')"
         )
     path = fetch(chosen)  # a registry name: cached or downloaded + verified; a path: as is
     name = chosen if chosen in REGISTRY else model_name_from_checkpoint(path)

@@ -218,6 +218,24 @@ def test_segment_batch_depends_on_neighbours_only_when_leaky(tiny_sam) -> None:
     assert not torch.allclose(leaky[0], leaky[1], atol=1e-5)
 
 
+def test_segment_batch_runs_away_from_the_base_size(tiny_sam) -> None:
+    """``Sam.forward`` (what segment_batch calls) on a model resized by set_input_size: the same
+    masks as the predictor path (analysis.segment) at that size, image by image."""
+    scenes = ProceduralScenes(2, size=128)
+    prompts = [prompt_for(s, "center") for s in scenes]
+    bl.set_input_size(tiny_sam, 128)
+    try:
+        out = analysis.segment_batch(tiny_sam, [s.image for s in scenes], batch_prompts(prompts))
+        alone = [
+            analysis.segment(tiny_sam, s.image, p) for s, p in zip(scenes, prompts, strict=True)
+        ]
+    finally:
+        bl.restore_input_size(tiny_sam)
+    for batched, single in zip(out, alone, strict=True):
+        assert batched["masks"].shape[-2:] == (128, 128)
+        assert np.array_equal(batched["masks"][0, 0].numpy(), np.asarray(single["mask"]))
+
+
 def test_segment_batch_checks_sizes(tiny_sam) -> None:
     img = np.zeros((128, 128, 3), np.uint8)
     with pytest.raises(ValueError, match="input size"):

@@ -37,6 +37,8 @@ def test_budget_rule():
     assert BUDGETS["test"].sides(1024) == [128, 256]
     assert BUDGETS["full"].take(12) == 12 and BUDGETS["cpu"].take(12) == 4
     assert BUDGETS["test"].take(1) == 1
+    assert BUDGETS["full"].steps(12) == BUDGETS["cpu"].steps(12) == 12  # a learner's run: all
+    assert BUDGETS["test"].steps(12) == 2 and BUDGETS["test"].steps(1) == 1
     with pytest.raises(UserError, match="not a budget"):
         budget_for(1024, "cpu", "huge")
 
@@ -87,8 +89,10 @@ def test_registry_name_goes_through_fetch(monkeypatch):
 def test_bad_names_are_one_line():
     with pytest.raises(UserError, match="neither a registered checkpoint"):
         course_model("vit_q")
-    with pytest.raises(UserError, match="segment_anything models"):
-        course_model("mobile_sam")
+    for other_family in ("mobile_sam", "sam2.1_hiera_tiny"):  # refused before any download
+        with pytest.raises(UserError, match="segment_anything models") as info:
+            course_model(other_family)
+        assert "\n" not in str(info.value) and "The SAM family" in str(info.value)
 
 
 def test_random_checkpoint_has_no_all_zero_tables(tmp_path):

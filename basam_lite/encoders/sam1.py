@@ -131,13 +131,14 @@ class SizedSam(Sam):
         return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
 
     def postprocess_masks(
-        self, masks: Tensor, input_size_hw: tuple[int, ...], original_size: tuple[int, ...]
+        self, masks: Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...]
     ) -> Tensor:
         """Upscale low-resolution masks to the padded input, crop the padding, resize to
-        the original size."""
+        the original size. The arguments keep ``Sam.postprocess_masks``'s names: ``Sam.forward``
+        passes them by keyword."""
         h, w = _input_size(self)
         masks = F.interpolate(masks, (h, w), mode="bilinear", align_corners=False)
-        masks = masks[..., : input_size_hw[0], : input_size_hw[1]]
+        masks = masks[..., : input_size[0], : input_size[1]]
         return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
 
 
