@@ -48,7 +48,7 @@ NOTEBOOK = ROOT / "notebooks" / "05_attention_maps.ipynb"
 EXPLORER_CALL = "attention_explorer("
 PRESET = "flag"  # one of notebook 05's named query points
 STATE_MARK = "EXPLORER_STATE "
-STATE_CELL = f'''# Added by scripts/check_explorer.py (temporary copy only): the explorer's state.
+STATE_CELL = f"""# Added by scripts/check_explorer.py (temporary copy only): the explorer's state.
 import json as _json
 
 import basam_lite as _bl
@@ -70,7 +70,7 @@ print({STATE_MARK!r} + _json.dumps({{
     "maps": [{{"bbox": list(_im.axes.bbox.extents), "xlim": list(_im.axes.get_xlim()),
                "ylim": list(_im.axes.get_ylim())}} for _im in _e.images],
 }}))
-'''
+"""
 
 _CANVAS_JS = """
 (cell) => {
@@ -120,33 +120,54 @@ def prepare(notebook: Path, work: Path) -> Path:
     nb = json.loads(notebook.read_text(encoding="utf-8"))
     if not any(EXPLORER_CALL in "".join(c["source"]) for c in nb["cells"]):
         raise CheckFailed(f"{notebook} has no cell that calls {EXPLORER_CALL}")
-    nb["cells"].append({"cell_type": "code", "execution_count": None, "metadata": {},
-                        "outputs": [], "source": STATE_CELL.splitlines(keepends=True)})
+    nb["cells"].append(
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "metadata": {},
+            "outputs": [],
+            "source": STATE_CELL.splitlines(keepends=True),
+        }
+    )
     copy = work / "nb" / notebook.name
     copy.parent.mkdir(parents=True)
     copy.write_text(json.dumps(nb, indent=1), encoding="utf-8")
     settings = work / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True}))
+        json.dumps({"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True})
+    )
     return copy
 
 
 def start_lab(work: Path, notebook_dir: Path, port: int, token: str, log) -> subprocess.Popen:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    for var, sub in (("JUPYTERLAB_SETTINGS_DIR", "settings"),
-                     ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
-                     ("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTER_CONFIG_DIR", "config")):
+    for var, sub in (
+        ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+        ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
+        ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("JUPYTER_CONFIG_DIR", "config"),
+    ):
         env[var] = str(work / sub)
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-           f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={notebook_dir}",
-           "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={notebook_dir}",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
-    return subprocess.Popen(cmd, cwd=notebook_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=notebook_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop_lab(proc: subprocess.Popen) -> None:
@@ -202,7 +223,8 @@ def token_at(state: dict, panel: int, pos: tuple[float, float], css: dict) -> tu
     y = y0 + (dy - by0) / (by1 - by0) * (y1 - y0)
     g = state["side"] // state["patch"]
     return min(g - 1, max(0, math.floor(y / state["patch"]))), min(
-        g - 1, max(0, math.floor(x / state["patch"])))
+        g - 1, max(0, math.floor(x / state["patch"]))
+    )
 
 
 class Session:
@@ -214,8 +236,9 @@ class Session:
         self.shots = shots
 
     def cell(self, text: str):
-        return self.page.locator(".jp-CodeCell", has=self.page.locator(
-            ".jp-InputArea", has_text=text)).last
+        return self.page.locator(
+            ".jp-CodeCell", has=self.page.locator(".jp-InputArea", has_text=text)
+        ).last
 
     @property
     def explorer_cell(self):
@@ -226,9 +249,11 @@ class Session:
         return self.cell("scripts/check_explorer.py")
 
     def check_errors(self) -> None:
-        err = self.page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.'
-                                'stderr"]:has-text("Traceback"), .jp-RenderedText[data-mime-type'
-                                '="application/vnd.jupyter.error"]')
+        err = self.page.locator(
+            '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.'
+            'stderr"]:has-text("Traceback"), .jp-RenderedText[data-mime-type'
+            '="application/vnd.jupyter.error"]'
+        )
         if err.count():
             lines = [s for s in err.first.inner_text().splitlines() if s.strip()]
             raise CheckFailed(f"a cell raised: {lines[-1] if lines else '?'}")
@@ -240,11 +265,19 @@ class Session:
         if previous is not None:
             cell.locator(".jp-InputArea-editor").click()
             self.page.keyboard.press("Control+Enter")  # run it in place
-            _wait("the state cell to run again", self.timeout,
-                  lambda: self._prompt(cell) not in (previous["_prompt"], "[*]:")
-                  and self._state_text(out))
-        text = _wait("the state cell's output", timeout or self.timeout,
-                     lambda: self.check_errors() or self._state_text(out))
+            _wait(
+                "the state cell to run again",
+                self.timeout,
+                lambda: (
+                    self._prompt(cell) not in (previous["_prompt"], "[*]:")
+                    and self._state_text(out)
+                ),
+            )
+        text = _wait(
+            "the state cell's output",
+            timeout or self.timeout,
+            lambda: self.check_errors() or self._state_text(out),
+        )
         state = json.loads(text)
         state["_prompt"] = self._prompt(cell)
         return state
@@ -270,20 +303,24 @@ class Session:
         return box
 
     def query_select(self):
-        return self.explorer_cell.locator(".widget-dropdown", has=self.page.locator(
-            "label", has_text="query")).locator("select")
+        return self.explorer_cell.locator(
+            ".widget-dropdown", has=self.page.locator("label", has_text="query")
+        ).locator("select")
 
     def query_text(self) -> str:
         """The query list's shown choice (ipywidgets draws spaces as no-break spaces)."""
         text = self.query_select().evaluate(
-            "e => e.selectedIndex < 0 ? '' : e.options[e.selectedIndex].text")
+            "e => e.selectedIndex < 0 ? '' : e.options[e.selectedIndex].text"
+        )
         return text.replace("\xa0", " ")
 
     def wait_redraw(self, before: dict, what: str) -> dict:
         """Wait for the canvas to show a new image that then stays for a second."""
+
         def changed():
             now = self.canvas()
             return now if now["hash"] and now["hash"] != before["hash"] else None
+
         now = _wait(f"the figure to redraw after {what}", self.timeout, changed)
         while True:
             time.sleep(1.0)
@@ -299,8 +336,10 @@ class Session:
 
 def in_place(canvas: dict, state: dict, first: dict, what: str) -> str:
     if canvas["figures"] != 1 or canvas["images"]:
-        raise CheckFailed(f"after {what} the explorer's output holds {canvas['figures']} "
-                          f"interactive figures and {canvas['images']} static images (want 1, 0)")
+        raise CheckFailed(
+            f"after {what} the explorer's output holds {canvas['figures']} "
+            f"interactive figures and {canvas['images']} static images (want 1, 0)"
+        )
     if state["figure_id"] != first["figure_id"]:
         raise CheckFailed(f"after {what} the explorer draws on a new figure object")
     return "1 figure, same object, pixels changed"
@@ -318,8 +357,11 @@ def run_check(args: argparse.Namespace, work: Path, shots: Path) -> list[str]:
     with open(log_path, "wb") as log:
         lab = start_lab(work, copy.parent, port, token, log)
         try:
-            _wait("JupyterLab to answer", args.timeout,
-                  lambda: _lab_up(f"{base}api/status?token={token}", lab, log_path))
+            _wait(
+                "JupyterLab to answer",
+                args.timeout,
+                lambda: _lab_up(f"{base}api/status?token={token}", lab, log_path),
+            )
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
                 try:
@@ -333,8 +375,7 @@ def run_check(args: argparse.Namespace, work: Path, shots: Path) -> list[str]:
 
 def drive(browser, base: str, token: str, name: str, args, shots: Path, t0: float) -> list[str]:
     context = browser.new_context(viewport={"width": 1500, "height": 1000}, device_scale_factor=1)
-    context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base)
-                  else r.abort())
+    context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(base) else r.abort())
     page = context.new_page()
     page.set_default_timeout(args.timeout * 1000)
     try:
@@ -355,23 +396,39 @@ def steps(s: Session, base: str, token: str, name: str, args, t0: float) -> list
     # The kernel: started on its own, or (seen on a loaded machine) JupyterLab asks which one.
     dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
     status = page.locator(".jp-StatusBar-Widget", has_text="| Idle")
-    _wait("the kernel to start", args.timeout,
-          lambda: status.count() or (dialog.count() and dialog.get_by_role(
-              "button", name="Select").click() is None and False))
+    _wait(
+        "the kernel to start",
+        args.timeout,
+        lambda: (
+            status.count()
+            or (
+                dialog.count()
+                and dialog.get_by_role("button", name="Select").click() is None
+                and False
+            )
+        ),
+    )
     page.locator(".lm-MenuBar-item", has_text="Run").first.click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     first = s.state(timeout=2 * args.timeout)  # every cell of the notebook runs first
     if not first["module"].startswith(str(ROOT)):
         raise CheckFailed(f"the kernel imported basam_lite from {first['module']}, not {ROOT}")
     s.explorer_cell.scroll_into_view_if_needed()
-    start = _wait("the explorer's canvas to be drawn", args.timeout,
-                  lambda: (c := s.canvas())["colours"] > 10 and c)
-    lines.append(f"run all: {time.monotonic() - t0:.0f} s from JupyterLab's start to the "
-                 f"explorer drawn; query {first['query']!r} at token {tuple(first['token'])}, "
-                 f"{len(first['maps'])} panels, {start['figures']} figure")
+    start = _wait(
+        "the explorer's canvas to be drawn",
+        args.timeout,
+        lambda: (c := s.canvas())["colours"] > 10 and c,
+    )
+    lines.append(
+        f"run all: {time.monotonic() - t0:.0f} s from JupyterLab's start to the "
+        f"explorer drawn; query {first['query']!r} at token {tuple(first['token'])}, "
+        f"{len(first['maps'])} panels, {start['figures']} figure"
+    )
     if start["figures"] != 1 or start["images"]:
-        raise CheckFailed(f"the explorer's output holds {start['figures']} interactive figures "
-                          f"and {start['images']} static images (want 1, 0)")
+        raise CheckFailed(
+            f"the explorer's output holds {start['figures']} interactive figures "
+            f"and {start['images']} static images (want 1, 0)"
+        )
     s.shot("explorer-0-start.png")
     g = first["side"] // first["patch"]
     state, canvas = first, start
@@ -383,19 +440,27 @@ def steps(s: Session, base: str, token: str, name: str, args, t0: float) -> list
         expected = token_at(state, panel, pos, box)
         t = time.monotonic()
         s.explorer_cell.locator(".jupyter-matplotlib-figure canvas").last.click(
-            position={"x": pos[0], "y": pos[1]})
+            position={"x": pos[0], "y": pos[1]}
+        )
         label = f"token {expected} @ {state['side']} px"
-        _wait(f"the query list to show {label!r}", args.timeout,
-              lambda lab=label: s.query_text() == lab)
+        _wait(
+            f"the query list to show {label!r}",
+            args.timeout,
+            lambda lab=label: s.query_text() == lab,
+        )
         canvas = s.wait_redraw(canvas, f"click {step}")
         took = time.monotonic() - t
         state = s.state(state)
         if tuple(state["token"]) != expected or f"token {expected}" not in state["title"]:
-            raise CheckFailed(f"click {step} at canvas ({pos[0]:.0f}, {pos[1]:.0f}) px on panel "
-                              f"{panel} should select token {expected}; the kernel has "
-                              f"{state['query']!r} at {tuple(state['token'])}")
-        lines.append(f"click {step}: canvas ({pos[0]:.0f}, {pos[1]:.0f}) px on panel {panel} -> "
-                     f"token {expected}, as the geometry says; redrawn in {took:.1f} s")
+            raise CheckFailed(
+                f"click {step} at canvas ({pos[0]:.0f}, {pos[1]:.0f}) px on panel "
+                f"{panel} should select token {expected}; the kernel has "
+                f"{state['query']!r} at {tuple(state['token'])}"
+            )
+        lines.append(
+            f"click {step}: canvas ({pos[0]:.0f}, {pos[1]:.0f}) px on panel {panel} -> "
+            f"token {expected}, as the geometry says; redrawn in {took:.1f} s"
+        )
         lines.append(f"in place {step}: " + in_place(canvas, state, first, f"click {step}"))
         s.shot(f"explorer-{step}-click.png")
     t = time.monotonic()
@@ -406,10 +471,14 @@ def steps(s: Session, base: str, token: str, name: str, args, t0: float) -> list
     y, x = first["queries"][PRESET]
     want = (int(y * g), int(x * g))
     if state["query"] != PRESET or tuple(state["token"]) != want:
-        raise CheckFailed(f"preset {PRESET!r} should be the query at token {want}; the kernel has "
-                          f"{state['query']!r} at {tuple(state['token'])}")
-    lines.append(f"preset: {PRESET!r} -> token {want}; redrawn in {took:.1f} s; "
-                 + in_place(canvas, state, first, "the preset"))
+        raise CheckFailed(
+            f"preset {PRESET!r} should be the query at token {want}; the kernel has "
+            f"{state['query']!r} at {tuple(state['token'])}"
+        )
+    lines.append(
+        f"preset: {PRESET!r} -> token {want}; redrawn in {took:.1f} s; "
+        + in_place(canvas, state, first, "the preset")
+    )
     s.shot("explorer-3-preset.png")
     s.check_errors()
     return lines
@@ -417,20 +486,33 @@ def steps(s: Session, base: str, token: str, name: str, args, t0: float) -> list
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for the screenshots (default: a new temporary folder)")
-    parser.add_argument("--timeout", type=float, default=300.0,
-                        help="seconds any one wait may take, twice that for running all "
-                             "cells (default 300)")
-    parser.add_argument("--notebook", type=Path, default=NOTEBOOK,
-                        help="the notebook holding the explorer (default notebook 05)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the screenshots (default: a new temporary folder)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds any one wait may take, twice that for running all cells (default 300)",
+    )
+    parser.add_argument(
+        "--notebook",
+        type=Path,
+        default=NOTEBOOK,
+        help="the notebook holding the explorer (default notebook 05)",
+    )
     args = parser.parse_args(argv)
     if not args.notebook.is_file():
         print(f"error: {args.notebook} not found", file=sys.stderr)
         return 2
     if not Path(CHROMIUM).is_file():
-        print(f"error: no Chromium at {CHROMIUM}: apt-get install chromium (or set CHROMIUM)",
-              file=sys.stderr)
+        print(
+            f"error: no Chromium at {CHROMIUM}: apt-get install chromium (or set CHROMIUM)",
+            file=sys.stderr,
+        )
         return 2
     shots = args.out or Path(tempfile.mkdtemp(prefix="explorer-shots-"))
     shots.mkdir(parents=True, exist_ok=True)

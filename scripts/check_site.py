@@ -31,14 +31,24 @@ from urllib.parse import unquote, urlsplit
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
     "--disable-dev-shm-usage",
 ]
 EXPLORER_PAGE = "notebooks/05_*.html"
 EXPLORER_CALL = "attention_explorer("
-SCREENSHOT_PAGES = ("index.html", "teacher_guide.html", "notebooks/05_*.html",
-                    "notebooks/03_*.html", "api/basam_lite.masks.html")
+SCREENSHOT_PAGES = (
+    "index.html",
+    "teacher_guide.html",
+    "notebooks/05_*.html",
+    "notebooks/03_*.html",
+    "api/basam_lite.masks.html",
+)
 
 
 # ---------------------------------------------------------------- links, without a browser
@@ -72,8 +82,11 @@ def check_links(out: Path) -> list[str]:
     """Every relative link of every page resolves to a file (and its #fragment to an id)."""
     failures = []
     parsed: dict[Path, _Page] = {}
-    pages = [p for p in sorted(out.rglob("*.html"))
-             if p.relative_to(out).parts[0] not in ("_static", "_sources")]  # theme templates
+    pages = [
+        p
+        for p in sorted(out.rglob("*.html"))
+        if p.relative_to(out).parts[0] not in ("_static", "_sources")
+    ]  # theme templates
     for path in pages:
         parsed[path] = _parse(path)
     for path in pages:
@@ -161,8 +174,11 @@ def check_in_browser(out: Path, shots: Path | None) -> tuple[list[str], dict[str
     if explorer is None:
         failures.append(f"no page matches {EXPLORER_PAGE} (the explorer's notebook)")
     shot_pages = {p for p in (_first(out, s) for s in SCREENSHOT_PAGES) if p}
-    pages = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.html")
-                   if not p.relative_to(out).as_posix().startswith(("_static/", "_sources/")))
+    pages = sorted(
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*.html")
+        if not p.relative_to(out).as_posix().startswith(("_static/", "_sources/"))
+    )
     server, base = _serve(out)
     try:
         with sync_playwright() as pw:
@@ -185,8 +201,10 @@ def check_in_browser(out: Path, shots: Path | None) -> tuple[list[str], dict[str
                 errors: list[str] = []
                 page.on("pageerror", lambda e, p=errors: p.append(str(e)))
                 bad: list[str] = []
-                page.on("response", lambda r, b=bad: b.append(f"{r.status} {r.url}")
-                        if r.status >= 400 else None)
+                page.on(
+                    "response",
+                    lambda r, b=bad: b.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+                )
                 response = page.goto(base + rel, wait_until="load", timeout=60_000)
                 page.wait_for_timeout(300)  # let MathJax and the theme's scripts finish
                 counts["pages"] += 1
@@ -203,7 +221,7 @@ def check_in_browser(out: Path, shots: Path | None) -> tuple[list[str], dict[str
                     if not img["src"].startswith(base):
                         continue  # off-site (a badge): blocked here, listed below
                     counts["images"] += 1
-                    name = img["src"][len(base):]
+                    name = img["src"][len(base) :]
                     if not img["loaded"]:
                         failures.append(f"{rel}: image did not load: {name}")
                     elif img["colours"] < 2:
@@ -238,26 +256,39 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="the built site (OUT_DIR of scripts/site.sh)")
     default_shots = os.environ.get("CI_ARTIFACTS")
-    parser.add_argument("--screenshots", type=Path, default=None,
-                        help="folder for screenshots (default $CI_ARTIFACTS/site-screenshots, "
-                             "else OUT_DIR/../site-screenshots)")
+    parser.add_argument(
+        "--screenshots",
+        type=Path,
+        default=None,
+        help="folder for screenshots (default $CI_ARTIFACTS/site-screenshots, "
+        "else OUT_DIR/../site-screenshots)",
+    )
     parser.add_argument("--links-only", action="store_true", help="skip the browser")
     args = parser.parse_args(argv)
     out = args.out.resolve()
     if not (out / "index.html").is_file():
-        print(f"error: {args.out}/index.html not found; build it with bash scripts/site.sh "
-              f"{args.out}", file=sys.stderr)
+        print(
+            f"error: {args.out}/index.html not found; build it with bash scripts/site.sh "
+            f"{args.out}",
+            file=sys.stderr,
+        )
         return 2
     failures = check_links(out)
     print(f"links: {len(failures)} broken")
     if not args.links_only:
-        shots = args.screenshots or (Path(default_shots) / "site-screenshots" if default_shots
-                                     else out.parent / "site-screenshots")
+        shots = args.screenshots or (
+            Path(default_shots) / "site-screenshots"
+            if default_shots
+            else out.parent / "site-screenshots"
+        )
         shots.mkdir(parents=True, exist_ok=True)
         more, counts = check_in_browser(out, shots)
         failures += more
-        print("browser: " + ", ".join(f"{v} {k}" for k, v in counts.items())
-              + f"; screenshots in {shots}")
+        print(
+            "browser: "
+            + ", ".join(f"{v} {k}" for k, v in counts.items())
+            + f"; screenshots in {shots}"
+        )
     for f in failures:
         print(f"FAIL {f}")
     print("site check: " + ("ok" if not failures else f"{len(failures)} failures"))

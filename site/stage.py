@@ -83,16 +83,17 @@ def api_pages() -> dict[str, str]:
     sys.path.insert(0, str(ROOT))
     import basam_lite
 
-    names = ["basam_lite", *sorted(
-        m.name
-        for m in pkgutil.walk_packages(basam_lite.__path__, "basam_lite.")
-        if not m.name.endswith("__main__")
-    )]
+    names = [
+        "basam_lite",
+        *sorted(
+            m.name
+            for m in pkgutil.walk_packages(basam_lite.__path__, "basam_lite.")
+            if not m.name.endswith("__main__")
+        ),
+    ]
     out = {}
     for name in names:
-        out[f"api/{name}.md"] = (
-            f"# `{name}`\n\n```{{eval-rst}}\n.. automodule:: {name}\n```\n"
-        )
+        out[f"api/{name}.md"] = f"# `{name}`\n\n```{{eval-rst}}\n.. automodule:: {name}\n```\n"
     toc = "\n".join(f"{name}" for name in names)
     out["api/index.md"] = (
         "# Library reference\n\nBuilt from the docstrings of `basam_lite`, one page per module.\n\n"
@@ -109,8 +110,10 @@ def run_times_section(path: Path | None = None) -> str:
 
     path = rt.DEFAULT_PATH if path is None else path
     if not path.is_file():
-        return ("*Not measured yet: `python scripts/time_notebooks.py`, run on a quiet machine, "
-                "writes `notebooks/run_times.json`.*\n")
+        return (
+            "*Not measured yet: `python scripts/time_notebooks.py`, run on a quiet machine, "
+            "writes `notebooks/run_times.json`.*\n"
+        )
     record = rt.load(path)
     return (
         f"Measured on the {rt.machine_phrase(record['machine'])}, last on "
@@ -142,15 +145,22 @@ def toctrees(staged: dict[str, Path], teacher: bool) -> str:
         lines = "\n".join(d.rsplit(".", 1)[0] for d in docs)
         return f"```{{toctree}}\n:caption: {caption}\n:maxdepth: 1\n\n{lines}\n```\n"
 
-    notebooks = sorted(d for d in staged if d.startswith("notebooks/") and d.endswith(".ipynb")
-                       and "/solutions/" not in d)
+    notebooks = sorted(
+        d
+        for d in staged
+        if d.startswith("notebooks/") and d.endswith(".ipynb") and "/solutions/" not in d
+    )
     teachers = ["teacher_guide.md"] if "teacher_guide.md" in staged else []
     if teacher:
         teachers += sorted(d for d in staged if d.startswith("notebooks/solutions/"))
     project = ["README.md", *sorted(d for d in staged if d.startswith(("docs/", "data/")))]
     course = ["glossary.md"] if "glossary.md" in staged else []
-    parts = [toc("The notebooks", notebooks + course), toc("For teachers", teachers),
-             toc("Reference", ["api/index.md"]), toc("The project", project)]
+    parts = [
+        toc("The notebooks", notebooks + course),
+        toc("For teachers", teachers),
+        toc("Reference", ["api/index.md"]),
+        toc("The project", project),
+    ]
     return "\n".join(p for p in parts if "\n\n\n" not in p)
 
 
@@ -194,8 +204,13 @@ def stage(work: Path, teacher: bool) -> list[str]:
         write(work / rel, content)
     for old in work.rglob("*"):  # pages removed from the repository leave the site too
         rel = old.relative_to(work).as_posix()
-        if old.is_file() and old.suffix in PAGE_SUFFIXES and rel not in written \
-                and not rel.startswith(("_build", ".")) and "/runs/" not in rel:
+        if (
+            old.is_file()
+            and old.suffix in PAGE_SUFFIXES
+            and rel not in written
+            and not rel.startswith(("_build", "."))
+            and "/runs/" not in rel
+        ):
             old.unlink()
     return sorted(written)
 
@@ -206,10 +221,14 @@ def main() -> int:
     parser.add_argument("--teacher", action="store_true", help="include notebooks/solutions/")
     args = parser.parse_args()
     work = args.work.resolve()
-    if work == ROOT or (ROOT in work.parents
-                        and work.relative_to(ROOT).parts[0] in ("notebooks", "site", "basam_lite")):
-        print(f"error: {args.work}: stage outside the project's sources (e.g. build/site)",
-              file=sys.stderr)
+    if work == ROOT or (
+        ROOT in work.parents
+        and work.relative_to(ROOT).parts[0] in ("notebooks", "site", "basam_lite")
+    ):
+        print(
+            f"error: {args.work}: stage outside the project's sources (e.g. build/site)",
+            file=sys.stderr,
+        )
         return 2
     staged = stage(args.work, args.teacher)
     print(f"staged {len(staged)} files into {args.work}")
