@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,9 +35,7 @@ from ..patch_state import (
     encoder_record,
     swap_class,
 )
-from ..predictor import check_prompt, to_rgb_uint8
 from ..sizes import Size, parse_size
-from . import sam_decoder
 from .attend import basam_attend
 from .base import AttentionBlock, BlockGrids, EncoderAdapter, Grid, PositionTerms, Predictor
 from .mobilesam_build import (
@@ -53,6 +50,7 @@ from .mobilesam_build import (
 from .mobilesam_import import mobile_sam_module
 from .mobilesam_official import official_mobile_scale
 from .sam1 import FitResize
+from .sam_like import SamDecoding, SizedPredictorMixin, sized_postprocess_masks
 
 _ms = mobile_sam_module()
 _Sam = _ms.modeling.Sam
@@ -152,10 +150,9 @@ class SizedMobileSam(_Sam):
     def postprocess_masks(
         self, masks: Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...]
     ) -> Tensor:
-        h, w = _input_hw(self.image_encoder)
-        masks = F.interpolate(masks, (h, w), mode="bilinear", align_corners=False)
-        masks = masks[..., : input_size[0], : input_size[1]]
-        return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
+        return sized_postprocess_masks(
+            masks, _input_hw(self.image_encoder), input_size, original_size
+        )
 
 
 def transform_for(sam: nn.Module) -> Any:
@@ -164,54 +161,18 @@ def transform_for(sam: nn.Module) -> Any:
     return _ResizeLongestSide(h) if h == w else FitResize((h, w))
 
 
-class MobilePredictor(_SamPredictor):
+class MobilePredictor(SizedPredictorMixin, _SamPredictor):
     """``mobile_sam``'s ``SamPredictor`` following the model's input size (square or not), with
     images converted and prompts checked (one-line errors)."""
 
-    follows_input_size = True
+    def model_input_hw(self) -> Grid:
+        return _input_hw(self.model.image_encoder)
 
-    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        if image_format not in ("RGB", "BGR"):
-            raise UserError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
-        self.transform = transform_for(self.model)
-        super().set_image(to_rgb_uint8(image), image_format)
-
-    def predict(
-        self,
-        point_coords: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-        box: np.ndarray | None = None,
-        mask_input: np.ndarray | None = None,
-        multimask_output: bool = True,
-        return_logits: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if not self.is_image_set:
-            raise UserError("no image set: call predictor.set_image(image) before predict")
-        check_prompt(point_coords, point_labels, box, tuple(self.original_size))
-        return super().predict(
-            point_coords, point_labels, box, mask_input, multimask_output, return_logits
-        )
-
-    @torch.no_grad()
-    def set_torch_image(
-        self, transformed_image: Tensor, original_image_size: tuple[int, ...]
-    ) -> None:
-        h, w = _input_hw(self.model.image_encoder)
-        shape = tuple(transformed_image.shape)
-        fits = len(shape) == 4 and shape[1] == 3 and shape[2] <= h and shape[3] <= w
-        if not fits or (shape[2] != h and shape[3] != w):
-            raise ValueError(
-                f"set_torch_image expects a 1x3xHxW image resized to fit {h}x{w} (one side "
-                f"equal), got {shape}: use set_image"
-            )
-        self.reset_image()
-        self.original_size = tuple(original_image_size)
-        self.input_size = tuple(shape[-2:])
-        self.features = self.model.image_encoder(self.model.preprocess(transformed_image))
-        self.is_image_set = True
+    def fresh_transform(self) -> Any:
+        return transform_for(self.model)
 
 
-class MobileSamAdapter(EncoderAdapter):
+class MobileSamAdapter(SamDecoding, EncoderAdapter):
     """``mobile_sam``'s ``Sam`` with a TinyViT encoder, the TinyViT, or a ``SamPredictor`` on it.
 
     Sizes: multiples of 16 px (the stem and two stride-2 merges give stage grids side/4, /8,
@@ -389,20 +350,3 @@ class MobileSamAdapter(EncoderAdapter):
     def make_predictor(self) -> Predictor:
         assert self.model is not None, "a predictor needs the whole Sam"
         return MobilePredictor(self.model)
-
-    # ------------------------------------------------------------ decoding
-
-    def embed_prompts(
-        self, points: tuple[Tensor, Tensor] | None, boxes: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        assert self.model is not None, "decoding needs the whole Sam"
-        return sam_decoder.embed_prompts(self.model, points, boxes)
-
-    def image_rows(self, features: Tensor, index: Tensor) -> Tensor:
-        return features[index]
-
-    def decode_masks(
-        self, features: Tensor, sparse: Tensor, dense: Tensor, multimask: bool = False
-    ) -> tuple[Tensor, Tensor]:
-        assert self.model is not None, "decoding needs the whole Sam"
-        return sam_decoder.decode_masks(self.model, features, sparse, dense, multimask)

@@ -30,18 +30,16 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torch import Tensor, nn
 
 from ..embedding import resample_pos_embed
-from ..errors import UserError
 from ..patch_state import (
     drop_encoder_record_if_unneeded,
     encoder_patch,
     encoder_record,
     swap_class,
 )
-from ..predictor import check_prompt, to_rgb_uint8
 from ..sizes import fit_image, fit_shape
-from . import sam_decoder
 from .attend import basam_attend
 from .base import AttentionBlock, BlockGrids, EncoderAdapter, Grid, PositionTerms, Predictor
+from .sam_like import SamDecoding, SizedPredictorMixin, sized_postprocess_masks
 
 
 def decomposed_rel_pos(
@@ -136,10 +134,7 @@ class SizedSam(Sam):
         """Upscale low-resolution masks to the padded input, crop the padding, resize to
         the original size. The arguments keep ``Sam.postprocess_masks``'s names: ``Sam.forward``
         passes them by keyword."""
-        h, w = _input_size(self)
-        masks = F.interpolate(masks, (h, w), mode="bilinear", align_corners=False)
-        masks = masks[..., : input_size[0], : input_size[1]]
-        return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
+        return sized_postprocess_masks(masks, _input_size(self), input_size, original_size)
 
 
 class FitResize(ResizeLongestSide):
@@ -199,59 +194,21 @@ def refresh_predictor(predictor: SamPredictor) -> None:
     predictor.reset_image()
 
 
-class BASAMPredictor(SamPredictor):
+class BASAMPredictor(SizedPredictorMixin, SamPredictor):
     """``SamPredictor`` that follows ``set_input_size`` (square or not) and converts images.
 
     Its transform is rebuilt from the model's current input size on every ``set_image``, so a
     predictor made before :func:`basam_lite.set_input_size` stays correct.
     """
 
-    follows_input_size = True
+    def model_input_hw(self) -> Grid:
+        return _input_size(self.model)
 
-    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        if image_format not in ("RGB", "BGR"):
-            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
-        rgb = to_rgb_uint8(image)
-        self.transform = transform_for(self.model)
-        super().set_image(rgb, image_format)
-
-    def predict(
-        self,
-        point_coords: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-        box: np.ndarray | None = None,
-        mask_input: np.ndarray | None = None,
-        multimask_output: bool = True,
-        return_logits: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``SamPredictor.predict`` after :func:`check_prompt` (UserError on a bad prompt)."""
-        if not self.is_image_set:
-            raise UserError("no image set: call predictor.set_image(image) before predict")
-        check_prompt(point_coords, point_labels, box, tuple(self.original_size))
-        return super().predict(
-            point_coords, point_labels, box, mask_input, multimask_output, return_logits
-        )
-
-    @torch.no_grad()
-    def set_torch_image(
-        self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]
-    ) -> None:
-        h, w = _input_size(self.model)
-        shape = tuple(transformed_image.shape)
-        fits = len(shape) == 4 and shape[1] == 3 and shape[2] <= h and shape[3] <= w
-        if not fits or (shape[2] != h and shape[3] != w):
-            raise ValueError(
-                f"set_torch_image expects a 1x3xHxW image resized to fit {h}x{w} (one side equal), "
-                f"got {shape}: use set_image, or transform it with predictor.transform"
-            )
-        self.reset_image()
-        self.original_size = tuple(original_image_size)
-        self.input_size = tuple(shape[-2:])
-        self.features = self.model.image_encoder(self.model.preprocess(transformed_image))
-        self.is_image_set = True
+    def fresh_transform(self) -> ResizeLongestSide:
+        return transform_for(self.model)
 
 
-class SegmentAnythingAdapter(EncoderAdapter):
+class SegmentAnythingAdapter(SamDecoding, EncoderAdapter):
     """``segment_anything``'s ``Sam``, ``ImageEncoderViT`` or ``SamPredictor``."""
 
     family = "segment_anything"
@@ -380,20 +337,3 @@ class SegmentAnythingAdapter(EncoderAdapter):
     def make_predictor(self) -> Predictor:
         assert self.model is not None, "a predictor needs the whole Sam"
         return BASAMPredictor(self.model)
-
-    # ------------------------------------------------------------ decoding
-
-    def embed_prompts(
-        self, points: tuple[Tensor, Tensor] | None, boxes: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        assert self.model is not None, "decoding needs the whole Sam"
-        return sam_decoder.embed_prompts(self.model, points, boxes)
-
-    def image_rows(self, features: Tensor, index: Tensor) -> Tensor:
-        return features[index]
-
-    def decode_masks(
-        self, features: Tensor, sparse: Tensor, dense: Tensor, multimask: bool = False
-    ) -> tuple[Tensor, Tensor]:
-        assert self.model is not None, "decoding needs the whole Sam"
-        return sam_decoder.decode_masks(self.model, features, sparse, dense, multimask)
