@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from . import attention as attn_lib
+from . import bench_peers
 from .encoders.sam1 import decomposed_rel_pos
 from .encoders.sam1_build import global_block_encoder
 from .encoders.specs import model_spec
@@ -92,6 +93,8 @@ class Row:
     forward_rss_mb: float | None = None
     status: str = "ok"
     note: str = ""
+    ratio: float | None = None
+    max_rel_diff: float | None = None
 
     def csv_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -753,6 +756,52 @@ def markdown_tables(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def peer_rows(results: list[bench_peers.PeerResult]) -> list[Row]:
+    """The peers section's CSV rows (``path``: the SDPA kernels that ran)."""
+    rows = []
+    for r in results:
+        patch = 16
+        row = Row("peers", r.peer, bench_peers.PEERS[r.peer].description, r.side // patch)
+        row.tokens, row.size_px = (r.side // patch) ** 2, r.side
+        row.path = "; ".join(r.kernels)
+        row.runs, row.seconds = list(r.runs), r.median
+        row.peak_rss_mb = None if r.peak_mb is None else round(r.peak_mb, 1)
+        row.forward_rss_mb = None if r.forward_mb is None else round(r.forward_mb, 1)
+        row.status, row.note = r.status, r.note
+        row.ratio = None if r.ratio is None else round(r.ratio, 4)
+        row.max_rel_diff = r.max_rel_diff
+        rows.append(row)
+    return rows
+
+
+def peers_markdown(results: list[bench_peers.PeerResult], args: argparse.Namespace) -> str:
+    """The peers section as markdown: how it was measured, then the table."""
+    device = results[0].device if results else args.device
+    timing = (
+        "CUDA events, peak = torch.cuda.max_memory_allocated"
+        if device == "cuda"
+        else "perf_counter, peak RSS = the worker's VmHWM, reset after building"
+    )
+    return "\n".join(
+        [
+            f"### Peers: the {args.peer_model} image encoder, same weights, on {device}",
+            "",
+            f"Each peer in its own worker process, built at the side with one seeded "
+            f"`{args.peer_model}`'s weights (pos-embed and global rel-pos tables resized once, "
+            "as SAM does at every forward); Hugging Face's SamVisionModel refuses any input but "
+            "its config's `image_size`, so it is built with `image_size = side`. "
+            f"{args.peer_repeats} timed rounds after one warm (profiled, untimed) forward; "
+            f"sides up to {args.interleave_max} px interleaved, larger ones one peer at a time. "
+            f"{timing}; CPU workers under an address-space cap of {args.peer_cap_gb:g} GB. "
+            f"max rel. diff = max |y - y_ref| / max |y_ref| against timm's output (the first "
+            f"peer that ran otherwise); agreement means <= {bench_peers.AGREE_TOL:g}.",
+            "",
+            bench_peers.markdown_table(results),
+            "",
+        ]
+    )
+
+
 def write_csv(rows: list[Row], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     dicts = [r.csv_dict() for r in rows]
@@ -788,6 +837,50 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cap-gb", type=float, default=12.0, help="memory cap of the unpatched child")
     p.add_argument("--no-memory", action="store_true", help="skip the per-case memory children")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    peers = p.add_argument_group(
+        "peers",
+        "SAM's ViT encoder with the same weights in timm, Hugging Face (sdpa) and this "
+        "project's vanilla and paper presets; each peer in its own worker process",
+    )
+    peers.add_argument("--peers", action="store_true", help="add the peers section")
+    peers.add_argument(
+        "--peers-only", action="store_true", help="run the peers section only (implies --peers)"
+    )
+    peers.add_argument(
+        "--peer-sizes",
+        nargs="+",
+        type=int,
+        default=list(bench_peers.DEFAULT_SIDES),
+        help="input sides in px (default 1024 2048 3072)",
+    )
+    peers.add_argument("--peer-model", default="vit_b", help="the Sam whose weights all load")
+    peers.add_argument(
+        "--peer-list",
+        nargs="+",
+        default=list(bench_peers.PEERS),
+        choices=list(bench_peers.PEERS),
+        help="which peers (default all)",
+    )
+    peers.add_argument("--peer-repeats", type=int, default=3, help="timed rounds per side")
+    peers.add_argument(
+        "--peer-cap-gb",
+        type=float,
+        default=12.0,
+        help="CPU: address-space cap of each peer's worker above its imports (0: none)",
+    )
+    peers.add_argument(
+        "--interleave-max",
+        type=int,
+        default=1024,
+        help="sides up to this are timed interleaved (all workers alive); above it one peer at "
+        "a time, so only one big model is resident",
+    )
+    peers.add_argument(
+        "--device",
+        choices=list(bench_peers.CLOCKS),
+        default="cpu",
+        help="where the peers run (cuda: CUDA events and max_memory_allocated)",
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
 
 
@@ -808,13 +901,29 @@ def run(args: argparse.Namespace) -> int:
     print(f"bench: {load_line()}", flush=True)
     t0 = time.perf_counter()
     rows: list[Row] = []
-    bench_blocks(args, rows)
-    if not args.skip_models:
-        bench_models(args, rows)
-    if args.encoder_2048:
-        bench_2048(args, rows)
+    if not args.peers_only:
+        bench_blocks(args, rows)
+        if not args.skip_models:
+            bench_models(args, rows)
+        if args.encoder_2048:
+            bench_2048(args, rows)
+    peers: list[bench_peers.PeerResult] = []
+    if args.peers or args.peers_only:
+        peers = bench_peers.bench_peers(
+            args.peer_model,
+            args.peer_sizes,
+            args.peer_list,
+            args.peer_repeats,
+            args.device,
+            args.peer_cap_gb or None,
+            args.threads,
+            args.interleave_max,
+        )
+        rows += peer_rows(peers)
     write_csv(rows, Path(args.out))
     tables = markdown_tables(rows)
+    if peers:
+        tables += "\n" + peers_markdown(peers, args)
     print()
     print(tables)
     print(f"wrote {args.out} ({len(rows)} rows) in {time.perf_counter() - t0:.0f} s")
