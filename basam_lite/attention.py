@@ -354,7 +354,7 @@ def _flip_key_rows(x: Tensor, grid_hw: tuple[int, int]) -> Tensor:
 
 def _reversed_key_bias(
     bias: AttentionBias,
-    rel_h_rev: Tensor | None,
+    rel_h: Tensor | None,
     first: int,
     last: int,
     dtype: torch.dtype,
@@ -364,9 +364,10 @@ def _reversed_key_bias(
     grid-row order, ``[B or 1, H, (last - first) * cols, N]``:
     :math:`R^h_i[\mathrm{rows} - 1 - r''] + R^w_i[c'] - m_h T'[c_i, r_i + r'', c']`.
 
-    ``rel_h_rev`` is ``rel_h`` with its last axis reversed. Without autograd it is written into
-    ``out`` in two passes (a broadcast add, then one ``addcmul_`` with the Hankel view of the
-    small distance table), whatever the number of grid rows in the chunk.
+    ``rel_h`` is in the original key order: only the chunk's rows of it are reversed (a copy of
+    ``chunk x rows`` per head, not of the whole ``N x rows`` term). Without autograd the bias is
+    written into ``out`` in two passes (a broadcast add, then one ``addcmul_`` with the Hankel
+    view of the small distance table), whatever the number of grid rows in the chunk.
     """
     assert bias.slopes is not None
     n_rows, cols = bias.grid_hw
@@ -375,20 +376,22 @@ def _reversed_key_bias(
     h = bias.slopes.shape[0]
     dist = _hankel_distances(bias.grid_hw, bias.metric, bias.slopes.device, first, last).to(dtype)
     neg = _neg_slopes(bias, dtype, 6)
-    has_rel = rel_h_rev is not None and bias.rel_w is not None
-    b = rel_h_rev.shape[0] if rel_h_rev is not None else 1
+    has_rel = rel_h is not None and bias.rel_w is not None
+    b = rel_h.shape[0] if rel_h is not None else 1
+    if has_rel:
+        assert rel_h is not None and bias.rel_w is not None
+        rh_rev = rel_h[:, :, s:e].flip(-1)  # R^h_i[rows - 1 - r''] for the chunk's queries
+        rw = bias.rel_w[:, :, s:e]
     if out is None:  # autograd
         mask = (neg * dist).reshape(1, h, q_len, n)
         if not has_rel:
             return mask
-        assert rel_h_rev is not None and bias.rel_w is not None
-        return rel_pos_rows(rel_h_rev, bias.rel_w, slice(s, e), dtype) + mask
+        return rel_pos_rows(rh_rev, rw, slice(None), dtype) + mask
     view = out.view(b, h, last - first, cols, n_rows, cols)
     if not has_rel:
         torch.mul(neg, dist, out=view)
         return out
-    assert rel_h_rev is not None and bias.rel_w is not None
-    rel_pos_rows(rel_h_rev, bias.rel_w, slice(s, e), dtype, out)
+    rel_pos_rows(rh_rev, rw, slice(None), dtype, out)
     view.addcmul_(neg, dist)
     return out
 
@@ -550,18 +553,15 @@ def _chunked(
     bb = b if bias.has_rel_pos else 1
     buf = None if grad else _workspace(bb * h * step * cols * n, q.dtype, q.device)
     masked = bias.slopes is not None
-    rel_h_rev = None
     if masked:
         k, v = _flip_key_rows(k, bias.grid_hw), _flip_key_rows(v, bias.grid_hw)
-        if bias.rel_h is not None:
-            rel_h_rev = bias.rel_h.flip(-1)
     outs = []
     for first in range(0, n_rows, step):
         last = min(n_rows, first + step)
         s, e = first * cols, last * cols
         out = None if buf is None else buf[: bb * h * (e - s) * n].view(bb, h, e - s, n)
         if masked:
-            mask = _reversed_key_bias(bias, rel_h_rev, first, last, q.dtype, out)
+            mask = _reversed_key_bias(bias, bias.rel_h, first, last, q.dtype, out)
         else:
             assert bias.rel_h is not None and bias.rel_w is not None
             rows = slice(first * bias.grid_hw[1], last * bias.grid_hw[1])

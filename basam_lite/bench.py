@@ -56,12 +56,17 @@ from .provenance import load_line
 from .resolution import set_input_size
 from .scaling import attention_scale
 
-DEFAULT_GRIDS = (32, 64, 96)
+DEFAULT_GRIDS = (32, 64, 128)
 SWEEP_SIZES = (128, 256, 384, 512, 768, 1024)
 TARGET_GRID = 64
+TARGET_GRIDS = (64, 128)
+"""Token grids at which the ratios are judged against their targets."""
 TARGET_SPEEDUP = 1.2  # (a)/(b) at least
-TARGET_OVERHEAD = 1.15  # (b)/(b0) at most
-TARGET_2048_GB = 8.0
+TARGET_OVERHEAD = 1.03  # (b)/(b0) at most
+TARGET_FLOOR = 1.05  # (b)/(c) at most
+TARGET_2048_GB = 2.0
+FIT_GB = 16.0
+"""The memory the largest fitting side is stated for."""
 EXTRAPOLATION_SIZES = (512, 768, 1024)
 VIT_B = model_spec("vit_b")
 """ViT-B's facts (its global blocks' width and heads), read off the model."""
@@ -534,6 +539,10 @@ def bench_2048(args: argparse.Namespace, rows: list[Row]) -> None:
     else:
         row.status, row.note = "FAIL", str(res.get("error"))
     rows.append(row)
+    if res.get("ok"):
+        rows.append(fit_row(res["base_rss_mb"] * MB, res["peak_rss_mb"] * MB))
+    if not args.unpatched_2048:
+        return
 
     print(f"[2048] unpatched ViT-B: capped child ({args.cap_gb:g} GB) ...", flush=True)
     capped = run_child(
@@ -605,6 +614,33 @@ def bench_2048(args: argparse.Namespace, rows: list[Row]) -> None:
         rows.append(row)
 
 
+def fit_row(base_bytes: float, peak_bytes: float, size: int = 2048) -> Row:
+    """The largest side at which the ViT-B encoder with the paper preset fits :data:`FIT_GB`,
+    from :mod:`basam_lite.memory`'s estimate (weights + one cell, safety factor included) on top
+    of the measured process at rest without its weights (``base_bytes``: RSS with the model
+    loaded, before the forward), checked against the peak measured at ``size``."""
+    from .memory import largest_fitting, run_bytes, shape_of
+
+    rest = max(0.0, base_bytes - shape_of("vit_b").weight_bytes)  # imports, allocator, etc.
+    estimate = rest + run_bytes("vit_b", ("paper",), size)
+    side = largest_fitting("vit_b", ("paper",), int(FIT_GB * 1e9 - rest), 32768)
+    row = Row(
+        "encoder_2048", "vit_b:paper:fits", f"ViT-B encoder, paper preset, fits {FIT_GB:g} GB"
+    )
+    row.size_px = side
+    if side:
+        row.grid, row.tokens = side // 16, (side // 16) ** 2
+        row.peak_rss_mb = round((rest + run_bytes("vit_b", ("paper",), side)) / MB, 1)
+    checked = estimate >= peak_bytes
+    row.status = "estimate" if checked else "estimate BELOW measured"
+    row.note = (
+        f"largest side (multiple of 16) whose memory.py estimate fits {FIT_GB:g} GB; the same "
+        f"estimate at {size} px: {estimate / MB:,.0f} MB against {peak_bytes / MB:,.0f} MB measured"
+        f" ({'above' if checked else 'below'} it)"
+    )
+    return row
+
+
 def extrapolate_quadratic(points: Sequence[tuple[int, float]], n: int) -> float:
     """Least-squares fit of ``peak = a + b N + c N^2`` through ``(N, peak)`` points, at ``n``."""
     xs = torch.tensor([[1.0, p[0], float(p[0]) ** 2] for p in points], dtype=torch.float64)
@@ -617,23 +653,25 @@ def extrapolate_quadratic(points: Sequence[tuple[int, float]], n: int) -> float:
 
 
 def ratios(rows: list[Row]) -> list[dict[str, object]]:
-    """(a)/(b), (b)/(b0), (b)/(c) for every grid, judged against the targets at 64 x 64."""
+    """(a)/(b), (b)/(b0), (b)/(c) for every grid, judged against the targets at
+    :data:`TARGET_GRIDS`; a missed target says by how much (``value / bound - 1``)."""
     out = []
     by = {(r.case, r.grid): r.seconds for r in rows if r.section == "block"}
     for grid in sorted({r.grid for r in rows if r.section == "block" and r.grid}):
         a, b = by.get(("sam_block", grid)), by.get(("basam_paper", grid))
         b0, c = by.get(("basam_vanilla", grid)), by.get(("floor", grid))
-        target = grid == TARGET_GRID
+        target = grid in TARGET_GRIDS
         for name, num, den, bound, ok_if in (
             ("(a)/(b)", a, b, TARGET_SPEEDUP, "ge"),
             ("(b)/(b0)", b, b0, TARGET_OVERHEAD, "le"),
-            ("(b)/(c)", b, c, None, None),
+            ("(b)/(c)", b, c, TARGET_FLOOR, "le"),
         ):
             value = num / den if num and den else None
             verdict = ""
             if bound is not None and target and value is not None:
                 good = value >= bound if ok_if == "ge" else value <= bound
-                verdict = "PASS" if good else "FAIL"
+                miss = abs(value / bound - 1) * 100
+                verdict = "PASS" if good else f"FAIL (by {miss:.0f}%)"
             goal = "" if bound is None else f"{'>=' if ok_if == 'ge' else '<='} {bound:g}"
             out.append(
                 {"grid": grid, "ratio": name, "value": value, "target": goal, "verdict": verdict}
@@ -834,6 +872,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="ViT-B encoder at 2048 px in a child (default: on, off with --quick)",
     )
+    p.add_argument(
+        "--unpatched-2048",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --encoder-2048: also SAM's own encoder at 2048 px under the cap, and its "
+        "512/768/1024 px peaks for the extrapolation (slow)",
+    )
     p.add_argument("--cap-gb", type=float, default=12.0, help="memory cap of the unpatched child")
     p.add_argument("--no-memory", action="store_true", help="skip the per-case memory children")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -932,13 +977,49 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def git_commit() -> str:
+    """The checkout's short commit (``+ changes`` when the tree is dirty), or ``unknown``."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} + changes" if head and dirty else head or "unknown"
+
+
 def write_report(args: argparse.Namespace, tables: str, path: Path) -> None:
-    """``tables`` as a markdown page with the command that produced them."""
+    """``tables`` as a markdown page with the command that produced them, the machine's load
+    and the commit."""
     command = "python -m basam_lite " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
     cases = "\n".join(f"- {desc}" for desc in BLOCK_CASES.values())
+    grids = " and ".join(f"{g} x {g}" for g in TARGET_GRIDS)
+    blocks = [
+        "Block cases (same weights; one global block of ViT-B: 768 channels, 12 heads of 64, "
+        "SAM's rel-pos tables, MLP and norms; batch 1, fp32, no gradients):",
+        "",
+        cases,
+        "",
+        f"Targets at {grids} tokens: (b)/(c) <= {TARGET_FLOOR:g} (BA-SAM within 5% of the "
+        f"bias-free fused floor), (b)/(b0) <= {TARGET_OVERHEAD:g} (BA-SAM's own overhead over "
+        f"SAM's attention on the same path), (a)/(b) >= {TARGET_SPEEDUP:g} where SAM's own "
+        f"block fits. ViT-B encoder at 2048 px with the paper preset: peak RSS <= "
+        f"{TARGET_2048_GB:g} GB. A missed target says by how much.",
+        "",
+    ]
     text = "\n".join(
         [
-            "# Benchmark: BA-SAM attention speed and memory on CPU",
+            "# Benchmark: BA-SAM attention speed and memory",
             "",
             "Produced by:",
             "",
@@ -946,26 +1027,20 @@ def write_report(args: argparse.Namespace, tables: str, path: Path) -> None:
             command or "python -m basam_lite bench",
             "```",
             "",
-            f"Machine: {load_line()} (at the end of the run). Times are medians of warm "
-            "runs, interleaved (every round runs every case, in a rotated order), so load from "
-            "other processes hits all cases alike; peak RSS of each block case comes from its "
-            "own child process (`forward RSS` = peak during the forward minus the RSS before it).",
+            f"Machine: {load_line()} (at the end of the run); commit {git_commit()}. Times are "
+            "medians of warm runs, interleaved (every round runs every case, in a rotated "
+            "order), so load from other processes hits all cases alike; peak RSS of each case "
+            "comes from its own child process (`forward RSS` = peak during the forward minus the "
+            "RSS before it).",
             "",
-            "Block cases (same weights; one global block of ViT-B: 768 channels, 12 heads of 64, "
-            "SAM's rel-pos tables, MLP and norms; batch 1, fp32, no gradients):",
-            "",
-            cases,
-            "",
-            f"Targets at {TARGET_GRID} x {TARGET_GRID} tokens: (a)/(b) >= {TARGET_SPEEDUP:g} "
-            f"(BA-SAM on is faster than stock SAM), (b)/(b0) <= {TARGET_OVERHEAD:g} (BA-SAM's "
-            "own overhead); (b)/(c) is the distance to the floor. ViT-B encoder at 2048 px with "
-            f"the paper preset: peak RSS <= {TARGET_2048_GB:g} GB.",
-            "",
+            *([] if args.peers_only else blocks),
             tables,
         ]
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
     print(f"wrote {path}")
 
 
