@@ -18,11 +18,17 @@ measured for each block case in a fresh child process (the kernel's ``VmHWM``, r
 forward), so one case never pollutes another's. Then the time per image of the tiny models at
 the sweep resolutions and of the ViT-B encoder at 1024 px, with and without BA-SAM, and
 (``--encoder-2048``) the full ViT-B encoder with the paper preset at 2048 x 2048 in a child
-process against the 8 GB target, beside what the unpatched encoder would need there: a child
+process against the 2 GB target (and the largest side fitting 16 GB, from
+:mod:`basam_lite.memory`'s estimate checked against that measured peak), beside what the
+unpatched encoder would need there (``--unpatched-2048``, on by default): a child
 capped with ``RLIMIT_AS`` tries it, and its peak is extrapolated from measured 512, 768 and
 1024 px peaks (quadratic in the token count). Nothing here ever lets the unpatched encoder
 exhaust the machine: SAM's own block is skipped when its logits would not fit in the available
 memory, and the 2048 px attempt runs under the cap.
+
+``--peers`` (or ``--peers-only``) adds :mod:`basam_lite.bench_peers`: the ViT-B encoder with the
+same weights in timm, Hugging Face (SDPA) and the vanilla and paper presets at 1024, 2048 and
+3072 px, each in its own worker process (``--device cuda`` on a GPU).
 """
 
 from __future__ import annotations
