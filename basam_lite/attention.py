@@ -556,6 +556,9 @@ def _chunked(
     if masked:
         k, v = _flip_key_rows(k, bias.grid_hw), _flip_key_rows(v, bias.grid_hw)
     outs = []
+    # Without autograd each chunk's output goes straight into the result: no list of chunks and
+    # no concatenated copy beside it (one B x H x N x d tensor less at the peak).
+    result = None if grad or n_rows <= step else q.new_empty(*q.shape[:3], v.shape[-1])
     for first in range(0, n_rows, step):
         last = min(n_rows, first + step)
         s, e = first * cols, last * cols
@@ -566,7 +569,13 @@ def _chunked(
             assert bias.rel_h is not None and bias.rel_w is not None
             rows = slice(first * bias.grid_hw[1], last * bias.grid_hw[1])
             mask = rel_pos_rows(bias.rel_h, bias.rel_w, rows, q.dtype, out)
-        outs.append(F.scaled_dot_product_attention(q[:, :, s:e], k, v, attn_mask=mask, scale=scale))
+        chunk = F.scaled_dot_product_attention(q[:, :, s:e], k, v, attn_mask=mask, scale=scale)
+        if result is None:
+            outs.append(chunk)
+        else:
+            result[:, :, s:e] = chunk
+    if result is not None:
+        return result
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
 
