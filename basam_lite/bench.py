@@ -984,7 +984,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def git_commit() -> str:
-    """The checkout's short commit (``+ changes`` when the tree is dirty), or ``unknown``."""
+    """The checkout's short commit (``+ changes`` when the library's code differs from it: the
+    run's own outputs do not count), or ``unknown``."""
     root = Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(
@@ -994,7 +995,7 @@ def git_commit() -> str:
             timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(root), "status", "--porcelain", "-uno", "--", "basam_lite"],
             capture_output=True,
             text=True,
             timeout=10,
