@@ -36,17 +36,17 @@ The paths (``path=`` of :func:`attend` and of :class:`~basam_lite.BASAMConfig`):
   chunk: memory :math:`O(\text{chunk} \cdot N)` at any resolution. Chunks are large on
   purpose: every extra kernel launch is an OpenMP fork-join, which costs a scheduler time slice
   whenever other processes share the cores (measured on a loaded 2-core machine: 1-row chunks
-  were about twice as slow as 256 MB chunks at 64 x 64 tokens). With a mask the keys (and
-  values, and the key axis of :math:`R^h`) are taken in reversed grid-row order,
-  :math:`r'' = \mathrm{rows} - 1 - \mathrm{row}_j` (softmax does not care about key order).
-  Then the distance of query :math:`(r, c)` to key :math:`(r'', c')` is
-  :math:`T'[c, r + r'', c']` with :math:`T'` the table reversed along :math:`u`: a function of
-  :math:`r + r''`, so the mask rows of a whole chunk are one view of :math:`T'` with positive
+  were about twice as slow as 256 MB chunks at 64 x 64 tokens). With a mask each chunk's
+  queries are taken in reversed grid-row order (a chunk-sized copy of q and of its rel-pos rows;
+  keys and values are never copied; the chunk's output rows are put back in order): the t-th
+  reversed query row is :math:`r = \mathrm{last} - 1 - t`, and its distance to key
+  :math:`(r', c')` is :math:`T[c,\ \mathrm{rows} - \mathrm{last} + t + r',\ c']`, a function of
+  :math:`t + r'`, so the mask rows of a whole chunk are one view of :math:`T` with positive
   strides (``as_strided``), and the chunk's bias takes two passes whatever its size:
 
   .. math::
-      B_{(r,c),(r'',c')} = R^h_{(r,c)}[\mathrm{rows} - 1 - r''] + R^w_{(r,c)}[c']
-          - m_h\, T'[c,\ r + r'',\ c'].
+      B_{(r,c),(r',c')} = R^h_{(r,c)}[r'] + R^w_{(r,c)}[c']
+          - m_h\, T[c,\ \mathrm{rows} - \mathrm{last} + t + r',\ c'].
 
 - ``"folded"``: the rel-pos term is an inner product in disguise. With one-hot key positions
   :math:`e_{\mathrm{row}_j} \in \mathbb{R}^{\mathrm{rows}}`, :math:`e_{\mathrm{col}_j} \in
@@ -354,7 +354,7 @@ def _flip_key_rows(x: Tensor, grid_hw: tuple[int, int]) -> Tensor:
 
 def _reversed_key_bias(
     bias: AttentionBias,
-    rel_h_rev: Tensor | None,
+    rel_h: Tensor | None,
     first: int,
     last: int,
     dtype: torch.dtype,
@@ -364,9 +364,10 @@ def _reversed_key_bias(
     grid-row order, ``[B or 1, H, (last - first) * cols, N]``:
     :math:`R^h_i[\mathrm{rows} - 1 - r''] + R^w_i[c'] - m_h T'[c_i, r_i + r'', c']`.
 
-    ``rel_h_rev`` is ``rel_h`` with its last axis reversed. Without autograd it is written into
-    ``out`` in two passes (a broadcast add, then one ``addcmul_`` with the Hankel view of the
-    small distance table), whatever the number of grid rows in the chunk.
+    ``rel_h`` is in the original key order: only the chunk's rows of it are reversed (a copy of
+    ``chunk x rows`` per head, not of the whole ``N x rows`` term). Without autograd the bias is
+    written into ``out`` in two passes (a broadcast add, then one ``addcmul_`` with the Hankel
+    view of the small distance table), whatever the number of grid rows in the chunk.
     """
     assert bias.slopes is not None
     n_rows, cols = bias.grid_hw
@@ -375,20 +376,22 @@ def _reversed_key_bias(
     h = bias.slopes.shape[0]
     dist = _hankel_distances(bias.grid_hw, bias.metric, bias.slopes.device, first, last).to(dtype)
     neg = _neg_slopes(bias, dtype, 6)
-    has_rel = rel_h_rev is not None and bias.rel_w is not None
-    b = rel_h_rev.shape[0] if rel_h_rev is not None else 1
+    has_rel = rel_h is not None and bias.rel_w is not None
+    b = rel_h.shape[0] if rel_h is not None else 1
+    if has_rel:
+        assert rel_h is not None and bias.rel_w is not None
+        rh_rev = rel_h[:, :, s:e].flip(-1)  # R^h_i[rows - 1 - r''] for the chunk's queries
+        rw = bias.rel_w[:, :, s:e]
     if out is None:  # autograd
         mask = (neg * dist).reshape(1, h, q_len, n)
         if not has_rel:
             return mask
-        assert rel_h_rev is not None and bias.rel_w is not None
-        return rel_pos_rows(rel_h_rev, bias.rel_w, slice(s, e), dtype) + mask
+        return rel_pos_rows(rh_rev, rw, slice(None), dtype) + mask
     view = out.view(b, h, last - first, cols, n_rows, cols)
     if not has_rel:
         torch.mul(neg, dist, out=view)
         return out
-    assert rel_h_rev is not None and bias.rel_w is not None
-    rel_pos_rows(rel_h_rev, bias.rel_w, slice(s, e), dtype, out)
+    rel_pos_rows(rh_rev, rw, slice(None), dtype, out)
     view.addcmul_(neg, dist)
     return out
 
@@ -541,8 +544,10 @@ def _chunked(
     q: Tensor, k: Tensor, v: Tensor, scale: float, bias: AttentionBias, grad: bool
 ) -> Tensor:
     """Query chunks of whole grid rows, each with its bias rows built on the fly into one
-    reused buffer (out of place under autograd). With a mask, keys and values are taken in
-    reversed grid-row order so that a chunk's mask rows are one strided view."""
+    reused buffer (out of place under autograd). With a mask, each chunk's queries are taken in
+    reversed grid-row order (a chunk-sized copy; keys and values stay as they are) so that the
+    chunk's mask rows are one strided view (:func:`_reversed_query_distances`); the chunk's
+    output rows are put back in order."""
     b, h = q.shape[:2]
     n_rows, cols = bias.grid_hw
     n = bias.num_tokens
@@ -550,24 +555,98 @@ def _chunked(
     bb = b if bias.has_rel_pos else 1
     buf = None if grad else _workspace(bb * h * step * cols * n, q.dtype, q.device)
     masked = bias.slopes is not None
-    rel_h_rev = None
-    if masked:
-        k, v = _flip_key_rows(k, bias.grid_hw), _flip_key_rows(v, bias.grid_hw)
-        if bias.rel_h is not None:
-            rel_h_rev = bias.rel_h.flip(-1)
     outs = []
+    # Without autograd each chunk's output goes straight into the result: no list of chunks and
+    # no concatenated copy beside it (one B x H x N x d tensor less at the peak).
+    result = None if grad or n_rows <= step else q.new_empty(*q.shape[:3], v.shape[-1])
     for first in range(0, n_rows, step):
         last = min(n_rows, first + step)
         s, e = first * cols, last * cols
         out = None if buf is None else buf[: bb * h * (e - s) * n].view(bb, h, e - s, n)
         if masked:
-            mask = _reversed_key_bias(bias, rel_h_rev, first, last, q.dtype, out)
+            mask = _reversed_query_bias(bias, first, last, q.dtype, out)
+            q_chunk = _flip_query_rows(q[:, :, s:e], cols)
         else:
             assert bias.rel_h is not None and bias.rel_w is not None
             rows = slice(first * bias.grid_hw[1], last * bias.grid_hw[1])
             mask = rel_pos_rows(bias.rel_h, bias.rel_w, rows, q.dtype, out)
-        outs.append(F.scaled_dot_product_attention(q[:, :, s:e], k, v, attn_mask=mask, scale=scale))
+            q_chunk = q[:, :, s:e]
+        chunk = F.scaled_dot_product_attention(q_chunk, k, v, attn_mask=mask, scale=scale)
+        if masked:
+            chunk = _flip_query_rows(chunk, cols)
+        if result is None:
+            outs.append(chunk)
+        else:
+            result[:, :, s:e] = chunk
+    if result is not None:
+        return result
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+
+def _flip_query_rows(x: Tensor, cols: int) -> Tensor:
+    """``[..., Q, d]`` (Q a whole number of grid rows of ``cols`` tokens) with its grid rows in
+    reversed order (a copy; its own inverse)."""
+    return x.unflatten(-2, (x.shape[-2] // cols, cols)).flip(-3).flatten(-3, -2)
+
+
+def _reversed_query_distances(
+    grid_hw: tuple[int, int], metric: str, device: torch.device, first: int, last: int
+) -> Tensor:
+    r"""Distances of the queries in grid rows ``last - 1, last - 2, ..., first`` (reversed) to
+    every key (natural order), ``[last - first, cols, rows, cols]``, as one strided view of the
+    small table :math:`T` (:func:`relative_distances`).
+
+    The t-th reversed query row is :math:`r = \mathrm{last} - 1 - t`, and its distance to key
+    :math:`(r', c')` from column :math:`c` is :math:`T[c,\ \mathrm{rows} - 1 - r + r',\ c'] =
+    T[c,\ \mathrm{rows} - \mathrm{last} + t + r',\ c']`: a function of :math:`t + r'` with
+    positive strides in both.
+    """
+    rows, cols = grid_hw
+    table = relative_distances(grid_hw, metric, device)  # [cols, 2 rows - 1, cols]
+    return table.as_strided(
+        (last - first, cols, rows, cols),
+        (cols, (2 * rows - 1) * cols, cols, 1),
+        table.storage_offset() + (rows - last) * cols,
+    )
+
+
+def _reversed_query_bias(
+    bias: AttentionBias, first: int, last: int, dtype: torch.dtype, out: Tensor | None
+) -> Tensor:
+    r"""The bias of the queries in grid rows ``first .. last - 1`` taken in reversed grid-row
+    order against every key in its own order, ``[B or 1, H, (last - first) * cols, N]``:
+    :math:`R^h_i[r'] + R^w_i[c'] - m_h T[c_i, \mathrm{rows} - 1 - r_i + r', c']`.
+
+    Without autograd it is written into ``out`` in two passes (a broadcast add of the chunk's
+    rel-pos rows, then one ``addcmul_`` with the strided distance view), whatever the number of
+    grid rows in the chunk.
+    """
+    assert bias.slopes is not None
+    n_rows, cols = bias.grid_hw
+    s, e = first * cols, last * cols
+    q_len, n = e - s, n_rows * cols
+    h = bias.slopes.shape[0]
+    dist = _reversed_query_distances(bias.grid_hw, bias.metric, bias.slopes.device, first, last)
+    dist = dist.to(dtype)
+    neg = _neg_slopes(bias, dtype, 6)
+    has_rel = bias.has_rel_pos
+    if has_rel:
+        assert bias.rel_h is not None and bias.rel_w is not None
+        rh = _flip_query_rows(bias.rel_h[:, :, s:e], cols)  # the chunk's R^h rows, reversed
+        rw = _flip_query_rows(bias.rel_w[:, :, s:e], cols)
+    b = bias.rel_h.shape[0] if has_rel and bias.rel_h is not None else 1
+    if out is None:  # autograd
+        mask = (neg * dist).reshape(1, h, q_len, n)
+        if not has_rel:
+            return mask
+        return rel_pos_rows(rh, rw, slice(None), dtype) + mask
+    view = out.view(b, h, last - first, cols, n_rows, cols)
+    if not has_rel:
+        torch.mul(neg, dist, out=view)
+        return out
+    rel_pos_rows(rh, rw, slice(None), dtype, out)
+    view.addcmul_(neg, dist)
+    return out
 
 
 def _general(
