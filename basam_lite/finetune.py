@@ -327,23 +327,6 @@ def epoch_batches(train: Sequence[int], epoch: int, cfg: FinetuneConfig) -> list
 # ---------------------------------------------------------------- model
 
 
-def resolve_checkpoint(model: str, checkpoint: str | None, random_weights: bool) -> str | None:
-    """The weights file: ``checkpoint``, else ``$BASAM_SAM_CHECKPOINT`` for an official model;
-    an official model without either runs random weights only with ``random_weights``."""
-    if model not in OFFICIAL_NAMES or checkpoint is not None:
-        return checkpoint
-    env = os.environ.get(CHECKPOINT_ENV)
-    if env and not random_weights:
-        print(f"--checkpoint from {CHECKPOINT_ENV}={env}", file=sys.stderr)
-        return env
-    if not random_weights:
-        raise UserError(
-            f"{model} has no weights: pass --checkpoint, set {CHECKPOINT_ENV}, or "
-            "--random-weights to fine-tune seeded random weights on purpose"
-        )
-    return None
-
-
 def check_model_file(model: str, checkpoint: str | None) -> None:
     """One line for a checkpoint that does not fit ``model`` (another family, another size, a
     corrupt download), before anything is built or written."""
@@ -870,7 +853,9 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
             init = "tiny"
     if init not in MODEL_NAMES:
         raise UserError(f"--init {init}: give a model name ({', '.join(MODEL_NAMES)}) or a .pth")
-    checkpoint = resolve_checkpoint(init, checkpoint, args.random_weights)
+    from .sweep import official_checkpoint
+
+    checkpoint = official_checkpoint([init], checkpoint, args.random_weights)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: this torch sees no CUDA device; use --device cpu")
     return FinetuneConfig(
