@@ -81,11 +81,12 @@ between calls, so repeated forwards do not page-fault a fresh buffer each time.
 ``"auto"`` (:func:`choose_path`): ``"sdpa"`` without bias; ``"folded"`` when autograd is on
 (fused backward, no :math:`N^2` tensor saved); otherwise ``"dense"`` up to
 :data:`DENSE_MAX_TOKENS` tokens while the dense bias fits :data:`DENSE_BIAS_BUDGET`, and
-``"chunked"`` beyond. The thresholds come from ``python -m basam_lite bench`` on a 2-core CPU
-(``docs/benchmark.md``): dense and chunked are within a few percent of each other up to 48 x 48
-tokens, chunked is faster above (and dense would hold 0.75 GiB at 64 x 64); folded is 1.5-3x
-slower than both for inference; compiled ``flex_attention`` (20 s or more of compilation) was
-no faster than chunked at 64 x 64 tokens and has no CPU backward.
+``"chunked"`` beyond. The thresholds were chosen from ``python -m basam_lite bench`` runs on a
+2-core CPU; the current measured report is ``docs/benchmark.md`` (its attention-only rows time
+the dense (where it fits), chunked and folded paths at the grids it was run with; rerun ``bench``
+with other ``--grids`` to place the dense/chunked crossover on another machine). A dense bias
+holds :math:`4 H N^2` bytes: 0.75 GiB for ViT-B's 12 heads at 64 x 64 tokens. Folded trades
+speed for memory and is meant for training, not inference.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ ATTENTION_PATHS: tuple[str, ...] = get_args(AttentionPath)
 # "auto" never builds a dense bias above this many bytes.
 DENSE_BIAS_BUDGET = 1 << 30
 # Above this many tokens "auto" prefers "chunked" even when the dense bias fits the budget
-# (measured: chunked is as fast or faster from a 48 x 48 grid on, see docs/benchmark.md).
+# (chosen from bench runs; docs/benchmark.md's attention-only rows compare the two paths).
 DENSE_MAX_TOKENS = 48 * 48
 # Bytes of bias rows built per query chunk on the chunked path (rounded to whole grid rows).
 CHUNK_BIAS_BYTES = 256 << 20
@@ -159,7 +160,8 @@ class AttentionBias:
 
     @property
     def key_grid(self) -> tuple[int, int]:
-        """The keys' (rows, cols) grid: ``key_grid_hw``, or the query grid when None."""
+        """The keys' (rows, cols) grid, which is ``key_grid_hw`` or, when that is None, the
+        query grid."""
         return self.grid_hw if self.key_grid_hw is None else self.key_grid_hw
 
     @property

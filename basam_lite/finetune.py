@@ -65,7 +65,6 @@ from .models import (
     load_safely,
 )
 from .outputs import (
-    atomic_write,
     hold_folder,
     is_model_card,
     is_torch_checkpoint,
@@ -78,6 +77,7 @@ from .precision import PRECISIONS, resolve_precision
 from .resolution import base_size, set_input_size
 from .run_identity import file_sha256
 from .sizes import fit_image
+from .training import clipped_step, config_difference, restore, save_state, schedule, warmup_cosine
 
 TUNE_MODES = ("full", "decoder", "basam", "lora")
 """``--tune``: which parameter roles train (see :data:`TRAINED_ROLES`)."""
@@ -327,23 +327,6 @@ def epoch_batches(train: Sequence[int], epoch: int, cfg: FinetuneConfig) -> list
 # ---------------------------------------------------------------- model
 
 
-def resolve_checkpoint(model: str, checkpoint: str | None, random_weights: bool) -> str | None:
-    """The weights file: ``checkpoint``, else ``$BASAM_SAM_CHECKPOINT`` for an official model;
-    an official model without either runs random weights only with ``random_weights``."""
-    if model not in OFFICIAL_NAMES or checkpoint is not None:
-        return checkpoint
-    env = os.environ.get(CHECKPOINT_ENV)
-    if env and not random_weights:
-        print(f"--checkpoint from {CHECKPOINT_ENV}={env}", file=sys.stderr)
-        return env
-    if not random_weights:
-        raise UserError(
-            f"{model} has no weights: pass --checkpoint, set {CHECKPOINT_ENV}, or "
-            "--random-weights to fine-tune seeded random weights on purpose"
-        )
-    return None
-
-
 def check_model_file(model: str, checkpoint: str | None) -> None:
     """One line for a checkpoint that does not fit ``model`` (another family, another size, a
     corrupt download), before anything is built or written."""
@@ -466,10 +449,7 @@ def validate(sam: nn.Module, items: Sequence[Item], cfg: FinetuneConfig, precisi
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warmup over ``warmup`` steps, then cosine from 1 to 0.02 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    return warmup_cosine(step, total, warmup, 0.02)
 
 
 # ---------------------------------------------------------------- the run
@@ -487,12 +467,6 @@ class FinetuneResult:
     lora_targets: list[str]
     split: dict[str, int]
     seconds: float
-
-
-def _save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def load_state(path: Path) -> dict[str, object]:
@@ -588,30 +562,23 @@ def _run(
     """:func:`finetune` once its inputs are checked and its run folder is held."""
     state = load_state(state_path) if state_path is not None and state_path.exists() else None
     if state is not None and state["config"] != cfg.describe():
-        saved = state["config"]
-        differ = "; ".join(
-            f"{k}: saved {saved.get(k)!r}, now {v!r}"  # type: ignore[union-attr]
-            for k, v in cfg.describe().items()
-            if saved.get(k) != v  # type: ignore[union-attr]
-        )
+        differ = config_difference(state["config"], cfg.describe())  # type: ignore[arg-type]
         raise UserError(
             f"{state_path} was saved by another run ({differ}): delete {state_path.parent} or "
             "pass another --run-dir"
         )
     if state is not None:
         precision = str(state["precision"])
-    params = [p for p in sam.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(epoch_batches([i for i in range(len(train_items))], 0, cfg))
     total = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.warmup))
+    params, opt, sched = schedule(
+        sam, cfg.lr, cfg.weight_decay, lambda s: lr_factor(s, total, cfg.warmup)
+    )
     epoch, step, history = 0, 0, []
     best: dict[str, object] = {"epoch": -1, "val_iou": -1.0}
     elapsed = 0.0
     if state is not None:
-        sam.load_state_dict(state["model"])  # type: ignore[arg-type]
-        opt.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
-        sched.load_state_dict(state["scheduler"])  # type: ignore[arg-type]
+        restore(sam, opt, sched, state)
         epoch, step = int(state["epoch"]), int(state["step"])  # type: ignore[arg-type]
         history, best = list(state["history"]), dict(state["best"])  # type: ignore[arg-type]
         elapsed = float(state.get("elapsed", 0.0))  # type: ignore[union-attr]
@@ -620,7 +587,7 @@ def _run(
     def save() -> None:
         if state_path is None:
             return
-        _save(
+        save_state(
             {
                 "config": cfg.describe(),
                 "model": sam.state_dict(),
@@ -651,8 +618,7 @@ def _run(
                 (loss / len(micro)).backward()
                 for k, v in parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + v / len(micro)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            clipped_step(params, opt, cfg.grad_clip)
             sched.step()
             step += 1
             done_here += 1
@@ -681,7 +647,7 @@ def _run(
         if val > float(best["val_iou"]):  # type: ignore[arg-type]
             best = {"epoch": epoch, "val_iou": val}
             if best_path is not None:
-                _save({k: v.detach().clone() for k, v in sam.state_dict().items()}, best_path)
+                save_state({k: v.detach().clone() for k, v in sam.state_dict().items()}, best_path)
             else:
                 best["weights"] = {k: v.detach().clone() for k, v in sam.state_dict().items()}
         epoch, step = epoch + 1, 0
@@ -870,7 +836,9 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
             init = "tiny"
     if init not in MODEL_NAMES:
         raise UserError(f"--init {init}: give a model name ({', '.join(MODEL_NAMES)}) or a .pth")
-    checkpoint = resolve_checkpoint(init, checkpoint, args.random_weights)
+    from .sweep import official_checkpoint
+
+    checkpoint = official_checkpoint([init], checkpoint, args.random_weights)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: this torch sees no CUDA device; use --device cpu")
     return FinetuneConfig(
@@ -941,9 +909,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     weights, learned = export_state(result.model)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _save(weights, out)
+    save_state(weights, out)
     if learned:
-        _save(learned, out.with_suffix(".basam.pt"))
+        save_state(learned, out.with_suffix(".basam.pt"))
     sha = file_sha256(out)
     argv = sys.argv[1:]
     command = "python -m basam_lite " + " ".join(shlex.quote(a) for a in argv)

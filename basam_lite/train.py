@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -46,7 +45,6 @@ from .evaluation import evaluate, evaluation_table, image_batch, mean_ious
 from .model_card import write_card
 from .models import TINY, build_sam, build_tiny_sam, load_safely, tiny_checkpoint_path
 from .outputs import (
-    atomic_write,
     hold_folder,
     is_model_card,
     is_torch_checkpoint,
@@ -56,6 +54,7 @@ from .outputs import (
 from .patch import BASAMConfig, apply_basam, is_patched, set_attention_path
 from .precision import PRECISIONS, resolve_precision
 from .train_config import TrainConfig
+from .training import clipped_step, config_difference, restore, save_state, schedule, warmup_cosine
 
 VARIANTS = {"vanilla": "vanilla", "basam": "paper"}
 """``--variant`` -> the preset active during training (vanilla = no patch)."""
@@ -77,10 +76,7 @@ class TrainResult:
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to 1, then cosine down to ``min_lr_ratio`` at ``cfg.steps``."""
-    if step < cfg.warmup:
-        return (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    return warmup_cosine(step, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
 
 
 def initial_model(cfg: TrainConfig) -> nn.Module:
@@ -225,15 +221,8 @@ def optimiser_step(
     loss, parts = batch_loss(sam, batch, cfg)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in sam.parameters() if p.requires_grad], cfg.grad_clip)
-    opt.step()
+    clipped_step([p for p in sam.parameters() if p.requires_grad], opt, cfg.grad_clip)
     return parts
-
-
-def _save_atomic(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
-    with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
 
 
 STATE_KEYS = ("config", "model", "optimizer", "scheduler", "step", "elapsed", "history")
@@ -331,9 +320,7 @@ def _train(
     precision, why = run_precision(cfg, saved, source)
     cfg = replace(cfg, precision=precision)  # type: ignore[arg-type]
     sam = initial_model(cfg)
-    params = [p for p in sam.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    _, opt, sched = schedule(sam, cfg.lr, cfg.weight_decay, lambda s: lr_factor(s, cfg))
     step, elapsed, history = 0, 0.0, []
     if state is not None and saved is not None:
         if source != state_path:
@@ -346,25 +333,18 @@ def _train(
                 )
             saved = cfg.describe()
         if saved != cfg.describe():
-            differ = "; ".join(
-                f"{k}: saved {saved.get(k)!r}, now {v!r}"
-                for k, v in cfg.describe().items()
-                if saved.get(k) != v
-            )
             raise UserError(
-                f"{source} was saved by a different config ({differ}); delete {run_dir} to "
+                f"{source} was saved by a different config "
+                f"({config_difference(saved, cfg.describe())}); delete {run_dir} to "
                 "start over or pass another run directory"
             )
-        sam.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        restore(sam, opt, sched, state)
         step, elapsed, history = state["step"], state["elapsed"], state["history"]
     sync_preset(sam, cfg, step)
 
     def save() -> None:
         if state_path is None:
             return
-        state_path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "config": cfg.describe(),
             "model": sam.state_dict(),
@@ -375,7 +355,7 @@ def _train(
             "history": history,
             "precision_reason": why,
         }
-        _save_atomic(state, state_path)
+        save_state(state, state_path)
 
     ds = ProceduralScenes(_MAX_SCENES, seed=cfg.seed, size=cfg.size, split="train", mix=cfg.mix)
     sam.train()
@@ -529,8 +509,7 @@ def save_half(sam: nn.Module, path: Path, model: str = "tiny") -> str:
         )
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     key = CHECKPOINT_CONTAINER[MODELS[model].family]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _save_atomic(half if key is None else {key: half}, path)
+    save_state(half if key is None else {key: half}, path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

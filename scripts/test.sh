@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 source .venv/bin/activate
 export MPLBACKEND=Agg PYTHONHASHSEED=0
 ruff check basam_lite tests notebooks
-python -m pytest tests "$@"
+# --durations=30: every log names the slowest unit tests (CI time is watched).
+python -m pytest tests --durations=30 "$@"
 if compgen -G "notebooks/*.ipynb" >/dev/null; then
   python -m pytest --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks \
     -p no:cacheprovider "$@"

@@ -50,3 +50,10 @@ def test_readme_commands_are_the_ci_scripts() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "bash scripts/setup.sh && bash scripts/test.sh" in readme
     assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_unit_tests_log_their_slowest() -> None:
+    """Every CI log names the slowest unit tests, so CI time can be watched test by test."""
+    lines = (ROOT / "scripts" / "test.sh").read_text().splitlines()
+    unit = [line for line in lines if line.startswith("python -m pytest tests")]
+    assert len(unit) == 1 and "--durations=30" in unit[0].split(), unit

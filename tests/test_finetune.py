@@ -188,6 +188,26 @@ def test_official_model_without_weights_is_refused(tmp_path, folder, monkeypatch
     assert code == 2 and "--random-weights" in capsys.readouterr().err
 
 
+def test_official_weights_come_from_the_environment(tmp_path, folder, monkeypatch, capsys):
+    """No --checkpoint: an official model takes $BASAM_SAM_CHECKPOINT (said on stderr); with
+    --random-weights the variable is ignored and no weights are loaded."""
+    import argparse
+
+    from basam_lite.finetune import config_from_args
+    from basam_lite.train import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)  # train's options, fine-tuning's among them
+    monkeypatch.setenv("BASAM_SAM_CHECKPOINT", str(tmp_path / "sam_vit_b_01ec64.pth"))
+    cfg = config_from_args(parser.parse_args(["--dataset", f"folder:{folder}", "--init", "vit_b"]))
+    assert cfg.checkpoint == str(tmp_path / "sam_vit_b_01ec64.pth")
+    assert "BASAM_SAM_CHECKPOINT" in capsys.readouterr().err
+    args = ["--dataset", f"folder:{folder}", "--init", "vit_b", "--random-weights"]
+    assert config_from_args(parser.parse_args(args)).checkpoint is None
+    tiny = ["--dataset", f"folder:{folder}", "--init", "tiny"]
+    assert config_from_args(parser.parse_args(tiny)).checkpoint is None
+
+
 def test_one_writer_and_no_foreign_file_replaced(tmp_path, folder, capsys):
     """A second fine-tuning into a held run folder is refused; --out, its card and its BA-SAM
     file never replace a file this project did not write; both before any work."""

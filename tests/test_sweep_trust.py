@@ -405,7 +405,12 @@ def test_empty_work_is_an_error(tmp_path, tiny_models):
 # ---------------------------------------------------------------- arguments and messages
 
 
-def test_argument_errors_are_one_line_and_exit_2(tmp_path):
+def test_argument_errors_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    """Each bad argument through the command line's own ``main`` (one process start costs
+    seconds: the parser imports every command); the exit status and the traceback under
+    ``--debug`` once each in a fresh process."""
+    for key in [k for k in os.environ if k.startswith("SLURM_") or k == "RANK"]:
+        monkeypatch.delenv(key)  # --shard auto must find no scheduler
     bad = [
         (
             ["--resolutions", "100"],
@@ -422,11 +427,16 @@ def test_argument_errors_are_one_line_and_exit_2(tmp_path):
     if not __import__("torch").cuda.is_available():
         bad.append((["--device", "cuda"], "error: --device cuda: this torch"))
     for args, message in bad:
-        r = cli("sweep", "--model", "tiny", "--out", str(tmp_path / "x.csv"), *args)
-        assert r.returncode == 2, (args, r.stderr)
-        assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
-        assert r.stderr.startswith(message), (args, r.stderr)
-        assert "Traceback" not in r.stderr and r.stdout == ""
+        code = main(["sweep", "--model", "tiny", "--out", str(tmp_path / "x.csv"), *args])
+        out, err = capsys.readouterr()
+        assert code == 2, (args, err)
+        assert len(err.strip().splitlines()) == 1, (args, err)
+        assert err.startswith(message), (args, err)
+        assert "Traceback" not in err and out == ""
+    args, message = bad[0]
+    r = cli("sweep", "--model", "tiny", "--out", str(tmp_path / "x.csv"), *args)
+    assert r.returncode == 2 and r.stderr.startswith(message), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == ""
     assert not (tmp_path / "x.csv").exists()
     # --debug shows the traceback of the same error.
     r = cli("--debug", "sweep", "--model", "tiny", "--metric", "iuo")

@@ -35,22 +35,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..embedding import resample_pos_embed
 from ..errors import UserError
-from ..patch_state import (
-    drop_encoder_record_if_unneeded,
-    encoder_patch,
-    encoder_record,
-    swap_class,
-)
 from ..predictor import check_prompt, to_rgb_uint8
 from ..sizes import Size, parse_size
 from .attend import basam_attend
-from .base import AttentionBlock, BlockGrids, EncoderAdapter, Grid, PositionTerms, Predictor
+from .base import AttentionBlock, EncoderAdapter, Grid, PositionTerms, Predictor
 from .hf_weights import require_transformers
+from .sam_like import sized_preprocess
+from .vit_like import PlainViTAdapter, add_abs_pos, rel_pos_terms
 
 require_transformers()
 
@@ -76,13 +70,9 @@ def hf_decomposed_rel_pos(
     :math:`R^h_i[r] = q_i \cdot P_h[\mathrm{row}_i - r]`, the tables from the module's own
     ``get_rel_pos`` (HF adds ``rel_h[i, row_j] + rel_w[i, col_j]`` to the logits)."""
     rows, cols = grid_hw
-    b, h, n, d = q.shape
     table_h = attn.get_rel_pos(rows, rows, attn.rel_pos_h)  # [rows (query), rows (key), d]
     table_w = attn.get_rel_pos(cols, cols, attn.rel_pos_w)
-    grid = q.reshape(b, h, rows, cols, d)
-    rel_h = torch.einsum("bhrcd,rkd->bhrck", grid, table_h).reshape(b, h, n, rows)
-    rel_w = torch.einsum("bhrcd,ckd->bhrck", grid, table_w).reshape(b, h, n, cols)
-    return rel_h, rel_w
+    return rel_pos_terms(q, table_h, table_w, grid_hw)
 
 
 class HFBASAMAttention(SamVisionAttention):
@@ -125,9 +115,7 @@ class SizedSamVisionEncoder(SamVisionEncoder):
                 f"use basam_lite's HFSamPredictor or processor_for_size"
             )
         x = self.patch_embed.projection(pixel_values).permute(0, 2, 3, 1)  # [B, rows, cols, C]
-        record = encoder_patch(self)
-        if self.pos_embed is not None and (record is None or record.use_abs_pos):
-            x = x + resample_pos_embed(self.pos_embed, (x.shape[1], x.shape[2]))
+        x = add_abs_pos(self, x)
         for layer in self.layers:
             x = layer(x)
         return SamVisionEncoderOutput(last_hidden_state=self.neck(x))
@@ -300,7 +288,7 @@ class HFSamPredictor:
         )
 
 
-class HFSamAdapter(EncoderAdapter):
+class HFSamAdapter(PlainViTAdapter, EncoderAdapter):
     """``transformers``' ``SamModel``, its ``SamVisionEncoder``, or an :class:`HFSamPredictor`."""
 
     family = "hf"
@@ -308,6 +296,8 @@ class HFSamAdapter(EncoderAdapter):
         "Hugging Face SamModel folder (config.json + model.safetensors; "
         "SamModel.save_pretrained / from_pretrained)"
     )
+    blocks_attr = "layers"
+    heads_attr = "num_attention_heads"
 
     @classmethod
     def accepts(cls, target: object) -> bool:
@@ -328,37 +318,12 @@ class HFSamAdapter(EncoderAdapter):
 
     # ------------------------------------------------------------ facts
 
-    def attention_blocks(self) -> list[AttentionBlock]:
-        return [
-            AttentionBlock(
-                i,
-                layer,
-                layer.attn,
-                int(layer.attn.num_attention_heads),
-                int(layer.attn.qkv.in_features),
-                int(layer.window_size),
-            )
-            for i, layer in enumerate(self.encoder.layers)
-        ]
-
     def patch_size(self) -> int:
         return _patch_size(self.encoder)
 
     def base_size(self) -> Grid:
         h, w = self.encoder.patch_embed.image_size  # config.image_size, never changed
         return int(h), int(w)
-
-    def input_size(self) -> Grid:
-        record = encoder_patch(self.encoder)
-        if record is not None and record.input_hw is not None:
-            return record.input_hw
-        return self.base_size()
-
-    def block_grids(self, index: int, input_hw: Grid) -> BlockGrids:
-        p = self.patch_size()
-        grid = (input_hw[0] // p, input_hw[1] // p)
-        window = int(self.encoder.layers[index].window_size)
-        return BlockGrids(grid, grid, window, window)
 
     def check_size(self, size: Size) -> Grid:
         return check_square(parse_size(size, self.patch_size()))
@@ -371,22 +336,13 @@ class HFSamAdapter(EncoderAdapter):
     def attention_class(self, block: AttentionBlock) -> type[nn.Module]:
         return HFBASAMAttention
 
-    def position_tables(self, block: AttentionBlock) -> dict[str, nn.Parameter]:
-        attn = block.attn
-        if not attn.use_rel_pos:
-            return {}
-        return {"rel_pos_h": attn.rel_pos_h, "rel_pos_w": attn.rel_pos_w}
-
     def encoder_class(self) -> type[nn.Module]:
         return SizedSamVisionEncoder
-
-    def uses_abs_pos(self) -> bool:
-        return self.encoder.pos_embed is not None
 
     # ------------------------------------------------------------ input size
 
     def resize(self, hw: Grid) -> None:
-        model, enc = self.model, self.encoder
+        model = self.model
         if model is None:
             raise TypeError("set_input_size needs the whole SamModel, not its vision encoder")
         if type(model) not in (SamModel, SizedSamModel):
@@ -398,15 +354,7 @@ class HFSamAdapter(EncoderAdapter):
         pe = model.prompt_encoder
         pe.image_embedding_size = (hw[0] // p, hw[1] // p)
         pe.input_image_size = hw[0]
-        if hw == self.base_size():
-            record = encoder_patch(enc)
-            if record is not None:
-                record.input_hw = None
-            swap_class(model, SamModel)
-            drop_encoder_record_if_unneeded(enc)
-        else:
-            encoder_record(enc, self.base_size(), SizedSamVisionEncoder).input_hw = hw
-            swap_class(model, SizedSamModel)
+        self.follow_size(model, hw, SamModel, SizedSamModel, SizedSamVisionEncoder)
 
     def refresh_predictor(self) -> None:
         if self.predictor is not None:
@@ -415,16 +363,9 @@ class HFSamAdapter(EncoderAdapter):
     # ------------------------------------------------------------ running
 
     def preprocess(self, images: Tensor) -> Tensor:
-        h, w = self.input_size()
-        if images.shape[-2] > h or images.shape[-1] > w:
-            raise ValueError(
-                f"image of {images.shape[-2]}x{images.shape[-1]} does not fit the model's input "
-                f"size {h}x{w}: resize it first"
-            )
         mean = _MEAN.to(images.device).view(3, 1, 1)  # [3, h, w] or [B, 3, h, w] alike
         std = _STD.to(images.device).view(3, 1, 1)
-        x = (images.float() - mean) / std
-        return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
+        return sized_preprocess(images.float(), mean, std, self.input_size(), "")
 
     def encode(self, pixels: Tensor) -> Tensor:
         return self.encoder(pixels).last_hidden_state

@@ -23,7 +23,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import BASAMConfig
@@ -50,7 +49,12 @@ from .mobilesam_build import (
 from .mobilesam_import import mobile_sam_module
 from .mobilesam_official import official_mobile_scale
 from .sam1 import FitResize
-from .sam_like import SamDecoding, SizedPredictorMixin, sized_postprocess_masks
+from .sam_like import (
+    SamDecoding,
+    SizedPredictorMixin,
+    sized_postprocess_masks,
+    sized_preprocess,
+)
 
 _ms = mobile_sam_module()
 _Sam = _ms.modeling.Sam
@@ -138,14 +142,9 @@ class SizedMobileSam(_Sam):
     """MobileSAM ``Sam`` padding to, and cropping from, its encoder's current (height, width)."""
 
     def preprocess(self, x: Tensor) -> Tensor:
-        h, w = _input_hw(self.image_encoder)
-        if x.shape[-2] > h or x.shape[-1] > w:
-            raise ValueError(
-                f"image of {x.shape[-2]}x{x.shape[-1]} does not fit the model's input size "
-                f"{h}x{w}: resize it first (basam_lite.predictor_for(model) does)"
-            )
-        x = (x - self.pixel_mean) / self.pixel_std
-        return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
+        hw = _input_hw(self.image_encoder)
+        hint = " (basam_lite.predictor_for(model) does)"
+        return sized_preprocess(x, self.pixel_mean, self.pixel_std, hw, hint)
 
     def postprocess_masks(
         self, masks: Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...]

@@ -11,7 +11,7 @@ MobileSAM is SAM with ViT-H's encoder replaced by a TinyViT-5M distilled from it
   last stage: ``PatchMerging`` picks stride 1 when its output width is 320, 448 or 576, so the
   last stage runs at 1/16 of the input side, the grid of SAM's decoder;
 - each attention window adds a LeViT-style learned bias per head, indexed by the offset
-  (|dx|, |dy|) between query and key inside the window (``attention_biases`` ``[heads,
+  ``(|dx|, |dy|)`` between query and key inside the window (``attention_biases`` ``[heads,
   offsets]``, gathered by ``attention_bias_idxs`` ``[w^2, w^2]``). It depends on the window,
   never on the image: the same table serves every input size.
 

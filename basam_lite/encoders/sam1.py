@@ -22,24 +22,23 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from segment_anything import SamPredictor
 from segment_anything.modeling import ImageEncoderViT, Sam
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch import Tensor, nn
 
-from ..embedding import resample_pos_embed
-from ..patch_state import (
-    drop_encoder_record_if_unneeded,
-    encoder_patch,
-    encoder_record,
-    swap_class,
-)
+from ..patch_state import encoder_patch
 from ..sizes import fit_image, fit_shape
 from .attend import basam_attend
-from .base import AttentionBlock, BlockGrids, EncoderAdapter, Grid, PositionTerms, Predictor
-from .sam_like import SamDecoding, SizedPredictorMixin, sized_postprocess_masks
+from .base import AttentionBlock, EncoderAdapter, Grid, PositionTerms, Predictor
+from .sam_like import (
+    SamDecoding,
+    SizedPredictorMixin,
+    sized_postprocess_masks,
+    sized_preprocess,
+)
+from .vit_like import PlainViTAdapter, add_abs_pos, rel_pos_terms
 
 
 def decomposed_rel_pos(
@@ -53,13 +52,9 @@ def decomposed_rel_pos(
     ``rel_h[i, row_j] + rel_w[i, col_j]`` to the logit of pair (i, j); q is not scaled here.
     """
     rows, cols = grid_hw
-    b, h, n, d = q.shape
     table_h = get_rel_pos(rows, rows, rel_pos_h)  # [rows (query), rows (key), d]
     table_w = get_rel_pos(cols, cols, rel_pos_w)
-    q_grid = q.reshape(b, h, rows, cols, d)
-    rel_h = torch.einsum("bhrcd,rkd->bhrck", q_grid, table_h).reshape(b, h, n, rows)
-    rel_w = torch.einsum("bhrcd,ckd->bhrck", q_grid, table_w).reshape(b, h, n, cols)
-    return rel_h, rel_w
+    return rel_pos_terms(q, table_h, table_w, grid_hw)
 
 
 class BASAMAttention(Attention):
@@ -100,10 +95,7 @@ class SizedEncoder(ImageEncoderViT):
                 f"image encoder input {h}x{w} is not a multiple of the patch size {p}: pad or "
                 f"resize it first (basam_lite.set_input_size and Sam.preprocess do this for you)"
             )
-        record = encoder_patch(self)
-        x = self.patch_embed(x)
-        if self.pos_embed is not None and (record is None or record.use_abs_pos):
-            x = x + resample_pos_embed(self.pos_embed, (x.shape[1], x.shape[2]))
+        x = add_abs_pos(self, self.patch_embed(x))  # [B, rows, cols, C]
         for blk in self.blocks:
             x = blk(x)
         return self.neck(x.permute(0, 3, 1, 2))
@@ -119,14 +111,8 @@ class SizedSam(Sam):
 
     def preprocess(self, x: Tensor) -> Tensor:
         """Normalise and pad (bottom/right) to the current input size."""
-        h, w = _input_size(self)
-        if x.shape[-2] > h or x.shape[-1] > w:
-            raise ValueError(
-                f"image of {x.shape[-2]}x{x.shape[-1]} does not fit the model's input size "
-                f"{h}x{w}: resize it first (a predictor built with basam_lite.BASAMPredictor does)"
-            )
-        x = (x - self.pixel_mean) / self.pixel_std
-        return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
+        hint = " (a predictor built with basam_lite.BASAMPredictor does)"
+        return sized_preprocess(x, self.pixel_mean, self.pixel_std, _input_size(self), hint)
 
     def postprocess_masks(
         self, masks: Tensor, input_size: tuple[int, ...], original_size: tuple[int, ...]
@@ -208,11 +194,13 @@ class BASAMPredictor(SizedPredictorMixin, SamPredictor):
         return transform_for(self.model)
 
 
-class SegmentAnythingAdapter(SamDecoding, EncoderAdapter):
+class SegmentAnythingAdapter(SamDecoding, PlainViTAdapter, EncoderAdapter):
     """``segment_anything``'s ``Sam``, ``ImageEncoderViT`` or ``SamPredictor``."""
 
     family = "segment_anything"
     checkpoint_format = "segment_anything Sam state_dict (.pth, torch.save)"
+    blocks_attr = "blocks"
+    heads_attr = "num_heads"
 
     @classmethod
     def accepts(cls, target: object) -> bool:
@@ -233,19 +221,6 @@ class SegmentAnythingAdapter(SamDecoding, EncoderAdapter):
 
     # ------------------------------------------------------------ facts
 
-    def attention_blocks(self) -> list[AttentionBlock]:
-        return [
-            AttentionBlock(
-                i,
-                blk,
-                blk.attn,
-                int(blk.attn.num_heads),
-                int(blk.attn.qkv.in_features),
-                int(blk.window_size),
-            )
-            for i, blk in enumerate(self.encoder.blocks)
-        ]
-
     def patch_size(self) -> int:
         return _patch_size(self.encoder)
 
@@ -259,34 +234,13 @@ class SegmentAnythingAdapter(SamDecoding, EncoderAdapter):
             return (int(enc.pos_embed.shape[1]) * p, int(enc.pos_embed.shape[2]) * p)
         return (enc.img_size, enc.img_size)
 
-    def input_size(self) -> Grid:
-        record = encoder_patch(self.encoder)
-        if record is not None and record.input_hw is not None:
-            return record.input_hw
-        return self.base_size()
-
-    def block_grids(self, index: int, input_hw: Grid) -> BlockGrids:
-        p = self.patch_size()
-        grid = (input_hw[0] // p, input_hw[1] // p)
-        window = int(self.encoder.blocks[index].window_size)
-        return BlockGrids(grid, grid, window, window)
-
     # ------------------------------------------------------------ patching
 
     def attention_class(self, block: AttentionBlock) -> type[nn.Module]:
         return BASAMAttention
 
-    def position_tables(self, block: AttentionBlock) -> dict[str, nn.Parameter]:
-        attn = block.attn
-        if not attn.use_rel_pos:
-            return {}
-        return {"rel_pos_h": attn.rel_pos_h, "rel_pos_w": attn.rel_pos_w}
-
     def encoder_class(self) -> type[nn.Module]:
         return SizedEncoder
-
-    def uses_abs_pos(self) -> bool:
-        return self.encoder.pos_embed is not None
 
     # ------------------------------------------------------------ input size
 
@@ -299,21 +253,11 @@ class SegmentAnythingAdapter(SamDecoding, EncoderAdapter):
                 f"{type(sam).__name__}"
             )
         p = self.patch_size()
-        base = self.base_size()
         pe = sam.prompt_encoder
         pe.image_embedding_size = (hw[0] // p, hw[1] // p)
         pe.input_image_size = hw
         pe.mask_input_size = (4 * hw[0] // p, 4 * hw[1] // p)
-        if hw == base:
-            record = encoder_patch(enc)
-            if record is not None:
-                record.input_hw = None
-            swap_class(sam, Sam)
-            drop_encoder_record_if_unneeded(enc)
-        else:
-            # records the base size before img_size moves
-            encoder_record(enc, base, SizedEncoder).input_hw = hw
-            swap_class(sam, SizedSam)
+        self.follow_size(sam, hw, Sam, SizedSam, SizedEncoder)  # records the base size first
         enc.img_size = max(hw)
 
     def refresh_predictor(self) -> None:

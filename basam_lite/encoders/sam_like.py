@@ -4,6 +4,8 @@ post-processing and one decoding serve both adapters.
 
 - :class:`SizedPredictorMixin`: a ``SamPredictor`` that follows the model's current input size
   (square or not), converts images and checks prompts (one-line :class:`UserError`).
+- :func:`sized_preprocess`: SAM's normalise-and-pad at any (height, width) input (the Hugging
+  Face adapter uses it too);
 - :func:`sized_postprocess_masks`: SAM's mask post-processing at any (height, width) input.
 - :class:`SamDecoding`: the adapters' ``embed_prompts`` / ``image_rows`` / ``decode_masks``.
 """
@@ -21,6 +23,21 @@ from ..errors import UserError
 from ..predictor import check_prompt, to_rgb_uint8
 from . import sam_decoder
 from .base import Grid
+
+
+def sized_preprocess(x: Tensor, mean: Tensor, std: Tensor, input_hw: Grid, hint: str) -> Tensor:
+    """``[B, 3, h, w]`` (or ``[3, h, w]``) images in 0-255 that fit inside ``input_hw`` ->
+    ``(x - mean) / std`` (``mean``, ``std``: ``[3, 1, 1]``) padded with zeros at the bottom and
+    right to ``input_hw``. A ValueError in one line, ending with ``hint``, for an image that
+    does not fit."""
+    h, w = input_hw
+    if x.shape[-2] > h or x.shape[-1] > w:
+        raise ValueError(
+            f"image of {x.shape[-2]}x{x.shape[-1]} does not fit the model's input size "
+            f"{h}x{w}: resize it first{hint}"
+        )
+    x = (x - mean) / std
+    return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
 
 
 def sized_postprocess_masks(

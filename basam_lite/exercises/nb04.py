@@ -63,7 +63,8 @@ def check_alibi_slopes(learner: Callable[[int], object]) -> Verdict:
 
 
 MASK_CASES = (((3, 5), 2), ((4, 4), 3), ((2, 7), 4), ((5, 3), 1))
-"""(grid rows x cols, heads) the mask checker tries: non-square grids catch swapped axes."""
+"""The (grid rows x cols, heads) pairs the mask checker tries; non-square grids catch swapped
+axes."""
 
 
 def check_euclidean_mask(learner: Callable[[tuple[int, int], torch.Tensor], object]) -> Verdict:
