@@ -464,7 +464,8 @@ def segment(
     sam: nn.Module, image: np.ndarray, prompt: Prompt, config: BASAMConfig | None = None
 ) -> dict[str, object]:
     """One image and one :class:`~basam_lite.datasets.Prompt` (in the image's pixel frame)
-    through a :class:`~basam_lite.BASAMPredictor` at the model's current input size.
+    through the family's predictor (:func:`~basam_lite.predictor.predictor_for`) at the model's
+    current input size.
 
     Returns ``features`` (the encoder output ``[1, C, rows, cols]``), ``logits`` (``(H, W)``
     mask logits at the image's size), ``mask`` (``logits > sam.mask_threshold``) and ``score``
@@ -480,13 +481,23 @@ def segment(
             multimask_output=False,
             return_logits=True,
         )
-        features = predictor.features.clone()
+        features = _image_features(predictor).clone()
+    threshold = getattr(predictor, "mask_threshold", getattr(sam, "mask_threshold", 0.0))
     return {
         "features": features,
         "logits": logits[0],
-        "mask": logits[0] > sam.mask_threshold,
+        "mask": logits[0] > threshold,
         "score": float(scores[0]),
     }
+
+
+def _image_features(predictor: object) -> Tensor:
+    """The image embedding ``[1, C, rows, cols]`` a predictor's ``set_image`` computed: SAM 1's
+    and MobileSAM's ``features``, SAM 2's ``_features["image_embed"]`` (the stride-16 level the
+    mask decoder attends to)."""
+    if hasattr(predictor, "features"):
+        return predictor.features
+    return predictor._features["image_embed"]
 
 
 def official_batch_prompts(prompts: Sequence[Prompt]) -> list[dict[str, Tensor]]:

@@ -100,9 +100,11 @@ def attention_along_axes(
         if axis not in ("zoom", "extent"):
             raise UserError(f"unknown axis {axis!r} in sizes: use 'zoom' and/or 'extent'")
     adapter = adapter_for(sam)
-    patch = adapter.patch_size()
     base = adapter.base_size()[0]
     blocks = adapter.global_blocks()
+    # px per token of the captured blocks' grid: the patch size in SAM 1, 16 px in SAM 2's
+    # stage 3 (its patch embedding is 4 px)
+    patch = base // adapter.block_grids(blocks[0], (base, base)).query[0]
     samplers = {axis: AxisSampler(dataset, axis, seed=seed, patch=patch) for axis in sizes}
     rows = []
     for i in range(min(images, len(dataset))):
