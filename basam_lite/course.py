@@ -4,14 +4,25 @@
 on, and the :class:`Budget` (input sides, image counts) the notebook uses instead of hard-coded
 sizes. ``MODEL`` is
 
-- ``"tiny-vanilla"`` (the default): the bundled trained tiny SAM; offline, nothing downloaded;
-- a real checkpoint's registry name (``"vit_b"``, ``"vit_l"``, ``"vit_h"``): fetched on first use
-  through :func:`basam_lite.weights.fetch` (downloaded, verified, cached), then loaded;
-- a local checkpoint file: loaded as it is (its model read from the file name or the shapes).
+- ``"tiny-vanilla"`` (the default): the bundled trained tiny SAM; offline, nothing downloaded
+  (every bundled tiny model, ``tiny-sam2-vanilla`` included, is taken the same way);
+- a real checkpoint's registry name of any family (``"vit_b"``, ``"sam2.1_hiera_tiny"``,
+  ``"mobile_sam"``, ``"facebook/sam-vit-base"``; :func:`course_name` gives each family's rule):
+  fetched on first use through :func:`basam_lite.weights.fetch` (downloaded, verified, cached),
+  then loaded;
+- a local checkpoint file of any family: loaded as it is (its family and architecture read from
+  its keys and shapes, :func:`model_of_file`).
 
 Every real checkpoint takes the same road: ``weights.fetch(MODEL) -> path`` then
-``build_sam(name, path)``. A random-weight ViT-B written by :func:`write_random_checkpoint` and
-passed as a path therefore runs exactly the code a downloaded checkpoint runs (tests use it).
+``build_sam(name, path)``; every family then runs through its adapter
+(:mod:`basam_lite.encoders`). A notebook section whose lesson reads ``segment_anything``'s own
+internals (its position table, its decomposed rel-pos tables, the official code's patch) takes
+its model from :meth:`CourseModel.sam1_for`, the stated rule: the chosen model when it is a
+``segment_anything`` SAM, else the bundled tiny SAM 1, with one printed line saying so.
+
+A random-weight model written by :func:`write_random_checkpoint` (ViT-B, SAM 2.1, MobileSAM, in
+the family's released file layout) and passed as a path therefore runs exactly the code a
+downloaded checkpoint runs (tests use it).
 
 Environment (CI switches every notebook without editing it; the first that is set wins):
 ``BASAM_COURSE_MODEL`` (a name or a path, as ``MODEL``), then ``BASAM_SAM_CHECKPOINT`` (a path).
@@ -197,25 +208,50 @@ class CourseModel:
         ``segment_anything`` SAM; else, by the course's rule, the bundled tiny SAM 1
         (``tiny-vanilla``), with one printed line saying so, so that the section's numbers
         describe the model that ran."""
-        from .models import build_sam
-
         if self.family == "segment_anything":
             return self.sam, self.description
-        print(
+        return self._tiny_sam1(
             f"{section} reads segment_anything's {reads}, which {self.name} ({self.family}) "
-            "does not have: this section runs on the bundled tiny SAM 1, tiny-vanilla, and its "
-            "numbers describe that model."
+            "does not have"
         )
+
+    def global_for(self, section: str) -> CourseModel:
+        """The course model for a notebook that studies the global blocks (rows that grow with
+        the image): this one when its model has a global block; else (MobileSAM, every block
+        windowed) the bundled tiny SAM 1 on the same device, with its own budget, after one
+        printed line saying so."""
+        from .encoders import adapter_for
+        from .models import build_sam
+        from .resolution import base_size
+
+        if adapter_for(self.sam).global_blocks():
+            return self
+        print(
+            f"{section} studies the global blocks, and {self.name} ({self.family}) has none "
+            "(every block is windowed: no softmax row grows with the image, lambda = 1): it runs "
+            "on the bundled tiny SAM 1, tiny-vanilla, and its numbers describe that model."
+        )
+        sam = build_sam("tiny-vanilla").to(self.device).eval()
+        budget = budget_for(base_size(sam)[0], self.device, os.environ.get(BUDGET_ENV) or None)
+        return CourseModel(sam, "tiny-vanilla", "tiny-vanilla", self.device, budget)
+
+    def _tiny_sam1(self, why: str) -> tuple[nn.Module, str]:
+        from .models import build_sam
+
+        print(f"{why}: this section runs on the bundled tiny SAM 1, tiny-vanilla, and its "
+              "numbers describe that model.")  # fmt: skip
         return build_sam("tiny-vanilla").to(self.device).eval(), "tiny-vanilla"
 
     def summary(self) -> str:
         """One paragraph: model, device, budget rule; what the notebook's numbers describe."""
-        from .models import TINY_NAMES
+        from .models import TINY_NAMES, is_tiny
 
         if self.real:
             who = "a real-size SAM"
         elif self.name in TINY_NAMES:
             who = "the bundled tiny SAM (its numbers are not SAM's)"
+        elif is_tiny(self.name):
+            who = f"the bundled tiny {self.family} model (its numbers are not SAM's)"
         else:
             who = f"a tiny {self.family} model (its numbers are not SAM's)"
         return (
@@ -306,11 +342,11 @@ def _resolve(model: str) -> tuple[str, Path | None]:
     """(model name, checkpoint path) for ``model``, with the environment overrides applied: no
     path for a bundled tiny name, else a local file (fetched first for a registry name of any
     family: :func:`course_name`; a local file's model: :func:`model_of_file`)."""
-    from .models import TINY_NAMES
+    from .models import is_tiny
     from .weights import REGISTRY, fetch
 
     chosen = os.environ.get(MODEL_ENV) or os.environ.get("BASAM_SAM_CHECKPOINT") or model
-    if chosen in TINY_NAMES:
+    if is_tiny(chosen):  # tiny (random) or a bundled tiny model of any family
         return chosen, None
     if chosen in REGISTRY:
         name, item = course_name(REGISTRY[chosen])
@@ -323,8 +359,10 @@ def course_model(model: str = DEFAULT_MODEL, *, device: str | None = None) -> Co
     """The notebook's model and budget (module docstring: names, environment, budget rule).
 
     Args:
-        model: ``"tiny-vanilla"`` (default), ``"tiny-basam"``, ``"tiny"``, ``"vit_b"`` /
-            ``"vit_l"`` / ``"vit_h"`` (downloaded on first use) or a local checkpoint path.
+        model: ``"tiny-vanilla"`` (default), ``"tiny-basam"``, ``"tiny"`` or another bundled
+            tiny model (``"tiny-sam2-vanilla"``), a registry name of any family (``"vit_b"``,
+            ``"sam2.1_hiera_tiny"``, ``"mobile_sam"``, ...: downloaded on first use) or a local
+            checkpoint path of any family.
             ``BASAM_COURSE_MODEL`` (then ``BASAM_SAM_CHECKPOINT``) overrides it.
         device: ``"cuda"`` or ``"cpu"``; default the GPU when there is one.
     """

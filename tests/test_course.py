@@ -161,7 +161,7 @@ def test_random_sam2_file_recognised_from_its_keys(tmp_path, capsys):
     assert line.count("\n") == 1 and "Section 9" in line and "sam2.1_hiera_tiny (sam2)" in line
 
 
-def test_random_mobilesam_files_recognised_from_their_shapes(tmp_path):
+def test_random_mobilesam_files_recognised_from_their_shapes(tmp_path, capsys):
     pytest.importorskip("mobile_sam")
     for name in ("mobilesam", "mobilesam-tiny"):
         path = write_random_checkpoint(name, tmp_path / f"random_{name}.pt")
@@ -172,6 +172,21 @@ def test_random_mobilesam_files_recognised_from_their_shapes(tmp_path):
     blocks = [b for layer in cm.sam.image_encoder.layers[1:] for b in layer.blocks]
     assert cm.global_blocks == list(range(len(blocks)))  # no global block: every block
     assert cm.heads == blocks[-1].attn.num_heads
+    stand_in = cm.global_for("Notebook 03")  # the stated rule for a family without one
+    assert (stand_in.name, stand_in.family, stand_in.real) == (
+        "tiny-vanilla",
+        "segment_anything",
+        False,
+    )
+    enc = stand_in.sam.image_encoder  # segment_anything's own blocks: window_size 0 is global
+    assert stand_in.global_blocks == [i for i, b in enumerate(enc.blocks) if b.window_size == 0]
+    assert stand_in.budget is BUDGETS["full"]
+    ref = build_sam("tiny-vanilla").state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in stand_in.sam.state_dict().items())
+    line = capsys.readouterr().out
+    assert line.count("\n") == 1 and "Notebook 03" in line and "has none" in line
+    vit = course_model("tiny-vanilla")
+    assert vit.global_for("x") is vit
 
 
 def test_small_sam2_file_is_not_called_real(tmp_path):
@@ -200,3 +215,21 @@ def test_random_checkpoint_has_no_all_zero_tables(tmp_path):
     assert state["image_encoder.pos_embed"].std() > 0.01  # SAM's init leaves it at zero
     assert state["image_encoder.blocks.2.attn.rel_pos_h"].abs().max() > 0
     assert not [k for k, v in state.items() if v.is_floating_point() and not v.any()]
+
+
+def test_bundled_tiny_sam2_is_taken_as_bundled():
+    from basam_lite.models import tiny_checkpoint_path
+
+    pytest.importorskip("sam2")
+    if not tiny_checkpoint_path("tiny-sam2-vanilla").exists():
+        pytest.skip("data/checkpoints/tiny-sam2-vanilla.pt is not in this checkout")
+    cm = course_model("tiny-sam2-vanilla")
+    assert (cm.name, cm.family, cm.real, cm.budget) == (
+        "tiny-sam2-vanilla",
+        "sam2",
+        False,
+        BUDGETS["full"],
+    )
+    assert cm.description == "tiny-sam2-vanilla" and "bundled tiny sam2 model" in cm.summary()
+    ref = build_sam("tiny-sam2-vanilla").state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in cm.sam.state_dict().items())
