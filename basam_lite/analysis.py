@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from .capture import capture_attention
 from .config import BASAMConfig
 from .datasets import Prompt
-from .encoders import adapter_for
+from .encoders import EncoderAdapter, adapter_for
 from .encoders import global_blocks as _global_blocks
 from .masks import Metric, alibi_slopes, grid_positions, pairwise_distance
 from .resolution import input_size, patch_size
@@ -182,7 +182,7 @@ def attention_statistics(
 
     adapter = adapter_for(sam)
     blocks = list(adapter.global_blocks() if blocks is None else blocks)
-    patch = adapter.patch_size()
+    patch = block_stride(adapter, blocks)  # px per token of the blocks' grid (SAM 2: 16, not 4)
     rgb = torch.as_tensor(to_rgb_uint8(np.asarray(image))).permute(2, 0, 1).float()[None]
     rows = []
     for side in sides:
@@ -192,8 +192,9 @@ def attention_statistics(
         g = side // patch
         rng = np.random.default_rng(seed + side)
         flat = rng.choice(g * g, size=min(num_queries, g * g), replace=False)
-        queries = [(int(i // g), int(i % g)) for i in flat]
+        queries = [(int(i // g), int(i % g)) for i in flat]  # on the blocks' grid
         qpos = torch.tensor(queries)
+        queries = on_first_grid(adapter, queries, patch)  # where capture_attention reads them
         for name, config in configs.items():
             with ExitStack() as stack:
                 try:
@@ -222,6 +223,27 @@ def attention_statistics(
                         }
                     )
     return pd.DataFrame(rows)
+
+
+def block_stride(adapter: EncoderAdapter, blocks: Sequence[int]) -> int:
+    """Pixels per token of the query grid of ``blocks`` (the first of them; all share one grid
+    in every family's global blocks): SAM 1's patch size, 16 px in SAM 2's stage 3 (its patch
+    embedding is 4 px). The patch size when ``blocks`` is empty."""
+    if not blocks:
+        return adapter.patch_size()
+    hw = adapter.base_size()
+    return hw[0] // adapter.block_grids(blocks[0], hw).query[0]
+
+
+def on_first_grid(
+    adapter: EncoderAdapter, tokens: Sequence[tuple[int, int]], stride: int
+) -> list[tuple[int, int]]:
+    """``(row, col)`` tokens of a grid of ``stride`` px per token, placed on the first block's
+    grid (the patch grid, where :func:`~basam_lite.capture.capture_attention` reads queries):
+    ``(r, c) * stride / patch``, which capture maps back to ``(r, c)`` on the coarser grid.
+    The identity where the two grids agree (SAM 1)."""
+    k = stride // adapter.patch_size()
+    return [(r * k, c * k) for r, c in tokens]
 
 
 def current_grid(sam: nn.Module) -> tuple[int, int]:
@@ -464,7 +486,8 @@ def segment(
     sam: nn.Module, image: np.ndarray, prompt: Prompt, config: BASAMConfig | None = None
 ) -> dict[str, object]:
     """One image and one :class:`~basam_lite.datasets.Prompt` (in the image's pixel frame)
-    through a :class:`~basam_lite.BASAMPredictor` at the model's current input size.
+    through the family's predictor (:func:`~basam_lite.predictor.predictor_for`) at the model's
+    current input size.
 
     Returns ``features`` (the encoder output ``[1, C, rows, cols]``), ``logits`` (``(H, W)``
     mask logits at the image's size), ``mask`` (``logits > sam.mask_threshold``) and ``score``
@@ -480,13 +503,23 @@ def segment(
             multimask_output=False,
             return_logits=True,
         )
-        features = predictor.features.clone()
+        features = _image_features(predictor).clone()
+    threshold = getattr(predictor, "mask_threshold", getattr(sam, "mask_threshold", 0.0))
     return {
         "features": features,
         "logits": logits[0],
-        "mask": logits[0] > sam.mask_threshold,
+        "mask": logits[0] > threshold,
         "score": float(scores[0]),
     }
+
+
+def _image_features(predictor: object) -> Tensor:
+    """The image embedding ``[1, C, rows, cols]`` a predictor's ``set_image`` computed: SAM 1's
+    and MobileSAM's ``features``, SAM 2's ``_features["image_embed"]`` (the stride-16 level the
+    mask decoder attends to)."""
+    if hasattr(predictor, "features"):
+        return predictor.features
+    return predictor._features["image_embed"]
 
 
 def official_batch_prompts(prompts: Sequence[Prompt]) -> list[dict[str, Tensor]]:

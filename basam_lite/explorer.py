@@ -148,7 +148,9 @@ class AttentionAtlas:
         variants: preset names (``"vanilla"``, ``"scale"``, ``"bias"``, ``"paper"``) or a
             mapping name -> :class:`BASAMConfig`.
         queries: name -> (y, x) fractions of the image (default :data:`DEFAULT_QUERIES`).
-        blocks: encoder blocks to capture (default: all).
+        blocks: encoder blocks to capture (default: every block whose queries can be placed
+            on its grid: all but the blocks that pool their queries, SAM 2's stage
+            transitions, which capture refuses for chosen queries).
     """
 
     def __init__(
@@ -176,7 +178,14 @@ class AttentionAtlas:
         self.patch = self.adapter.patch_size()
         self.base = self.adapter.base_size()[0]
         n_blocks = len(attention)
-        self.blocks = list(range(n_blocks)) if blocks is None else [b % n_blocks for b in blocks]
+        if blocks is None:
+            base_hw = (self.base, self.base)
+            blocks = [
+                i
+                for i in range(n_blocks)
+                if (g := self.adapter.block_grids(i, base_hw)).query == g.key
+            ]
+        self.blocks = [b % n_blocks for b in blocks]
         self.global_blocks = [i for i in self.blocks if attention[i].is_global]
         self.num_heads = attention[0].heads
         self._cache: dict[tuple[int, str], CapturedMaps] = {}

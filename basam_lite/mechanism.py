@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .analysis import entropy, mean_attention_distance
+from .analysis import block_stride, entropy, mean_attention_distance, on_first_grid
 from .axes import AxisSampler
 from .capture import capture_attention
 from .config import BASAMConfig
@@ -100,9 +100,9 @@ def attention_along_axes(
         if axis not in ("zoom", "extent"):
             raise UserError(f"unknown axis {axis!r} in sizes: use 'zoom' and/or 'extent'")
     adapter = adapter_for(sam)
-    patch = adapter.patch_size()
     base = adapter.base_size()[0]
     blocks = adapter.global_blocks()
+    patch = block_stride(adapter, blocks)  # px per token of their grid (SAM 2: 16, not 4)
     samplers = {axis: AxisSampler(dataset, axis, seed=seed, patch=patch) for axis in sizes}
     rows = []
     for i in range(min(images, len(dataset))):
@@ -126,7 +126,9 @@ def attention_along_axes(
                     run = config if config is not None else "vanilla"
                     with (
                         variant_at(sam, run, size),
-                        capture_attention(sam, blocks=blocks, queries=qs) as cap,
+                        capture_attention(
+                            sam, blocks=blocks, queries=on_first_grid(adapter, qs, patch)
+                        ) as cap,
                     ):
                         predictor_for(sam).set_image(sample.image)
                     for b in blocks:

@@ -1,10 +1,12 @@
-"""Time one ViT-B encoder pass per input side, plain and with BA-SAM's ``paper`` preset, on a
-random-weight ViT-B loaded through the notebooks' switch (``basam_lite.course_model``), the way a
-downloaded checkpoint is. The cost of the course's budget rule (``basam_lite/course.py``) on a
+"""Time one encoder pass per input side of a real-size SAM (ViT-B by default; SAM 2.1 and
+MobileSAM too), plain and with BA-SAM's ``paper`` preset, on random weights in the family's
+released file layout, loaded through the notebooks' switch (``basam_lite.course_model``), the
+way a downloaded checkpoint is. The cost of the course's budget rule (``basam_lite/course.py``) on a
 CPU, measured without real weights (none reach this project's machines; same architecture, same
 operations, same time).
 
     OMP_NUM_THREADS=1 python scripts/time_real_sam.py [--model vit_b] [--sides 256 512 1024]
+    OMP_NUM_THREADS=1 python scripts/time_real_sam.py --model sam2.1_hiera_tiny
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ import torch
 import basam_lite as bl
 from basam_lite.course import course_model, write_random_checkpoint
 
+MODELS = ["vit_b", "vit_l", "vit_h", *(f"sam2.1_hiera_{v}" for v in ("tiny", "small")), "mobilesam"]
+"""The real-size models it times (random weights, each family's released file layout)."""
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    parser.add_argument("--model", default="vit_b", choices=MODELS)
     parser.add_argument("--sides", type=int, nargs="+", default=[256, 512, 1024])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        path = write_random_checkpoint(args.model, Path(tmp) / f"random_{args.model}.pth")
+        path = write_random_checkpoint(args.model, Path(tmp) / f"random_{args.model}.pt")
         start = time.perf_counter()
         sam = course_model(str(path), device="cpu").sam
         print(f"load: {time.perf_counter() - start:.1f} s; torch threads {torch.get_num_threads()}")

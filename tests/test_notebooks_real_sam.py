@@ -102,6 +102,67 @@ def test_notebook_runs_on_random_vit_b(name: str, random_vit_b: Path) -> None:
     print(f"{name}: {seconds:.0f} s on a random-weight ViT-B, {BUDGET} budget")
 
 
+FAMILY_NOTEBOOKS = {
+    "sam2.1_hiera_tiny": ("01_quickstart", "03_scaling_factor"),
+    "mobilesam": ("01_quickstart",),
+}
+"""The notebooks run on the other families' random-weight checkpoints (the test budget), chosen
+where the code a notebook runs differs per family and within CI's 4 extra minutes:
+
+- 01 segments through the family's own predictor and decoding (``predictor_for``, SAM 2's
+  ``Sam2Predictor`` and its stride-16 image embedding, MobileSAM's TinyViT), counts its patch
+  tokens and sizes lambda on the global blocks' grid: the whole prompt-to-mask road of a family;
+- 03 (SAM 2 only) measures attention statistics on the global blocks' 16 px grid while the
+  patch grid is 4 px (``analysis.block_stride``, ``on_first_grid``): the capture road.
+
+Left out, and why: 02, 04 and 08 run their ``segment_anything``-only sections on the bundled
+tiny SAM 1 under the stated rule (``CourseModel.sam1_for``, unit-tested in test_course.py), the
+road the default run already takes, and their other cells are the capture road of 03; 05, 05b,
+06 and 07 run the capture, sweep and fine-tuning roads through the same adapters and cost
+50-160 s each here. All nine ran on the SAM 2.1 checkpoint when this was written (the
+``BASAM_NOTEBOOK_FAMILIES=all`` setting runs them).
+
+CI cost, measured 2026-12-07 with one torch thread under ``nice -n 10`` on this shared 2-core
+machine while two trainings ran at ``nice -n -10`` (load average 11 to 15; niced processes got
+a few percent of a core): SAM 2.1 tiny 01 199 s, 03 310 s; MobileSAM 01 285 s; 794 s in all,
+over the 4 minutes the issue allows under that load. Not re-measured on a quiet machine (none
+was free before the deadline): the ViT-B runs above took 52 s (01) and 30 s (03) at a load of
+9 to 12 without higher-priority work; the coordinator's CI run gives the real figure, and
+``-k "not other_families"`` leaves these out if it is over budget.
+"""
+
+FAMILY_RUN = {
+    model: NOTEBOOKS if os.environ.get("BASAM_NOTEBOOK_FAMILIES") == "all" else names
+    for model, names in FAMILY_NOTEBOOKS.items()
+}
+
+
+@pytest.fixture(scope="module")
+def random_family(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("family-weights")
+    return {m: write_random_checkpoint(m, folder / f"random_{m}.pt") for m in FAMILY_NOTEBOOKS}
+
+
+@pytest.mark.parametrize(
+    ("model", "name"), [(m, n) for m, names in FAMILY_RUN.items() for n in names]
+)
+def test_notebook_runs_on_other_families(model: str, name: str, random_family) -> None:
+    pytest.importorskip("sam2" if model.startswith("sam2") else "mobile_sam")
+    path = random_family[model]
+    env = {
+        "BASAM_COURSE_MODEL": str(path),
+        "BASAM_COURSE_BUDGET": "test",
+        "BASAM_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
+    nb, seconds = run_notebook(name, env)
+    text = text_of(nb)
+    assert f"model: {model} from {path} (a real-size SAM)" in text  # recognised from its keys
+    assert "test budget" in text
+    print(f"{name}: {seconds:.0f} s on a random-weight {model}, test budget")
+
+
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_has_the_switch_defaulting_to_tiny(name: str) -> None:
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
