@@ -134,8 +134,13 @@ def attention_along_axes(
                     for b in blocks:
                         probs = cap.maps[b]  # [1, heads, Q, N]
                         ent = entropy(probs)[0]
-                        dist = mean_attention_distance(probs, grid, qpos, patch=1)[0]
-                        n = grid[0] * grid[1]
+                        # The block's own key grid: the first grid (SAM 1) or a coarser one
+                        # (SAM 2's stride-16 stage, `ratio` first-grid tokens per key); each
+                        # query sits in the key cell that holds it.
+                        keys_hw = adapter.block_grids(b, (size, size)).key
+                        ratio = grid[0] // keys_hw[0]
+                        dist = mean_attention_distance(probs, keys_hw, qpos // ratio, patch=1)[0]
+                        n = keys_hw[0] * keys_hw[1]
                         rows.append(
                             {
                                 "image": sample.name,
@@ -148,7 +153,7 @@ def attention_along_axes(
                                 "entropy": ent.mean().item(),
                                 "normalised_entropy": (ent / np.log(n)).mean().item(),
                                 "distance_tokens": dist.mean().item(),
-                                "distance_px": dist.mean().item() * patch,
+                                "distance_px": dist.mean().item() * patch * ratio,
                             }
                         )
     return pd.DataFrame(rows)

@@ -360,3 +360,109 @@ def show_sam_layout(table: object, axes: Sequence[Axes], factors: Sequence[int] 
     bottom.set_xticks(range(0, depth, 4))
     for side in ("top", "right", "left"):
         bottom.spines[side].set_visible(False)
+
+
+def show_hiera_positions(
+    model: object, sides: Sequence[int], token: tuple[float, float] = (0.5, 0.5)
+) -> Figure:
+    """SAM 2's position embedding at each input side, taken apart
+    (:func:`basam_lite.hiera_positions.hiera_positions`): one row per side, three maps, the
+    background table stretched to the grid, the window table tiled over it, and their sum; each
+    map is the cosine similarity of every stride-4 token's vector with the vector at ``token``
+    (a share of the grid: the centre by default, marked with a cross). Returns the figure."""
+    from .hiera_positions import cosine_map, hiera_positions
+
+    fig, axes = plt.subplots(len(sides), 3, figsize=(10, 3.3 * len(sides)), squeeze=False)
+    for row, side in zip(axes, sides, strict=True):
+        p = hiera_positions(model, side)
+        t = (
+            min(int(token[0] * p.grid[0]), p.grid[0] - 1),
+            min(int(token[1] * p.grid[1]), p.grid[1] - 1),
+        )
+        parts = (
+            (f"background {p.table_hw[0]} x {p.table_hw[1]} stretched", p.background),
+            (f"window {p.window_side} x {p.window_side} tiled", p.window),
+            ("sum (what Hiera adds)", p.total),
+        )
+        for ax, (title, table) in zip(row, parts, strict=True):
+            im = ax.imshow(cosine_map(table, t), cmap="RdBu_r", vmin=-1, vmax=1)
+            ax.plot(t[1], t[0], "k+", ms=10)
+            ax.set_title(f"{side} px, {p.grid[0]} x {p.grid[1]} tokens:\n{title}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.colorbar(im, ax=row.tolist(), shrink=0.8, label="cosine similarity with the cross")
+    return fig
+
+
+def show_hiera_blocks(model: object, sides: Sequence[int], ax: Axes | None = None) -> Axes:
+    """A Hiera trunk's blocks (:func:`basam_lite.encoders.sam2_geometry.block_geometry`): one
+    square per block, stages apart, the global blocks filled red, each windowed block labelled
+    with its window side; beside each stage, the keys per softmax row at each of ``sides``."""
+    from matplotlib.patches import Rectangle
+
+    from .encoders.sam2_geometry import block_geometry, patch_stride, trunk_of
+
+    trunk = trunk_of(model)
+    geo = {side: block_geometry(trunk, side) for side in sides}
+    first = geo[sides[0]]
+    stride = patch_stride(trunk)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 0.9 + 0.55 * (len(set(g.grid for g in first)))))
+    starts = [i for i, g in enumerate(first) if i == 0 or g.grid != first[i - 1].grid]
+    ends = [*starts[1:], len(first)]
+    for stage, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        y = len(starts) - 1 - stage
+        for i in range(a, b):
+            g = first[i]
+            ax.add_patch(
+                Rectangle(
+                    (i - a, y + 0.1), 0.85, 0.8, fc="C3" if g.is_global else "white", ec="0.2"
+                )
+            )
+            label = "G" if g.is_global else str(g.window)
+            ax.text(i - a + 0.42, y + 0.5, f"{i}\n{label}", ha="center", va="center", fontsize=7)
+        px = stride * (first[0].grid[0] // first[a].grid[0])  # px per token of this stage
+        keys = []
+        for side in sides:
+            gs = geo[side][a:b]
+            glob = {g.num_keys for g in gs if g.is_global}
+            win = {g.num_keys for g in gs if not g.is_global}
+            part = []
+            if win:
+                part.append(f"windowed {'/'.join(map(str, sorted(win)))}")
+            if glob:
+                part.append(f"global {'/'.join(map(str, sorted(glob)))}")
+            keys.append(f"{side} px: " + ", ".join(part))
+        ax.text(
+            max(b - a for a, b in zip(starts, ends, strict=True)) + 0.3,
+            y + 0.5,
+            f"stage {stage + 1} ({px} px per token) - keys per row: " + "; ".join(keys),
+            va="center",
+            fontsize=8,
+        )
+    width = max(b - a for a, b in zip(starts, ends, strict=True))
+    ax.set(xlim=(-0.3, width + 14), ylim=(-0.1, len(starts)))
+    ax.set_title("Hiera's blocks: red = global (every token), the number = window side", fontsize=9)
+    ax.axis("off")
+    return ax
+
+
+def show_variant_masks(
+    sample: object, prompt: object, masks: dict[str, object], titles: dict[str, str] | None = None
+) -> Figure:
+    """One panel per variant: the input image, the variant's predicted mask (blue), the true
+    outline (yellow), the box prompt and, for an extent sample, the target's region (red).
+    ``masks`` maps variant -> ``(H, W)`` mask; ``titles`` maps variant -> its panel title."""
+    from matplotlib.patches import Rectangle
+
+    fig, axes = plt.subplots(1, len(masks), figsize=(3.4 * len(masks), 3.6), squeeze=False)
+    for ax, (name, mask) in zip(axes[0], masks.items(), strict=True):
+        show_segmentation(sample.image, mask, ax, prompt, (titles or {}).get(name, name))
+        show_outline(sample.mask, ax, color="yellow", linewidth=1.0)
+        region = getattr(sample, "region", None)
+        if region is not None and region != (0, 0, 0, 0):
+            top, left, bottom, right = region
+            ax.add_patch(
+                Rectangle((left, top), right - left, bottom - top, fill=False, ec="red", lw=1)
+            )
+    return fig

@@ -40,6 +40,7 @@ NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
 EXPECTED = {
     "05_attention_maps": ["These lines describe vit_b, a real-size SAM"],
     "05b_detail_or_length": ["vit_b, zoom: vanilla"],
+    "05c_sam2_and_input_size": ["vit_b, zoom: plain interpolation"],
     "06_zero_shot_experiments": ["rows: vit_b", "these rows describe"],
     "07_train_short_test_long": ["section 3b: vit_b with and without BA-SAM", "paper - vanilla ="],
     "08_auditing_the_official_code": ["base input size 1024 x 1024 px; segmentations at"],

@@ -45,6 +45,11 @@ ANSWERS: dict[tuple[str, str], list[str]] = {
         ": as a stretched map",
     ],
     ("05b_detail_or_length", "check_target_token_ratios"): ["target_tokens", "4.00x"],
+    ("05c_sam2_and_input_size", "check_loss_prediction"): [
+        "plain interpolation loses",
+        "plain interpolation gains",
+        "plain loses",
+    ],
     ("08_auditing_the_official_code", "check_click"): ["(200, 10)", "x = 200"],
 }
 """(notebook stem, checker) -> the printed forms of its expected answer."""
