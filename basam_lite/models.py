@@ -28,6 +28,8 @@ __all__ = [
     "TinySpec",
     "build_sam",
     "build_tiny_sam",
+    "bundled_names",
+    "is_tiny",
     "sam_from_env",
 ]
 
@@ -191,10 +193,40 @@ def model_names() -> tuple[str, ...]:
     return MODEL_NAMES + tuple(n for n in MODELS if n not in MODEL_NAMES)
 
 
+def bundled_names() -> tuple[str, ...]:
+    """The models whose weights ship in ``data/checkpoints`` (every family's tiny-vanilla and
+    tiny-basam: :data:`basam_lite.encoders.specs.MODELS`)."""
+    from .encoders.specs import bundled_names as names
+
+    return names()
+
+
+def is_tiny(name: str) -> bool:
+    """Whether ``name`` is a tiny model of this project: ``tiny`` (random) or a bundled one."""
+    return name == "tiny" or name in bundled_names()
+
+
 def loads_checkpoint(name: str) -> bool:
     """Whether model ``name`` takes its weights from a checkpoint a user gives (the official
     ViTs and other families' models; the tiny ones bring their own)."""
-    return name not in TINY_NAMES
+    return not is_tiny(name)
+
+
+def bundled_checkpoint(name: str) -> Path:
+    """The shipped weights of the bundled model ``name``; a FileNotFoundError naming the command
+    that writes them when they are missing."""
+    from .encoders.specs import MODELS
+
+    path = tiny_checkpoint_path(name)
+    if not path.exists():
+        entry = MODELS[name]
+        variant = name.rsplit("-", 1)[-1]
+        raise FileNotFoundError(
+            f"{path} is missing: train it with `python -m basam_lite train --model "
+            f"{entry.architecture} --variant {variant} --write-bundled` or use "
+            f"build_sam({entry.architecture!r}) (random weights)"
+        )
+    return path
 
 
 def build_sam(
@@ -207,7 +239,8 @@ def build_sam(
             builds them), ``"tiny"`` (random weights, seed 0) or ``"tiny-vanilla"`` /
             ``"tiny-basam"`` (the trained tiny checkpoints in ``data/checkpoints``); or another
             family's registered model (:func:`model_names`; random weights, seed 0, without a
-            checkpoint).
+            checkpoint), such as the bundled tiny SAM 2s ``"tiny-sam2-vanilla"`` and
+            ``"tiny-sam2-basam"`` (:func:`bundled_names`).
         checkpoint: local path to weights (official ViTs: without it the weights are random).
         pretrained: official ViTs only: Meta's checkpoint from the weights cache, downloaded
             and verified on first use (``basam_lite.weights.fetch(name)``), as timm does.
@@ -216,6 +249,8 @@ def build_sam(
         from .encoders.specs import MODELS, load_model
 
         if name in MODELS and not pretrained:  # another family's model
+            if checkpoint is None and MODELS[name].bundled:
+                checkpoint = bundled_checkpoint(name)
             return load_model(name, None if checkpoint is None else str(checkpoint))
         raise UserError(f"unknown model {name!r}: choose one of {', '.join(model_names())}")
     if pretrained:
@@ -228,13 +263,7 @@ def build_sam(
             raise UserError("give checkpoint= (a local file) or pretrained=True, not both")
         checkpoint = fetch_weights(name)
     if name not in OFFICIAL_NAMES and name != "tiny" and checkpoint is None:
-        checkpoint = tiny_checkpoint_path(name)
-        if not checkpoint.exists():
-            raise FileNotFoundError(
-                f"{checkpoint} is missing: train it with `python -m basam_lite train "
-                f"--variant {name.removeprefix('tiny-')} --write-bundled` or use "
-                "build_sam('tiny')"
-            )
+        checkpoint = bundled_checkpoint(name)
     state = None
     if checkpoint is not None:  # read (safely) and checked before any model is built
         path = existing_file(checkpoint)

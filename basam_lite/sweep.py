@@ -66,8 +66,9 @@ from .models import (
     CHECKPOINT_ENV,
     OFFICIAL_NAMES,
     TINY,
-    TINY_NAMES,
     build_sam,
+    bundled_checkpoint,
+    bundled_names,
     check_checkpoint,
     loads_checkpoint,
     model_names,
@@ -482,11 +483,11 @@ def check_runnable(cfg: SweepConfig) -> None:
             if name in OFFICIAL_NAMES:
                 check_checkpoint(name, p)  # name, MD5 prefix, keys and shapes: one line
     for name in cfg.models:
-        if name in TINY_NAMES and name != "tiny" and not tiny_checkpoint_path(name).is_file():
-            raise UserError(
-                f"{tiny_checkpoint_path(name)} is missing: train it with `python -m basam_lite "
-                f"train` or use --model tiny"
-            )
+        if name in bundled_names():
+            try:
+                bundled_checkpoint(name)
+            except FileNotFoundError as e:
+                raise UserError(str(e)) from None
     free = available_bytes(cfg.device)
     others = {m: shape_of(m).weight_bytes for m in cfg.models}  # every model stays loaded
     for name in cfg.models:

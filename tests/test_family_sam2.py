@@ -513,7 +513,11 @@ def test_sam2_names_agree_between_the_builder_and_the_spec_registry():
     from basam_lite.encoders.specs import MODELS
     from basam_lite.models import loads_checkpoint, model_names
 
-    assert {n for n, e in MODELS.items() if e.family == "sam2"} == set(sam2_models.SAM2_NAMES)
+    architectures = {e.architecture for e in MODELS.values() if e.family == "sam2"}
+    assert architectures == set(sam2_models.SAM2_NAMES)
+    bundled = {n for n, e in MODELS.items() if e.family == "sam2" and e.bundled}
+    assert bundled == {"tiny-sam2-vanilla", "tiny-sam2-basam"}
+    assert not any(loads_checkpoint(n) for n in bundled)
     assert set(sam2_models.SAM2_NAMES) <= set(model_names())
     assert all(loads_checkpoint(n) for n in sam2_models.OFFICIAL_SAM2)
     built = bl.build_sam("sam2-tiny")

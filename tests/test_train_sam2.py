@@ -123,3 +123,70 @@ def test_docs_state_the_ceiling_of_each_sam2_token_grid():
     doc = (Path(__file__).parents[1] / "docs" / "sam2.md").read_text()
     row = "| mean IoU ceiling, 200 test scenes | " + " | ".join(f"{c:.3f}" for c in ceilings)
     assert row + " |" in doc
+
+
+BUNDLED_SAM2 = ("tiny-sam2-vanilla", "tiny-sam2-basam")
+
+
+@pytest.mark.parametrize("name", BUNDLED_SAM2)
+def test_bundled_sam2_checkpoint_matches_its_card_and_round_trips(name, tmp_path):
+    import hashlib
+    import re
+
+    from basam_lite.models import tiny_checkpoint_path
+    from basam_lite.train import save_half
+
+    path = tiny_checkpoint_path(name)
+    card = path.with_suffix(".md").read_text()
+    match = re.search(r"sha256: `([0-9a-f]{64})`", card)
+    assert match, "the card states the file's sha256"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == match.group(1)
+    assert path.stat().st_size <= 10 * 1024 * 1024
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(saved) == {"model"}, "sam2's own checkpoint layout"
+    assert not any("basam" in k for k in saved["model"])
+    sam = bl.build_sam(name)
+    assert type(sam).__name__ == "SAM2Base" and not sam.training
+    # round trip: the loaded model saved again holds the same fp16 tensors
+    save_half(sam, tmp_path / "again.pt", "sam2-tiny")
+    again = torch.load(tmp_path / "again.pt", map_location="cpu", weights_only=True)["model"]
+    assert again.keys() == saved["model"].keys()
+    assert all(torch.equal(again[k], saved["model"][k]) for k in again)
+
+
+@pytest.mark.parametrize("name", BUNDLED_SAM2)
+def test_bundled_sam2_scores_what_its_card_says(name):
+    import re
+
+    from basam_lite.models import tiny_checkpoint_path
+
+    card = tiny_checkpoint_path(name).with_suffix(".md").read_text()
+    scenes = int(re.search(r"at 256 px on (\d+) held-out scenes", card).group(1))
+    stated = float(re.search(r"\| box \| ([0-9.]+) \|", card).group(1))
+    sam = bl.build_sam(name)
+    if name.endswith("basam"):
+        bl.apply_basam(sam, bl.BASAMConfig.paper())
+    # the card ran with 1 thread; other thread counts change float summation order
+    assert evaluate(sam, n=scenes, kinds=("box",))["iou_box"] == pytest.approx(stated, abs=2e-3)
+
+
+def test_the_tiny_sam2_decodes_single_masks_without_the_stability_fallback():
+    # trained on mask token 0 only: SAM 2's eval-mode fallback to its (untrained) multimask
+    # outputs is off for the tiny architecture, on for the official ones
+    from basam_lite.encoders.specs import meta_model
+
+    assert not load_model("sam2-tiny").sam_mask_decoder.dynamic_multimask_via_stability
+    official = meta_model("sam2.1_hiera_tiny")
+    assert official.sam_mask_decoder.dynamic_multimask_via_stability
+
+
+def test_a_missing_bundled_sam2_names_the_command_that_trains_it(tmp_path, monkeypatch, capsys):
+    from basam_lite.models import DATA_ENV
+
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="train --model sam2-tiny --variant basam"):
+        bl.build_sam("tiny-sam2-basam")
+    assert main(["sweep", "--model", "tiny-sam2-basam", "--out", str(tmp_path / "s.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "--variant basam --write-bundled" in err and "Traceback" not in err
+    assert not (tmp_path / "s.csv").exists()

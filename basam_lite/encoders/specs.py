@@ -85,27 +85,56 @@ class ModelEntry:
             with the weights of a local ``checkpoint`` file (read safely, never unpickled),
             or None where the family has no loader yet (then only random weights). The
             ``segment_anything`` models load through :func:`basam_lite.build_sam` itself.
+        arch: the architecture name ``build`` and ``load`` receive (default: ``name``), for a
+            model that is one architecture with its own weights.
+        bundled: its weights ship with the package (``data/checkpoints/NAME.pt``, with a model
+            card beside it; written by ``python -m basam_lite train ... --write-bundled``).
     """
 
     name: str
     family: str
     build: str
     load: str | None = None
+    arch: str | None = None
+    bundled: bool = False
+
+    @property
+    def architecture(self) -> str:
+        """The name the builder and the loader receive."""
+        return self.arch or self.name
 
 
 _SAM2 = "basam_lite.encoders.sam2_models"
 _SAM2_SIZES = ("tiny", "small", "base_plus", "large")
+_SAM1_RANDOM = "basam_lite.encoders.sam1_build:build_random"
+_BUNDLED_VARIANTS = ("vanilla", "basam")
+"""The bundled tiny checkpoints of each family: trained plain, and trained with BA-SAM active."""
 
 MODELS: dict[str, ModelEntry] = {
     e.name: e
     for e in (
         *(
             ModelEntry(name, "segment_anything", "basam_lite.encoders.sam1_build:build_random")
-            for name in ("vit_b", "vit_l", "vit_h", "tiny", "tiny-vanilla", "tiny-basam")
+            for name in ("vit_b", "vit_l", "vit_h", "tiny")
+        ),
+        *(
+            ModelEntry(f"tiny-{v}", "segment_anything", _SAM1_RANDOM, arch="tiny", bundled=True)
+            for v in _BUNDLED_VARIANTS
         ),
         *(
             ModelEntry(name, "sam2", f"{_SAM2}:build_random", f"{_SAM2}:build_sam2")
             for name in ("sam2-tiny", *(f"sam2.1_hiera_{v}" for v in _SAM2_SIZES))
+        ),
+        *(
+            ModelEntry(
+                f"tiny-sam2-{v}",
+                "sam2",
+                f"{_SAM2}:build_random",
+                f"{_SAM2}:build_sam2",
+                arch="sam2-tiny",
+                bundled=True,
+            )
+            for v in _BUNDLED_VARIANTS
         ),
         *(
             ModelEntry(
@@ -129,6 +158,11 @@ MODELS: dict[str, ModelEntry] = {
 }
 
 
+def bundled_names() -> tuple[str, ...]:
+    """The models whose weights ship with the package, in registry order."""
+    return tuple(n for n, e in MODELS.items() if e.bundled)
+
+
 def _function(path: str):
     module, _, function = path.partition(":")
     return getattr(importlib.import_module(module), function)
@@ -144,10 +178,10 @@ def load_model(name: str, checkpoint: str | None = None, seed: int = 0) -> nn.Mo
     if checkpoint is not None:
         if entry.load is None:
             raise UserError(f"{name} has no checkpoint loader yet: leave the checkpoint out")
-        return _function(entry.load)(name, checkpoint).eval()
+        return _function(entry.load)(entry.architecture, checkpoint).eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _function(entry.build)(name).eval()
+        return _function(entry.build)(entry.architecture).eval()
 
 
 def spec_of(model: object, name: str = "custom") -> ModelSpec:
@@ -178,7 +212,7 @@ def _meta_model(name: str) -> nn.Module:
     entry = MODELS[name]
     adapter_class(entry.family)  # a missing optional package: one line naming the extra
     with torch.device("meta"):
-        return _function(entry.build)(name)
+        return _function(entry.build)(entry.architecture)
 
 
 @functools.cache
