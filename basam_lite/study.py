@@ -12,6 +12,13 @@ scenes at the key sizes (:data:`STUDY_ZOOM`, :data:`STUDY_EXTENT`), IoU, Dice an
 (:func:`basam_lite.stats.findings_table`: paired differences, bootstrap intervals,
 Holm-significant cells, each cell's standard error) printed and saved, and the attention-entropy
 study (:func:`mechanism_study`). ``--shard K/N`` splits it; the README gives the merge steps.
+
+``--plan NAME`` picks the study's defaults from :data:`basam_lite.study_plans.STUDY_PLANS`:
+``first`` (the default, the committed first study) or ``families`` (tiny SAM 1 and tiny SAM 2,
+lambda beside the temperature rules, box prompt, into ``results/families/``), which also runs
+``vanilla`` at the base size into ``OUT_base`` (``--base``): the findings then add each model's
+loss away from its base size (:mod:`basam_lite.degradation`), split per family, and
+``OUT.summary.md`` (:mod:`basam_lite.family_summary`). ``scripts/families_study.sh`` runs it.
 """
 
 from __future__ import annotations
@@ -167,6 +174,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--findings-only", action="store_true", help="tables exist: just report")
     p.add_argument(
+        "--readme",
+        default=None,
+        help="with --findings-only and a base table: also put OUT.summary.md between the "
+        "<!-- families:begin --> and <!-- families:end --> lines of this Markdown file",
+    )
+    p.add_argument(
         "--figure",
         action="store_true",
         help="with --findings-only: also draw OUT.png, both axes side by side, and "
@@ -289,9 +302,8 @@ def report(out: str | Path, target_se: float = 0.01) -> str:
     """The findings of a two-axis run (``out`` and ``OUT_extent.csv``): the paired table with
     intervals and Holm marks, and the images each cell would need for a standard error of
     ``target_se``. Written to ``OUT.findings.md`` and returned."""
-    from .stats import findings_table, images_needed, paired_table
-
     from .degradation import degradation_markdown, family_title
+    from .stats import findings_table, images_needed, paired_table
     from .sweep import read_table
 
     df = tables(out)
@@ -311,7 +323,12 @@ def report(out: str | Path, target_se: float = 0.01) -> str:
         f"{int(t['needed'].max())} images would bring every cell to {100 * target_se:.1f}.",
     ]
     if base_path(out).exists():  # each model's loss away from its base size
-        lines += ["", "## Away from the base size", "", degradation_markdown(df, read_table(base_path(out)))]
+        lines += [
+            "",
+            "## Away from the base size",
+            "",
+            degradation_markdown(df, read_table(base_path(out))),
+        ]
     body = "\n".join(incomplete_lines(out) + lines)
     from .outputs import write_text_atomic
 
@@ -343,6 +360,13 @@ def is_findings(path: Path) -> bool:
     return _head(path).startswith(FINDINGS_STARTS)
 
 
+def is_summary(path: Path) -> bool:
+    """``OUT.summary.md`` as :func:`basam_lite.family_summary.write_summary` writes it."""
+    from .family_summary import SUMMARY_START
+
+    return _head(path).startswith(SUMMARY_START)
+
+
 def is_mechanism_report(path: Path) -> bool:
     """``OUT.mechanism.md`` as :func:`mechanism_report` writes it."""
     return _head(path).startswith(MECHANISM_START)
@@ -365,6 +389,8 @@ def check_outputs(args: argparse.Namespace) -> None:
     how = "move it, or choose another --out"
     mechanism = args.mechanism_only or (bool(args.mechanism_images) and not args.findings_only)
     checks = [] if args.mechanism_only else [(".findings.md", is_findings, "a findings report")]
+    if not args.mechanism_only and (args.base or base_path(out).exists()):
+        checks.append((".summary.md", is_summary, "a study summary"))
     if mechanism or args.findings_only:
         checks.append((".mechanism.md", is_mechanism_report, "a mechanism report"))
     if mechanism:
@@ -389,6 +415,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             f"--target-se {args.target_se:g}: a standard error is positive; give e.g. 0.01"
         )
+    if args.readme and not (args.findings_only and base_path(args.out).exists()):
+        raise UserError(
+            f"--readme goes with --findings-only on a study with a base table "
+            f"({base_path(args.out)} is its table)"
+        )
+    if args.readme:
+        from .family_summary import check_readme
+
+        check_readme(Path(args.readme))
     if args.figure and not args.findings_only:
         raise UserError("--figure goes with --findings-only (a full run draws OUT.png anyway)")
     if args.figure and not extent_path(args.out).exists():
@@ -429,6 +464,13 @@ def run(args: argparse.Namespace) -> int:
     mech = Path(args.out).with_suffix(".mechanism.csv")
     if args.findings_only and mech.exists():  # the attention study's answer, from its table
         print(mechanism_report(args.out))
+    if base_path(args.out).exists():  # a study with a base table: its summary, generated
+        from .family_summary import fill_readme, write_summary
+
+        summary = write_summary(args.out)
+        print(f"summary: {summary}")
+        if args.readme:
+            print(f"summary written into {fill_readme(args.readme, summary.read_text())}")
     if args.findings_only and args.figure:  # e.g. after merging a sharded study
         from .plots import plot_axes, plot_mechanism
         from .sweep import read_table

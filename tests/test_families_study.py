@@ -52,8 +52,9 @@ def test_plans_fill_what_is_not_given_and_the_first_plan_is_the_committed_study(
 def test_bad_plan_and_bad_mechanism_variant_get_one_line(tmp_path, capsys):
     assert main(["study", "--plan", "everything", "--out", str(tmp_path / "x.csv")]) == 2
     assert "invalid choice: 'everything'" in capsys.readouterr().err
+    out = str(tmp_path / "m.csv")
     argv = ["study", "--mechanism-only", "--mechanism-images", "1", "--model", "tiny",
-            "--mechanism-variants", "scale", "resize", "--out", str(tmp_path / "m.csv")]  # fmt: skip
+            "--mechanism-variants", "scale", "resize", "--out", out]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--mechanism-variants resize: it runs the model at its" in err
@@ -80,7 +81,7 @@ def _table(path) -> pd.DataFrame:
     from basam_lite.sweep import read_table
 
     keys = ["model", "axis", "image", "resolution", "variant", "prompt"]
-    df = read_table(path).drop(columns=TIMING + ["row"])
+    df = read_table(path).drop(columns=[*TIMING, "row"])
     return df.sort_values(keys).reset_index(drop=True)
 
 
@@ -145,7 +146,7 @@ def test_degradation_is_vanilla_at_the_size_minus_vanilla_at_the_base(whole):
         if line.startswith(("| tiny |", "| sam2-tiny |"))
     ]
     assert len(rows) == 4  # 2 models x (zoom 128, extent 384)
-    for model, axis, size, prompt, mean, _ci, se, images, _holm in rows:
+    for model, axis, size, _prompt, mean, _ci, se, images, _holm in rows:
         at = df[(df["model"] == model) & (df["axis"] == axis) & (df["variant"] == "vanilla")]
         at = at[at["resolution"] == int(size)].set_index("image")["iou"]
         ref = base[base["model"] == model].set_index("image")["iou"]
@@ -167,11 +168,8 @@ def test_degradation_of_a_hand_made_table():
     from basam_lite.degradation import degradation
 
     def rows(variant, size, ious, axis="zoom"):
-        return [
-            dict(model="tiny", axis=axis, image=f"i{k}", resolution=size, variant=variant,
-                 prompt="box", status="ok", iou=v)  # fmt: skip
-            for k, v in enumerate(ious)
-        ]
+        cell = dict(model="tiny", axis=axis, resolution=size, variant=variant, prompt="box")
+        return [{**cell, "image": f"i{k}", "status": "ok", "iou": v} for k, v in enumerate(ious)]
 
     study = pd.DataFrame(rows("vanilla", 512, [0.5, 0.7]) + rows("scale", 512, [0.9, 0.9])
                          + rows("vanilla", 512, [0.6, 0.4], axis="extent"))  # fmt: skip
@@ -219,3 +217,45 @@ def test_mechanism_reaches_hieras_global_blocks():
         ent = -(probs * probs.clamp_min(1e-30).log()).sum(-1).mean().item()
         got = df[(df["block"] == b) & (df["resolution"] == 256)]["entropy"].item()
         assert got == pytest.approx(ent, rel=1e-5)
+
+
+def test_summary_is_generated_from_the_tables_and_fills_a_readme(whole, tmp_path, capsys):
+    from basam_lite.degradation import degradation
+    from basam_lite.family_summary import BEGIN, END, families_summary, readme_block
+    from basam_lite.stats import paired_table
+    from basam_lite.study import base_path, tables
+    from basam_lite.sweep import read_table
+
+    summary = whole.with_suffix(".summary.md").read_text().strip()
+    assert summary == families_summary(whole)
+    df = tables(whole)
+    d = degradation(df, read_table(base_path(whole))).set_index(["model", "axis", "resolution"])
+    grid = summary.split("**Away from the base size.**")[1].split("**What each rule")[0]
+    (row,) = [x for x in grid.splitlines() if x.startswith("| sam2-tiny |")]
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]  # zoom 128, extent 384
+    for cell, key in zip(cells, [("zoom", 128), ("extent", 384)], strict=True):
+        r = d.loc[("sam2-tiny", *key)]
+        assert cell.startswith(f"{100 * r['mean']:+.1f} [{100 * r['ci_low']:+.1f}, ")
+    t = paired_table(df)
+    rules = t[t["variant"] != "resize"]
+    assert f"{len(rules)} cells of a temperature rule" in summary
+    quiet = [(m, a, s) for (m, a, s), c in rules.groupby(["model", "axis", "resolution"])
+             if not c["significant"].any()]  # fmt: skip
+    for model in ("tiny", "sam2-tiny"):
+        mine = [f"{a} {s} px" for m, a, s in quiet if m == model]
+        line = [x for x in summary.splitlines() if x.startswith(f"- {model}: no rule differs")]
+        assert bool(mine) == bool(line) and all(m in line[0] for m in mine)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nprose\n\n{BEGIN}\nold\n{END}\n\nmore prose\n")
+    argv = ["study", "--plan", "families", "--findings-only", "--out", str(whole)]
+    assert main([*argv, "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert readme_block(text) == summary
+    assert text.startswith("# Title\n\nprose\n\n") and text.endswith("\n\nmore prose\n")
+    plain = tmp_path / "notes.md"
+    plain.write_text("no markers here\n")
+    capsys.readouterr()
+    assert main([*argv, "--readme", str(plain)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs one <!-- families:begin --> line" in err
+    assert plain.read_text() == "no markers here\n"
