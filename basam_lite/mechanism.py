@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .analysis import block_stride, entropy, mean_attention_distance, on_first_grid
+from .analysis import entropy, mean_attention_distance, on_first_grid
 from .axes import AxisSampler
 from .capture import capture_attention
 from .config import BASAMConfig
@@ -102,7 +102,7 @@ def attention_along_axes(
     adapter = adapter_for(sam)
     base = adapter.base_size()[0]
     blocks = adapter.global_blocks()
-    patch = block_stride(adapter, blocks)  # px per token of their grid (SAM 2: 16, not 4)
+    patch, _ = global_stride(sam)  # px per token of the global blocks (SAM 2: 16, not 4)
     samplers = {axis: AxisSampler(dataset, axis, seed=seed, patch=patch) for axis in sizes}
     rows = []
     for i in range(min(images, len(dataset))):
@@ -134,13 +134,8 @@ def attention_along_axes(
                     for b in blocks:
                         probs = cap.maps[b]  # [1, heads, Q, N]
                         ent = entropy(probs)[0]
-                        # The block's own key grid: the first grid (SAM 1) or a coarser one
-                        # (SAM 2's stride-16 stage, `ratio` first-grid tokens per key); each
-                        # query sits in the key cell that holds it.
-                        keys_hw = adapter.block_grids(b, (size, size)).key
-                        ratio = grid[0] // keys_hw[0]
-                        dist = mean_attention_distance(probs, keys_hw, qpos // ratio, patch=1)[0]
-                        n = keys_hw[0] * keys_hw[1]
+                        dist = mean_attention_distance(probs, grid, qpos, patch=1)[0]
+                        n = grid[0] * grid[1]
                         rows.append(
                             {
                                 "image": sample.name,
@@ -153,10 +148,31 @@ def attention_along_axes(
                                 "entropy": ent.mean().item(),
                                 "normalised_entropy": (ent / np.log(n)).mean().item(),
                                 "distance_tokens": dist.mean().item(),
-                                "distance_px": dist.mean().item() * patch * ratio,
+                                "distance_px": dist.mean().item() * patch,
                             }
                         )
     return pd.DataFrame(rows)
+
+
+def global_stride(sam: nn.Module) -> tuple[int, int]:
+    """``(stride, ratio)``: pixels per token of ``sam``'s global blocks (16 in the tiny SAM 1
+    and in SAM 2's stride-16 stage) and how many first-grid tokens span one of them (1 in
+    SAM 1, 4 in SAM 2, whose first grid is the stride-4 one). The mechanism draws its queries
+    on the global blocks' grid; a model whose global blocks sit on grids of different strides
+    is refused."""
+    adapter = adapter_for(sam)
+    base = adapter.base_size()
+    blocks = adapter.global_blocks()
+    if not blocks:
+        raise UserError("the mechanism study needs global blocks; this encoder has none")
+    strides = {base[0] // adapter.block_grids(b, base).key[0] for b in blocks}
+    if len(strides) != 1:
+        raise UserError(
+            f"global blocks on token grids of strides {sorted(strides)} px: the mechanism study "
+            "draws its queries on one grid"
+        )
+    stride = strides.pop()
+    return stride, stride // adapter.patch_size()
 
 
 def _square(sample: Sample, size: int) -> Sample:
@@ -242,7 +258,41 @@ def entropy_change(
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    order = {v: k for k, v in enumerate(MECHANISM_VARIANTS)}
+    from .variants import known_variant_names
+
+    order = {v: k for k, v in enumerate(known_variant_names())}
     out["_v"] = out["variant"].map(lambda v: order.get(v, len(order)))
     out = out.sort_values(["model", "axis", "_v", "resolution"]).drop(columns="_v")
     return out.reset_index(drop=True)
+
+
+def flattest(changes: pd.DataFrame, axis: str = "extent") -> pd.DataFrame:
+    """The question lambda answers, per model: at the largest size of ``axis`` in ``changes``
+    (:func:`entropy_change`'s table), the variant whose entropy moved least from the base size.
+
+    One row per model: ``resolution``, ``keys``, ``uniform`` (uniform attention's change),
+    ``vanilla`` (vanilla's change), ``variant``, ``change``, ``low``, ``high`` (the least moved
+    variant's, any variant but vanilla when another ran) and ``flat``: its 95% interval holds 0.
+    """
+    rows = []
+    on = changes[changes["axis"] == axis]
+    for model, part in on.groupby("model", sort=False):
+        at = part[part["resolution"] == part["resolution"].max()]
+        van = at[at["variant"] == "vanilla"]["change"]
+        rules = at[at["variant"] != "vanilla"]
+        pick = (rules if not rules.empty else at).loc[lambda d: d["change"].abs().idxmin()]
+        rows.append(
+            {
+                "model": model,
+                "resolution": int(pick["resolution"]),
+                "keys": int(pick["keys"]),
+                "uniform": float(pick["uniform"]),
+                "vanilla": float(van.iloc[0]) if len(van) else float("nan"),
+                "variant": pick["variant"],
+                "change": float(pick["change"]),
+                "low": float(pick["low"]),
+                "high": float(pick["high"]),
+                "flat": bool(pick["low"] <= 0 <= pick["high"]),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -149,22 +149,33 @@ def findings_table(
     seed: int = 0,
     n_boot: int = 2000,
     alpha: float = 0.05,
+    section: Callable[[str], str] | None = None,
 ) -> str:
     """The findings as a Markdown table: each cell's difference from ``reference`` in points
     (x 100) with its 95% bootstrap interval, the standard error, the number of images and a
-    ``*`` where the Holm-adjusted p-value is below ``alpha``. Generated, never typed."""
+    ``*`` where the Holm-adjusted p-value is below ``alpha``. Generated, never typed.
+
+    ``section`` (model name -> a title, e.g. its family) splits the rows into one table per
+    title, each under a ``### title`` heading, in order of first appearance; Holm's correction
+    still runs across every cell of every section."""
     t = paired_table(df, reference, metric, n_boot=n_boot, seed=seed, alpha=alpha)
-    lines = [
+    header = [
         f"| model | axis | size (px) | prompt | variant | {metric} - {reference} (points) "
         "| 95% interval | SE | images | Holm |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in t.itertuples(index=False):
-        lines.append(
-            f"| {r.model} | {r.axis} | {r.resolution} | {r.prompt} | {r.variant} "
-            f"| {100 * r.mean:+.1f} | [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}] "
-            f"| {100 * r.se:.1f} | {r.images} | {'*' if r.significant else ''} |"
-        )
+    titles = t["model"].map(section) if section is not None else pd.Series("", index=t.index)
+    lines: list[str] = []
+    for title in titles.unique():
+        if section is not None:
+            lines += [*([""] if lines else []), f"### {title}", ""]
+        lines += header
+        for r in t[titles == title].itertuples(index=False):
+            lines.append(
+                f"| {r.model} | {r.axis} | {r.resolution} | {r.prompt} | {r.variant} "
+                f"| {100 * r.mean:+.1f} | [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}] "
+                f"| {100 * r.se:.1f} | {r.images} | {'*' if r.significant else ''} |"
+            )
     n_sig = int(t["significant"].sum())
     lines.append("")
     lines.append(
