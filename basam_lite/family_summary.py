@@ -143,8 +143,9 @@ def families_summary(out: str | Path, prompt: str = "box") -> str:
         n_flat = int(flat["flat"].sum())
         lines += [
             "",
-            f"{'No' if n_flat == 0 else n_flat} of {len(flat)} models "
-            f"{'has' if n_flat == 1 else 'have'} a rule whose interval holds 0 there.",
+            f"{'None' if n_flat == 0 else n_flat} of the {len(flat)} models "
+            f"{'has' if n_flat <= 1 else 'have'} a rule whose interval holds 0 there: "
+            + ("no rule keeps the entropy flat." if n_flat == 0 else "see the table."),
         ]
     return "\n".join(lines)
 
