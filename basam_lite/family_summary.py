@@ -58,8 +58,7 @@ def families_summary(out: str | Path, prompt: str = "box") -> str:
     from .degradation import base_scores, degradation, family_title
     from .mechanism import entropy_change, flattest
     from .stats import paired_table
-    from .study import base_path, tables
-    from .sweep import read_table
+    from .sweep import base_path, read_table, tables
 
     out = Path(out)
     df = tables(out)

@@ -30,7 +30,7 @@ import pandas as pd
 
 from .models import OFFICIAL_NAMES
 from .study_plans import STUDY_EXTENT, STUDY_IMAGES, STUDY_PLANS, STUDY_ZOOM, StudyPlan
-from .sweep import extent_path, main_job
+from .sweep import base_path, extent_path, main_job, tables
 
 __all__ = ["STUDY_EXTENT", "STUDY_IMAGES", "STUDY_ZOOM", "apply_plan", "live_axes", "report"]
 
@@ -65,15 +65,6 @@ def live_axes(
             )
             out = Path(tmp) / f"{axis}.csv"
             parts.append(run_sweep(cfg, out, progress=False, models={model_name: sam}))
-    return pd.concat(parts, ignore_index=True)
-
-
-def tables(out: str | Path) -> pd.DataFrame:
-    """The zoom and extent tables of a two-axis run, concatenated (an ``axis`` column tells
-    them apart)."""
-    from .sweep import read_table
-
-    parts = [read_table(p) for p in (Path(out), extent_path(out)) if Path(p).exists()]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -238,12 +229,6 @@ def sweep_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.threads:
         argv += ["--threads", str(args.threads)]
     return parser.parse_args(argv)
-
-
-def base_path(out: str | Path) -> Path:
-    """Where the base-size table of a study goes: ``OUT_base.EXT`` beside ``OUT``."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}_base{out.suffix}")
 
 
 def base_side_of(models: list[str]) -> int:

@@ -1619,6 +1619,19 @@ def extent_path(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}_extent{out.suffix}")
 
 
+def base_path(out: str | Path) -> Path:
+    """Where the base-size table of a study goes: ``OUT_base.EXT`` beside ``OUT``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_base{out.suffix}")
+
+
+def tables(out: str | Path) -> pd.DataFrame:
+    """The zoom and extent tables of a two-axis run, concatenated (an ``axis`` column tells
+    them apart)."""
+    parts = [read_table(p) for p in (Path(out), extent_path(out)) if Path(p).exists()]
+    return pd.concat(parts, ignore_index=True)
+
+
 def refuse_plot_over_foreign_file(out: Path) -> None:
     """Before any work: the plot beside ``out`` may replace only a plot (a Matplotlib PNG)."""
     refuse_foreign(plot_path(out), is_matplotlib_png, "a plot", "move it, or pass --no-plot")

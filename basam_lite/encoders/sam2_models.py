@@ -248,9 +248,9 @@ def build_sam2(
             )
         if checkpoint is not None:
             raise UserError("give checkpoint= (a local file) or pretrained=True, not both")
-        from .. import weights
+        from ..weights import fetch
 
-        checkpoint = weights.fetch(name)
+        checkpoint = fetch(name)
     state = None
     if checkpoint is not None:  # read (safely) and checked before any model is built
         path = existing_file(checkpoint)
