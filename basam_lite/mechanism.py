@@ -275,6 +275,8 @@ def flattest(changes: pd.DataFrame, axis: str = "extent") -> pd.DataFrame:
     variant's, any variant but vanilla when another ran) and ``flat``: its 95% interval holds 0.
     """
     rows = []
+    if changes.empty:  # nothing paired (e.g. too few images ran): no model to answer for
+        return pd.DataFrame(rows)
     on = changes[changes["axis"] == axis]
     for model, part in on.groupby("model", sort=False):
         at = part[part["resolution"] == part["resolution"].max()]

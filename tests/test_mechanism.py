@@ -103,3 +103,13 @@ def test_query_tokens_follow_the_target():
     assert query_tokens(s, pick, "zoom", 128, 64, 16) == [(1, 1), (7, 5)]
     with pytest.raises(UserError, match="unknown axis"):
         attention_along_axes(bl.build_sam("tiny"), ds, {"length": (64,)})
+
+
+def test_flattest_answers_nothing_when_nothing_was_paired():
+    # a study whose attention rows pair no size with the base size (e.g. two file images whose
+    # targets fit no extent window): the report has no "flat?" lines instead of failing
+    import pandas as pd
+
+    from basam_lite.mechanism import flattest
+
+    assert flattest(pd.DataFrame()).empty
