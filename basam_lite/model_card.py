@@ -137,6 +137,16 @@ def _strides(name: str) -> list[int]:
     ]
 
 
+def origin(cfg: TrainConfig) -> str:
+    """How the weights began: "trained from scratch" or continued from ``cfg.init``."""
+    if cfg.init is None:
+        return "trained from scratch"
+    return (
+        f"initialised from `{cfg.init}` and trained {cfg.steps} steps more (a fresh optimiser "
+        "and learning-rate schedule)"
+    )
+
+
 def write_card(
     path: Path,
     cfg: TrainConfig,
@@ -149,10 +159,12 @@ def write_card(
     note: str = "",
     table: pd.DataFrame | None = None,
     stress: dict[str, float] | None = None,
+    run_dir: Path | None = None,
 ) -> None:
     """The model card beside the checkpoint (the sha256 line is checked by the tests).
     ``table``: :func:`evaluation_table`'s rows, for the per-shape and per-difficulty means;
-    ``stress``: the mean IoUs on the same number of ``SceneMix.hard()`` scenes."""
+    ``stress``: the mean IoUs on the same number of ``SceneMix.hard()`` scenes; ``run_dir``:
+    the folder its resumable state lives in (default ``runs/train-NAME``)."""
     patch = f"`apply_basam(sam, BASAMConfig.preset({cfg.preset!r}))`"
     if cfg.preset == "vanilla":
         trained_with = "plain SAM attention (no BA-SAM patch)"
@@ -178,7 +190,7 @@ def write_card(
     lines = [
         f"# {cfg.name}",
         "",
-        f"{intro} trained from scratch at {cfg.size} px with {trained_with}.",
+        f"{intro} {origin(cfg)} at {cfg.size} px with {trained_with}.",
         "",
         "## Architecture",
         architecture,
@@ -219,7 +231,8 @@ def write_card(
         command,
         "```",
         "Rerunning the command after an interruption resumes from "
-        f"`runs/train-{cfg.name}/state.pt` (bit-exact with the same thread count).",
+        f"`{(run_dir or Path(f'runs/train-{cfg.name}')).as_posix()}/state.pt` (bit-exact with the "
+        "same thread count).",
         "",
         f"Training wall time: {seconds / 60:.1f} min ({seconds:.0f} s of training steps"
         + (

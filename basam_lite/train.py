@@ -86,8 +86,8 @@ def initial_model(cfg: TrainConfig) -> nn.Module:
         return load_model(cfg.model, seed=cfg.seed)
     if cfg.init is None:
         sam = build_tiny_sam(cfg.spec, seed=cfg.seed)
-    elif Path(cfg.init).suffix in (".pt", ".pth"):
-        sam = build_sam("tiny", checkpoint=cfg.init)
+    elif Path(cfg.init).suffix in (".pt", ".pth"):  # weights of the architecture ``cfg.model``
+        sam = build_sam(cfg.model, checkpoint=cfg.init)
     else:
         sam = build_sam(cfg.init)
     return sam
@@ -463,13 +463,28 @@ def check_savable(cfg: TrainConfig) -> None:
         )
 
 
+def continues_model(cfg: TrainConfig) -> bool:
+    """Whether ``cfg.init`` holds weights of ``cfg.model``'s own architecture: a ``.pt`` file
+    (read as that architecture) or a bundled model of it, so that training continues it."""
+    if cfg.init is None:
+        return False
+    if Path(cfg.init).suffix in (".pt", ".pth"):
+        return True
+    entry = MODELS.get(cfg.init)
+    return entry is not None and entry.bundled and entry.architecture == cfg.model
+
+
 def check_trainable(cfg: TrainConfig) -> None:
     """Refuse, before any training, a registered model other than ``tiny`` that cannot be
     trained here: fine-tuning (``init``) it, a family whose checkpoint layout is not known
     (:data:`CHECKPOINT_CONTAINER`), a preset that adds
     parameters, or a model whose float16 checkpoint would not stay under 10 MB."""
-    if cfg.init is not None:
-        raise UserError(f"--init fine-tunes a tiny SAM 1 only; drop it for --model {cfg.model}")
+    if cfg.init is not None and not continues_model(cfg):
+        bundled = [n for n in MODELS if continues_model(replace(cfg, init=n))]
+        raise UserError(
+            f"--init {cfg.init}: with --model {cfg.model} give a .pt file of a {cfg.model} or a "
+            f"bundled {cfg.model} ({', '.join(bundled) or 'none is bundled'})"
+        )
     entry = MODELS[cfg.model]
     model = meta_model(cfg.model)
     if entry.family not in CHECKPOINT_CONTAINER or entry.load is None:
@@ -851,6 +866,7 @@ def run(args: argparse.Namespace) -> int:
         note=note.strip(),
         table=table,
         stress=stress,
+        run_dir=run_dir,
     )
     metrics_json = json.dumps({**metrics, "stress": stress, "precision": cfg.precision}, indent=2)
     write_text_atomic(run_dir / "metrics.json", metrics_json)

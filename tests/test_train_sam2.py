@@ -69,6 +69,27 @@ def test_train_cli_saves_a_small_sam2_checkpoint_that_scores_as_trained(tmp_path
     assert "`sam2-tiny`" in card and "token grids per stage at 256 px: 64 x 64" in card
 
 
+def test_training_continues_a_saved_sam2_from_exactly_its_weights(tmp_path, capsys):
+    """``--init FILE.pt`` with ``--model sam2-tiny`` reads the file as a tiny SAM 2 (not as a
+    tiny SAM 1), starts from exactly its weights, and the card says where it began."""
+    from basam_lite.train import initial_model
+
+    first = tmp_path / "first.pt"
+    args = ["train", "--model", "sam2-tiny", "--steps", "1", "--batch-size", "2"]
+    args += ["--threads", "1", "--eval-n", "1"]
+    assert main([*args, "--run-dir", str(tmp_path / "a"), "--out", str(first)]) == 0
+    saved = torch.load(first, weights_only=True)["model"]
+    start = initial_model(sam2_config(init=str(first))).state_dict()
+    assert all(torch.equal(start[k], v.to(start[k].dtype)) for k, v in saved.items())
+    second = tmp_path / "second.pt"
+    more = ["--init", str(first), "--name", "tiny-sam2-more", "--seed", "1"]
+    assert main([*args, *more, "--run-dir", str(tmp_path / "b"), "--out", str(second)]) == 0
+    card = second.with_suffix(".md").read_text()
+    assert f"initialised from `{first}` and trained 1 steps more" in card
+    assert "trained from scratch" not in card
+    assert f"`{(tmp_path / 'b').as_posix()}/state.pt`" in card  # where a rerun resumes
+
+
 def test_default_names_follow_the_family():
     from argparse import ArgumentParser
 
@@ -87,7 +108,8 @@ def test_default_names_follow_the_family():
     [
         ({"model": "sam2.1_hiera_tiny"}, "would exceed the project's 10 MB file limit"),
         ({"model": "hf-tiny"}, "the hf family cannot be trained here yet"),
-        ({"init": "tiny-vanilla"}, "--init fine-tunes a tiny SAM 1 only"),
+        ({"init": "tiny-vanilla"}, "--init tiny-vanilla: with --model sam2-tiny give a .pt file"),
+        ({"init": "tiny-sam2-nonexistent"}, "or a bundled sam2-tiny \\(tiny-sam2-vanilla, "),
     ],
 )
 def test_what_cannot_be_trained_is_refused_before_training(changes, message):
