@@ -183,13 +183,13 @@ class CourseModel:
     def global_stride(self) -> int:
         """Pixels per token of the global blocks' grid (else the last block's): 16 for SAM 1,
         SAM 2 (its stage 3) and MobileSAM (its last stage)."""
+        from .analysis import block_stride
         from .encoders import adapter_for
 
         adapter = adapter_for(self.sam)
         blocks = adapter.attention_blocks()
         index = next((b.index for b in blocks if b.is_global), blocks[-1].index)
-        hw = adapter.base_size()
-        return hw[0] // adapter.block_grids(index, hw).query[0]
+        return block_stride(adapter, [index])
 
     @property
     def global_blocks(self) -> list[int]:

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .analysis import entropy, mean_attention_distance, on_first_grid
+from .analysis import block_stride, entropy, mean_attention_distance, on_first_grid
 from .axes import AxisSampler
 from .capture import capture_attention
 from .config import BASAMConfig
@@ -161,11 +161,10 @@ def global_stride(sam: nn.Module) -> tuple[int, int]:
     on the global blocks' grid; a model whose global blocks sit on grids of different strides
     is refused."""
     adapter = adapter_for(sam)
-    base = adapter.base_size()
     blocks = adapter.global_blocks()
     if not blocks:
         raise UserError("the mechanism study needs global blocks; this encoder has none")
-    strides = {base[0] // adapter.block_grids(b, base).key[0] for b in blocks}
+    strides = {block_stride(adapter, [b]) for b in blocks}
     if len(strides) != 1:
         raise UserError(
             f"global blocks on token grids of strides {sorted(strides)} px: the mechanism study "
