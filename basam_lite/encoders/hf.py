@@ -89,6 +89,7 @@ class HFBASAMAttention(SamVisionAttention):
         if self.use_rel_pos:
             position = PositionTerms(*hf_decomposed_rel_pos(self, q, (rows, cols)))
         out = basam_attend(self, q, k, v, (rows, cols), position=position, base_scale=self.scale)
+        del qkv, q, k, v, position  # not needed by the projection (as in sam1.BASAMAttention)
         return self.proj(out.transpose(1, 2).reshape(b, rows, cols, -1)), None
 
 
