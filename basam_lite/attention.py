@@ -36,8 +36,7 @@ The paths (``path=`` of :func:`attend` and of :class:`~basam_lite.BASAMConfig`):
   chunk: memory :math:`O(\text{chunk} \cdot N)` at any resolution. Chunks are large on
   purpose: every extra kernel launch is an OpenMP fork-join, which costs a scheduler time slice
   whenever other processes share the cores (measured on a loaded 2-core machine: 1-row chunks
-  were about twice as slow as 256 MB chunks at 64 x 64 tokens; 128 MiB chunks keep ViT-B at
-  2048 px to one grid row, 100 MiB, and ten at 64 x 64: docs/benchmark.md). With a mask each chunk's
+  were about twice as slow as 256 MB chunks at 64 x 64 tokens). With a mask each chunk's
   queries are taken in reversed grid-row order (a chunk-sized copy of q and of its rel-pos rows;
   keys and values are never copied; the chunk's output rows are put back in order): the t-th
   reversed query row is :math:`r = \mathrm{last} - 1 - t`, and its distance to key
@@ -113,8 +112,7 @@ DENSE_BIAS_BUDGET = 1 << 30
 # (chosen from bench runs; docs/benchmark.md's attention-only rows compare the two paths).
 DENSE_MAX_TOKENS = 48 * 48
 # Bytes of bias rows built per query chunk on the chunked path (rounded to whole grid rows).
-# 128 MiB: one grid row at 128 x 128 tokens (ViT-B at 2048 px, 100 MiB), 10 at 64 x 64.
-CHUNK_BIAS_BYTES = 128 << 20
+CHUNK_BIAS_BYTES = 256 << 20
 # Distance matrices up to this many tokens are cached per grid for the dense path.
 _CACHED_DISTANCE_TOKENS = 4096
 
