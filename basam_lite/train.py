@@ -476,7 +476,8 @@ def continues_model(cfg: TrainConfig) -> bool:
 
 def check_trainable(cfg: TrainConfig) -> None:
     """Refuse, before any training, a registered model other than ``tiny`` that cannot be
-    trained here: fine-tuning (``init``) it, a family whose checkpoint layout is not known
+    trained here: an ``init`` that is not its own architecture (:func:`continues_model`), a
+    family whose checkpoint layout is not known
     (:data:`CHECKPOINT_CONTAINER`), a preset that adds
     parameters, or a model whose float16 checkpoint would not stay under 10 MB."""
     if cfg.init is not None and not continues_model(cfg):
