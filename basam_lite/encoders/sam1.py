@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ..patch_state import encoder_patch
 from ..sizes import fit_image, fit_shape
 from .attend import basam_attend
-from .base import AttentionBlock, EncoderAdapter, Grid, PositionTerms, Predictor
+from .base import AttentionBlock, EncoderAdapter, Grid, Predictor
 from .chunked_mlp import chunked_mlps
 from .sam_like import (
     SamDecoding,
@@ -40,7 +40,7 @@ from .sam_like import (
     sized_postprocess_masks,
     sized_preprocess,
 )
-from .vit_like import PlainViTAdapter, add_abs_pos, rel_pos_terms
+from .vit_like import PlainViTAdapter, add_abs_pos, rel_pos_position, rel_pos_terms
 
 
 def decomposed_rel_pos(
@@ -74,9 +74,9 @@ class BASAMAttention(Attention):
         q, k, v = qkv.unbind(0)  # each [B, heads, N, head_dim]
         position = None
         if self.use_rel_pos:
-            position = PositionTerms(
-                *decomposed_rel_pos(q, self.rel_pos_h, self.rel_pos_w, (rows, cols))
-            )
+            table_h = get_rel_pos(rows, rows, self.rel_pos_h)  # [rows (query), rows (key), d]
+            table_w = get_rel_pos(cols, cols, self.rel_pos_w)
+            position = rel_pos_position(q, table_h, table_w, (rows, cols))
         out = basam_attend(self, q, k, v, (rows, cols), position=position)
         # Free q, k, v (views of qkv) and the rel-pos terms before the output's copy and
         # projection: at 128 x 128 tokens they hold 350 MB that the projection does not need.
