@@ -77,7 +77,15 @@ from .precision import PRECISIONS, resolve_precision
 from .resolution import base_size, set_input_size
 from .run_identity import file_sha256
 from .sizes import fit_image
-from .training import clipped_step, config_difference, restore, save_state, schedule, warmup_cosine
+from .training import (
+    clipped_step,
+    config_difference,
+    is_weights_file,
+    restore,
+    save_state,
+    schedule,
+    warmup_cosine,
+)
 
 TUNE_MODES = ("full", "decoder", "basam", "lora")
 """``--tune``: which parameter roles train (see :data:`TRAINED_ROLES`)."""
@@ -822,7 +830,7 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     has already refused its procedural-only options and set ``--batch-size``'s default)."""
     init = args.init or "vit_b"
     checkpoint = args.checkpoint
-    if Path(init).suffix in (".pt", ".pth"):  # a file: its model by name or shapes
+    if is_weights_file(init):  # a file: its model by name or shapes
         from .models import model_name_from_checkpoint
 
         checkpoint = init

@@ -54,7 +54,15 @@ from .outputs import (
 from .patch import BASAMConfig, apply_basam, is_patched, set_attention_path
 from .precision import PRECISIONS, resolve_precision
 from .train_config import TrainConfig
-from .training import clipped_step, config_difference, restore, save_state, schedule, warmup_cosine
+from .training import (
+    clipped_step,
+    config_difference,
+    is_weights_file,
+    restore,
+    save_state,
+    schedule,
+    warmup_cosine,
+)
 
 VARIANTS = {"vanilla": "vanilla", "basam": "paper"}
 """``--variant`` -> the preset active during training (vanilla = no patch)."""
@@ -86,7 +94,7 @@ def initial_model(cfg: TrainConfig) -> nn.Module:
         return load_model(cfg.model, seed=cfg.seed)
     if cfg.init is None:
         sam = build_tiny_sam(cfg.spec, seed=cfg.seed)
-    elif Path(cfg.init).suffix in (".pt", ".pth"):  # weights of the architecture ``cfg.model``
+    elif is_weights_file(cfg.init):  # weights of the architecture ``cfg.model``
         sam = build_sam(cfg.model, checkpoint=cfg.init)
     else:
         sam = build_sam(cfg.init)
@@ -439,7 +447,7 @@ def check_savable(cfg: TrainConfig) -> None:
     if cfg.model != "tiny":
         check_trainable(cfg)
         return
-    named = cfg.init is not None and Path(cfg.init).suffix not in (".pt", ".pth")
+    named = cfg.init is not None and not is_weights_file(cfg.init)
     if named and not str(cfg.init).startswith("tiny"):
         raise UserError(
             f"--init {cfg.init}: only a tiny SAM (tiny, tiny-vanilla, tiny-basam or a tiny "
@@ -468,7 +476,7 @@ def continues_model(cfg: TrainConfig) -> bool:
     (read as that architecture) or a bundled model of it, so that training continues it."""
     if cfg.init is None:
         return False
-    if Path(cfg.init).suffix in (".pt", ".pth"):
+    if is_weights_file(cfg.init):
         return True
     entry = MODELS.get(cfg.init)
     return entry is not None and entry.bundled and entry.architecture == cfg.model

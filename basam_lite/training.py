@@ -5,8 +5,10 @@ in steps) and :func:`basam_lite.finetune.finetune` (a dataset, counted in epochs
 - :func:`schedule`: AdamW over the trainable parameters with that factor per optimiser step;
 - :func:`restore`: model, optimiser and scheduler put back from a saved state;
 - :func:`clipped_step`: gradient-norm clip, then the optimiser step;
-- :func:`save_state`: ``torch.save`` written atomically (a crash never leaves half a file);
-- :func:`config_difference`: which settings of a saved state differ from this run's.
+- :func:`save_state`: ``torch.save`` written atomically (a crash never leaves half a file) and
+  byte-reproducibly; a full disk is one line;
+- :func:`config_difference`: which settings of a saved state differ from this run's;
+- :func:`is_weights_file`: whether ``--init`` names a weights file or a registered model.
 
 What each loop does around them (micro-batches and validation epochs, scene batches and a
 preset switched on mid-run) stays in its own module.
@@ -14,6 +16,7 @@ preset switched on mid-run) stays in its own module.
 
 from __future__ import annotations
 
+import errno
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import UserError
 from .outputs import atomic_write
 
 
@@ -67,10 +71,24 @@ def clipped_step(params: list[nn.Parameter], opt: torch.optim.Optimizer, clip: f
 
 def save_state(obj: object, path: Path) -> None:
     """``torch.save(obj)`` to a temporary file beside ``path`` (its folder made), then renamed
-    over ``path``."""
+    over ``path``.
+
+    The archive is written through an open file, so torch names its root ``archive`` rather
+    than after the temporary file: the same tensors give the same bytes (and sha256). A full
+    disk (or quota) raises :class:`UserError` with the path; the temporary file is removed and
+    whatever ``path`` held before is untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
+    try:
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
+            torch.save(obj, f)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        kept = f"the earlier {path.name} is kept" if path.exists() else "nothing was written"
+        raise UserError(
+            f"no space left on the device to write {path} ({e.strerror}); {kept}: "
+            "free some space and rerun"
+        ) from None
 
 
 def config_difference(saved: Mapping[str, object], now: Mapping[str, object]) -> str:
@@ -79,3 +97,9 @@ def config_difference(saved: Mapping[str, object], now: Mapping[str, object]) ->
     return "; ".join(
         f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v
     )
+
+
+def is_weights_file(init: str | Path) -> bool:
+    """Whether an ``--init`` names a weights file (``.pt`` / ``.pth``) rather than a
+    registered model."""
+    return Path(init).suffix in (".pt", ".pth")

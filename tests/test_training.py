@@ -4,6 +4,7 @@ out, both loops' schedules through it, the config comparison, the atomic state s
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,7 +104,7 @@ def test_save_state_makes_the_folder_and_never_leaves_half_a_file(tmp_path, monk
     before = path.read_bytes()
 
     def dies_mid_write(obj, f, *args, **kwargs):
-        f.write_bytes(b"half a file")
+        f.write(b"half a file")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", dies_mid_write)
@@ -111,3 +112,54 @@ def test_save_state_makes_the_folder_and_never_leaves_half_a_file(tmp_path, monk
         save_state({"step": 2}, path)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["state.pt"]
+
+
+def test_save_state_is_byte_reproducible(tmp_path):
+    """The same tensors saved twice under different names give the same bytes (torch names the
+    archive after the file it is given a path to; save_state gives it an open file)."""
+    state = {"step": 3, "w": torch.arange(6.0).reshape(2, 3), "h": torch.ones(2, dtype=torch.half)}
+    save_state(state, tmp_path / "a.pt")
+    save_state(state, tmp_path / "other" / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "other" / "b.pt").read_bytes()
+
+
+def test_save_state_on_a_full_disk_is_one_line_and_keeps_the_earlier_file(tmp_path, monkeypatch):
+    """A real ENOSPC (writing to /dev/full) becomes a UserError naming the path; the file saved
+    before is untouched and no temporary file is left."""
+    import contextlib
+
+    from basam_lite import training
+    from basam_lite.errors import UserError
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system to produce a real ENOSPC")
+    path = tmp_path / "state.pt"
+    save_state({"step": 1}, path)
+    before = path.read_bytes()
+
+    @contextlib.contextmanager
+    def onto_a_full_disk(target):
+        yield Path("/dev/full")
+
+    monkeypatch.setattr(training, "atomic_write", onto_a_full_disk)
+    with pytest.raises(UserError, match=r"no space left on the device to write .*state\.pt") as e:
+        save_state({"step": 2, "w": torch.randn(1 << 16)}, path)
+    assert "\n" not in str(e.value) and "earlier state.pt is kept" in str(e.value)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+@pytest.mark.parametrize(
+    ("init", "want"),
+    [
+        ("runs/a.pt", True),
+        ("b.pth", True),
+        ("tiny-basam", False),
+        ("vit_b", False),
+        ("x.pt.json", False),
+    ],
+)
+def test_is_weights_file(init, want):
+    from basam_lite.training import is_weights_file
+
+    assert is_weights_file(init) is want
