@@ -91,8 +91,10 @@ speed for memory and is meant for training, not inference.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -139,6 +141,11 @@ class AttentionBias:
             distances are measured from there. None: the same grid as the queries.
         table: ``[B or 1, H, Nq, Nk]`` a family's dense additive position term (e.g. MobileSAM's
             learned per-head bias table, gathered for this window), or None.
+        rel_rows: SAM's rel-pos terms on demand instead of ``rel_h`` / ``rel_w``:
+            ``rel_rows(first, last)`` returns ``(rel_h, rel_w)`` of the queries in grid rows
+            ``first .. last - 1`` only. The chunked path without autograd then computes them per
+            chunk and never holds the whole ``N x (rows + cols)`` terms (192 MiB at 128 x 128
+            tokens, ViT-B); every other path works on :meth:`materialized`.
     """
 
     grid_hw: tuple[int, int]
@@ -149,14 +156,34 @@ class AttentionBias:
     distance_scale: float = 1.0
     key_grid_hw: tuple[int, int] | None = None
     table: Tensor | None = None
+    rel_rows: Callable[[int, int], tuple[Tensor, Tensor]] | None = None
 
     @property
     def is_empty(self) -> bool:
-        return self.rel_h is None and self.slopes is None and self.table is None
+        return not self.has_rel_pos and self.slopes is None and self.table is None
 
     @property
     def has_rel_pos(self) -> bool:
-        return self.rel_h is not None and self.rel_w is not None
+        return (self.rel_h is not None and self.rel_w is not None) or self.rel_rows is not None
+
+    def rel_pos_of(self, first: int, last: int) -> tuple[Tensor, Tensor]:
+        """``(rel_h, rel_w)`` of the queries in grid rows ``first .. last - 1``
+        (``[B, H, (last - first) * cols, rows]`` and ``[..., cols]``), computed on demand when
+        the bias holds ``rel_rows``."""
+        if self.rel_rows is not None:
+            return self.rel_rows(first, last)
+        assert self.rel_h is not None and self.rel_w is not None
+        cols = self.grid_hw[1]
+        return self.rel_h[:, :, first * cols : last * cols], self.rel_w[
+            :, :, first * cols : last * cols
+        ]
+
+    def materialized(self) -> AttentionBias:
+        """The same bias with ``rel_h`` / ``rel_w`` held whole (itself when it holds them)."""
+        if self.rel_rows is None:
+            return self
+        rel_h, rel_w = self.rel_rows(0, self.grid_hw[0])
+        return dataclasses.replace(self, rel_h=rel_h, rel_w=rel_w, rel_rows=None)
 
     @property
     def key_grid(self) -> tuple[int, int]:
@@ -402,6 +429,7 @@ def bias_rows(bias: AttentionBias, rows: Rows, dtype: torch.dtype) -> Tensor | N
     """The full additive bias for the given query rows: ``[B or 1, H, Q, N]``, or None."""
     if bias.is_empty:
         return None
+    bias = bias.materialized()
     aligned = None if bias.is_general else _aligned_rows(rows, bias.grid_hw)
     if aligned is not None:
         return _grid_row_bias(bias, *aligned, dtype)
@@ -482,6 +510,8 @@ def attend(
     ``scale`` (lambda / sqrt(d)) and the additive terms in ``bias``."""
     grad = _needs_grad(q, k, v, bias)
     chosen = choose_path(q.shape[0], q.shape[1], bias, path, requires_grad=grad)
+    if chosen != "chunked" or grad or bias.is_general:  # only that path takes rows on demand
+        bias = bias.materialized()
     if chosen == "sdpa":
         if not bias.is_empty:  # an explicit "sdpa" request must not silently drop a bias
             raise ValueError("path 'sdpa' runs without bias; use 'auto' for a biased attention")
@@ -569,9 +599,8 @@ def _chunked(
             mask = _reversed_query_bias(bias, first, last, q.dtype, out)
             q_chunk = _flip_query_rows(q[:, :, s:e], cols)
         else:
-            assert bias.rel_h is not None and bias.rel_w is not None
-            rows = slice(first * bias.grid_hw[1], last * bias.grid_hw[1])
-            mask = rel_pos_rows(bias.rel_h, bias.rel_w, rows, q.dtype, out)
+            rel_h, rel_w = bias.rel_pos_of(first, last)
+            mask = rel_pos_rows(rel_h, rel_w, slice(None), q.dtype, out)
             q_chunk = q[:, :, s:e]
         chunk = F.scaled_dot_product_attention(q_chunk, k, v, attn_mask=mask, scale=scale)
         if masked:
@@ -632,11 +661,12 @@ def _reversed_query_bias(
     dist = dist.to(dtype)
     neg = _neg_slopes(bias, dtype, 6)
     has_rel = bias.has_rel_pos
+    b = 1
     if has_rel:
-        assert bias.rel_h is not None and bias.rel_w is not None
-        rh = _flip_query_rows(bias.rel_h[:, :, s:e], cols)  # the chunk's R^h rows, reversed
-        rw = _flip_query_rows(bias.rel_w[:, :, s:e], cols)
-    b = bias.rel_h.shape[0] if has_rel and bias.rel_h is not None else 1
+        rel_h, rel_w = bias.rel_pos_of(first, last)
+        rh = _flip_query_rows(rel_h, cols)  # the chunk's R^h rows, reversed
+        rw = _flip_query_rows(rel_w, cols)
+        b = rh.shape[0]
     if out is None:  # autograd
         mask = (neg * dist).reshape(1, h, q_len, n)
         if not has_rel:

@@ -167,7 +167,10 @@ def attention_bytes(shape: EncoderShape, size: int, stock: bool, biased: bool) -
     else:
         glob = max(CHUNK_BIAS_BYTES, 4 * h * g * n) + 4 * h * g * n  # the chunk, one row more
     win = 4 * nw * h * w**4 if shape.windowed else 0
-    return max(glob, win) + 2 * 4 * h * n * (2 * g)  # + the rel-pos terms rel_h, rel_w
+    # + the rel-pos terms rel_h, rel_w, counted whole: without autograd the chunked path computes
+    # them per chunk once they pass encoders.vit_like.LAZY_REL_POS_BYTES, so there this is an
+    # overestimate (kept: the estimate is meant to be conservative).
+    return max(glob, win) + 2 * 4 * h * n * (2 * g)
 
 
 def cell_bytes(model: str | EncoderShape, variant: str, size: int) -> int:

@@ -18,6 +18,8 @@ the capture hook. Nothing here knows a family.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 from ..attention import AttentionBias, attend
@@ -60,12 +62,14 @@ def basam_attend(
     )
     if position is not None:
         rel_h, rel_w, table = position.rel_h, position.rel_w, position.table
+        rel_rows = position.rel_rows
         coef = block_parameter(attn, "rel_pos_coef")
         if coef is not None and position.coefficient:
             rel_h = None if rel_h is None else coef * rel_h
             rel_w = None if rel_w is None else coef * rel_w
             table = None if table is None else coef * table
-        bias.rel_h, bias.rel_w, bias.table = rel_h, rel_w, table
+            rel_rows = None if rel_rows is None else _times(coef, rel_rows)
+        bias.rel_h, bias.rel_w, bias.table, bias.rel_rows = rel_h, rel_w, table, rel_rows
     if state.active and state.slopes is not None:
         gain = block_parameter(attn, "gain")
         slopes = state.slopes.to(q.device)
@@ -73,5 +77,16 @@ def basam_attend(
         if state.config.mask_units == "base" and state.is_global:
             bias.distance_scale = base_unit_scale(keys, state.base_grid)
     if state.capture_hook is not None:
+        bias = bias.materialized()
         state.capture_hook(attn, q, k, scale, bias)
     return attend(q, k, v, scale, bias, path=state.config.path)
+
+
+def _times(coef: Tensor, rel_rows: Callable[[int, int], tuple[Tensor, Tensor]]) -> Callable:
+    """``rel_rows`` with both terms multiplied by the official preset's coefficient."""
+
+    def rows(first: int, last: int) -> tuple[Tensor, Tensor]:
+        rel_h, rel_w = rel_rows(first, last)
+        return coef * rel_h, coef * rel_w
+
+    return rows

@@ -108,12 +108,16 @@ class PositionTerms:
             gathered for the window), or None.
         coefficient: whether the official preset's learned coefficient multiplies these terms
             in this call (MobileSAM: in training only, as the official code).
+        rel_rows: ``rel_h`` and ``rel_w`` on demand instead (``rel_rows(first, last)``: the
+            terms of the queries in grid rows ``first .. last - 1``); see
+            :attr:`basam_lite.attention.AttentionBias.rel_rows`.
     """
 
     rel_h: Tensor | None = None
     rel_w: Tensor | None = None
     table: Tensor | None = None
     coefficient: bool = True
+    rel_rows: Callable[[int, int], tuple[Tensor, Tensor]] | None = None
 
 
 class Predictor(Protocol):

@@ -41,10 +41,10 @@ from ..errors import UserError
 from ..predictor import check_prompt, to_rgb_uint8
 from ..sizes import Size, parse_size
 from .attend import basam_attend
-from .base import AttentionBlock, EncoderAdapter, Grid, PositionTerms, Predictor
+from .base import AttentionBlock, EncoderAdapter, Grid, Predictor
 from .hf_weights import require_transformers
 from .sam_like import sized_preprocess
-from .vit_like import PlainViTAdapter, add_abs_pos, rel_pos_terms
+from .vit_like import PlainViTAdapter, add_abs_pos, rel_pos_position
 
 require_transformers()
 
@@ -62,19 +62,6 @@ _MEAN = torch.tensor([0.485, 0.456, 0.406]) * 255
 _STD = torch.tensor([0.229, 0.224, 0.225]) * 255
 
 
-def hf_decomposed_rel_pos(
-    attn: SamVisionAttention, q: Tensor, grid_hw: Grid
-) -> tuple[Tensor, Tensor]:
-    r"""HF's decomposed rel-pos terms for ``q [B, H, N, d]`` on a (rows, cols) grid, split:
-    ``rel_h [B, H, N, rows]``, ``rel_w [B, H, N, cols]`` with
-    :math:`R^h_i[r] = q_i \cdot P_h[\mathrm{row}_i - r]`, the tables from the module's own
-    ``get_rel_pos`` (HF adds ``rel_h[i, row_j] + rel_w[i, col_j]`` to the logits)."""
-    rows, cols = grid_hw
-    table_h = attn.get_rel_pos(rows, rows, attn.rel_pos_h)  # [rows (query), rows (key), d]
-    table_w = attn.get_rel_pos(cols, cols, attn.rel_pos_w)
-    return rel_pos_terms(q, table_h, table_w, grid_hw)
-
-
 class HFBASAMAttention(SamVisionAttention):
     """``SamVisionAttention`` (eager or SDPA) with BA-SAM: ``[B, rows, cols, C]`` in,
     ``(out, None)`` out, on :func:`~basam_lite.encoders.attend.basam_attend`."""
@@ -87,8 +74,11 @@ class HFBASAMAttention(SamVisionAttention):
         q, k, v = qkv.unbind(0)  # each [B, heads, N, head_dim]
         position = None
         if self.use_rel_pos:
-            position = PositionTerms(*hf_decomposed_rel_pos(self, q, (rows, cols)))
+            table_h = self.get_rel_pos(rows, rows, self.rel_pos_h)  # [rows (query), rows (key), d]
+            table_w = self.get_rel_pos(cols, cols, self.rel_pos_w)
+            position = rel_pos_position(q, table_h, table_w, (rows, cols))
         out = basam_attend(self, q, k, v, (rows, cols), position=position, base_scale=self.scale)
+        del qkv, q, k, v, position  # not needed by the projection (as in sam1.BASAMAttention)
         return self.proj(out.transpose(1, 2).reshape(b, rows, cols, -1)), None
 
 

@@ -9,7 +9,8 @@ decomposed relative-position terms (MViTv2). The patched modules:
   :func:`~basam_lite.encoders.attend.basam_attend`;
 - :class:`SizedEncoder` (``ImageEncoderViT``): any multiple of 16 px, the absolute position
   embedding resampled bicubically at every forward (the parameter is never modified), left out
-  when the config says ``use_abs_pos=False``;
+  when the config says ``use_abs_pos=False``; without autograd at large sizes the blocks' MLPs
+  run on slices of the tokens (:mod:`~basam_lite.encoders.chunked_mlp`);
 - :class:`SizedSam` (``Sam``): pre/post-processing padded and cropped to the current size;
 - :class:`BASAMPredictor` (``SamPredictor``): its transform follows the input size.
 
@@ -31,14 +32,15 @@ from torch import Tensor, nn
 from ..patch_state import encoder_patch
 from ..sizes import fit_image, fit_shape
 from .attend import basam_attend
-from .base import AttentionBlock, EncoderAdapter, Grid, PositionTerms, Predictor
+from .base import AttentionBlock, EncoderAdapter, Grid, Predictor
+from .chunked_mlp import chunked_mlps
 from .sam_like import (
     SamDecoding,
     SizedPredictorMixin,
     sized_postprocess_masks,
     sized_preprocess,
 )
-from .vit_like import PlainViTAdapter, add_abs_pos, rel_pos_terms
+from .vit_like import PlainViTAdapter, add_abs_pos, rel_pos_position, rel_pos_terms
 
 
 def decomposed_rel_pos(
@@ -72,9 +74,13 @@ class BASAMAttention(Attention):
         q, k, v = qkv.unbind(0)  # each [B, heads, N, head_dim]
         position = None
         if self.use_rel_pos:
-            rel_h, rel_w = decomposed_rel_pos(q, self.rel_pos_h, self.rel_pos_w, (rows, cols))
-            position = PositionTerms(rel_h, rel_w)
+            table_h = get_rel_pos(rows, rows, self.rel_pos_h)  # [rows (query), rows (key), d]
+            table_w = get_rel_pos(cols, cols, self.rel_pos_w)
+            position = rel_pos_position(q, table_h, table_w, (rows, cols))
         out = basam_attend(self, q, k, v, (rows, cols), position=position)
+        # Free q, k, v (views of qkv) and the rel-pos terms before the output's copy and
+        # projection: at 128 x 128 tokens they hold 350 MB that the projection does not need.
+        del qkv, q, k, v, position
         return self.proj(out.transpose(1, 2).reshape(b, rows, cols, -1))
 
 
@@ -96,8 +102,9 @@ class SizedEncoder(ImageEncoderViT):
                 f"resize it first (basam_lite.set_input_size and Sam.preprocess do this for you)"
             )
         x = add_abs_pos(self, self.patch_embed(x))  # [B, rows, cols, C]
-        for blk in self.blocks:
-            x = blk(x)
+        with chunked_mlps(self.blocks, x.shape[0] * x.shape[1] * x.shape[2]):
+            for blk in self.blocks:
+                x = blk(x)
         return self.neck(x.permute(0, 3, 1, 2))
 
 

@@ -5,6 +5,8 @@ attribute names. One position arithmetic, one sized-encoder step and one set of 
 serve both families.
 
 - :func:`rel_pos_terms`: SAM's decomposed rel-pos terms from already interpolated tables;
+  :func:`rel_pos_position`: the same as a block's :class:`~basam_lite.encoders.base.PositionTerms`,
+  computed per query chunk when they are large and no gradient is wanted;
 - :func:`add_abs_pos`: the absolute position embedding resampled to the token grid, or left out
   when the block's BA-SAM config says ``use_abs_pos=False``;
 - :class:`PlainViTAdapter`: the adapter facts and the size bookkeeping of ``resize``. Put before
@@ -26,7 +28,7 @@ from ..patch_state import (
     encoder_record,
     swap_class,
 )
-from .base import AttentionBlock, BlockGrids, Grid
+from .base import AttentionBlock, BlockGrids, Grid, PositionTerms
 
 
 def rel_pos_terms(
@@ -40,12 +42,46 @@ def rel_pos_terms(
     :math:`R^h_i[r] = q_i \cdot P_h[\mathrm{row}_i - r]` (``table_h[row_i, r]``); SAM adds
     ``rel_h[i, row_j] + rel_w[i, col_j]`` to the logit of pair (i, j); q is not scaled here.
     """
+    return rel_pos_terms_rows(q, table_h, table_w, grid_hw, 0, grid_hw[0])
+
+
+def rel_pos_terms_rows(
+    q: Tensor, table_h: Tensor, table_w: Tensor, grid_hw: Grid, first: int, last: int
+) -> tuple[Tensor, Tensor]:
+    """:func:`rel_pos_terms` of the queries in grid rows ``first .. last - 1`` only:
+    ``rel_h [B, H, (last - first) * cols, rows]``, ``rel_w [B, H, (last - first) * cols, cols]``
+    (``q`` is still all ``[B, H, N, d]``)."""
     rows, cols = grid_hw
-    b, h, n, d = q.shape
-    grid = q.reshape(b, h, rows, cols, d)
-    rel_h = torch.einsum("bhrcd,rkd->bhrck", grid, table_h).reshape(b, h, n, rows)
-    rel_w = torch.einsum("bhrcd,ckd->bhrck", grid, table_w).reshape(b, h, n, cols)
-    return rel_h, rel_w
+    b, h, _, d = q.shape
+    grid = q[:, :, first * cols : last * cols].reshape(b, h, last - first, cols, d)
+    rel_h = torch.einsum("bhrcd,rkd->bhrck", grid, table_h[first:last])
+    rel_w = torch.einsum("bhrcd,ckd->bhrck", grid, table_w)
+    q_len = (last - first) * cols
+    return rel_h.reshape(b, h, q_len, rows), rel_w.reshape(b, h, q_len, cols)
+
+
+LAZY_REL_POS_BYTES = 64 << 20
+"""Without autograd, rel-pos terms (``rel_h`` and ``rel_w`` together) larger than this are
+computed per query chunk by the chunked attention path instead of whole: 192 MiB less at the
+peak of a ViT-B global block at 128 x 128 tokens (a 2048 px image)."""
+
+
+def rel_pos_position(q: Tensor, table_h: Tensor, table_w: Tensor, grid_hw: Grid) -> PositionTerms:
+    """SAM's rel-pos terms of ``q [B, H, N, d]`` as :class:`PositionTerms`: whole, or on demand
+    (``rel_rows``) when no gradient is wanted and they would take more than
+    :data:`LAZY_REL_POS_BYTES`."""
+    rows, cols = grid_hw
+    b, h, n, _ = q.shape
+    if (
+        torch.is_grad_enabled()
+        or b * h * n * (rows + cols) * q.element_size() <= LAZY_REL_POS_BYTES
+    ):
+        return PositionTerms(*rel_pos_terms(q, table_h, table_w, grid_hw))
+
+    def rel_rows(first: int, last: int) -> tuple[Tensor, Tensor]:
+        return rel_pos_terms_rows(q, table_h, table_w, grid_hw, first, last)
+
+    return PositionTerms(rel_rows=rel_rows)
 
 
 def add_abs_pos(encoder: nn.Module, x: Tensor) -> Tensor:
