@@ -215,8 +215,8 @@ def test_an_interrupted_save_keeps_the_previous_state(tmp_path, monkeypatch):
     train(cfg, run_dir=tmp_path, progress=False, stop_after=1)
     before = (tmp_path / "state.pt").read_bytes()
 
-    def dies_mid_write(obj, path, *args, **kwargs):
-        Path(path).write_bytes(b"half a file")
+    def dies_mid_write(obj, f, *args, **kwargs):  # save_state hands torch.save an open file
+        f.write(b"half a file")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", dies_mid_write)
