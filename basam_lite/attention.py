@@ -102,6 +102,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import compiled_bias
 from .masks import Metric, grid_positions, pairwise_distance
 from .scaling import check_choice
 
@@ -650,7 +651,7 @@ def _reversed_query_bias(
 
     Without autograd it is written into ``out`` in two passes (a broadcast add of the chunk's
     rel-pos rows, then one ``addcmul_`` with the strided distance view), whatever the number of
-    grid rows in the chunk.
+    grid rows in the chunk; in one pass where :mod:`basam_lite.compiled_bias` is turned on.
     """
     assert bias.slopes is not None
     n_rows, cols = bias.grid_hw
@@ -672,9 +673,15 @@ def _reversed_query_bias(
         if not has_rel:
             return mask
         return rel_pos_rows(rh, rw, slice(None), dtype) + mask
-    view = out.view(b, h, last - first, cols, n_rows, cols)
+    length = last - first
+    view = out.view(b, h, length, cols, n_rows, cols)
     if not has_rel:
         torch.mul(neg, dist, out=view)
+        return out
+    rh, rw = rh.to(dtype), rw.to(dtype)
+    rh_rows = rh.reshape(b, h, length, cols, n_rows, 1)
+    rw_rows = rw.reshape(b, h, length, cols, 1, cols)
+    if compiled_bias.write_rows(view, rh_rows, rw_rows, neg, dist):  # one pass, opt-in
         return out
     rel_pos_rows(rh, rw, slice(None), dtype, out)
     view.addcmul_(neg, dist)
