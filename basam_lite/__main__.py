@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         parser, modules = build_parser()
         args = parser.parse_args(argv)
         refuse_non_finite(args)
+        from .compiled_bias import enabled as compiled_bias_enabled
+
+        compiled_bias_enabled()  # a bad BASAM_COMPILED_BIAS is refused before any work
         return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
     except OSError as e:
         line = fault_line(e)

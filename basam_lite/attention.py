@@ -42,7 +42,8 @@ The paths (``path=`` of :func:`attend` and of :class:`~basam_lite.BASAMConfig`):
   reversed query row is :math:`r = \mathrm{last} - 1 - t`, and its distance to key
   :math:`(r', c')` is :math:`T[c,\ \mathrm{rows} - \mathrm{last} + t + r',\ c']`, a function of
   :math:`t + r'`, so the mask rows of a whole chunk are one view of :math:`T` with positive
-  strides (``as_strided``), and the chunk's bias takes two passes whatever its size:
+  strides (``as_strided``), and the chunk's bias takes two passes whatever its size (one with
+  the opt-in :mod:`basam_lite.compiled_bias`, which generates a loop for the whole formula):
 
   .. math::
       B_{(r,c),(r',c')} = R^h_{(r,c)}[r'] + R^w_{(r,c)}[c']
@@ -174,10 +175,8 @@ class AttentionBias:
         if self.rel_rows is not None:
             return self.rel_rows(first, last)
         assert self.rel_h is not None and self.rel_w is not None
-        cols = self.grid_hw[1]
-        return self.rel_h[:, :, first * cols : last * cols], self.rel_w[
-            :, :, first * cols : last * cols
-        ]
+        s, e = first * self.grid_hw[1], last * self.grid_hw[1]
+        return self.rel_h[:, :, s:e], self.rel_w[:, :, s:e]
 
     def materialized(self) -> AttentionBias:
         """The same bias with ``rel_h`` / ``rel_w`` held whole (itself when it holds them)."""

@@ -20,7 +20,7 @@ default under the system's temporary folder), while one ViT-B forward saves abou
 
     BASAM_COMPILED_BIAS=1 python -m basam_lite ...
 
-or in code, :func:`compiled_bias` (a context manager) or :func:`set_compiled_bias`. It applies
+or in code, :func:`use_compiled_bias` (a context manager) or :func:`set_compiled_bias`. It applies
 without autograd, on the CPU, outside any enclosing ``torch.compile``; everywhere else the eager
 build runs. Where compiling fails (no C++ compiler, an Inductor error) it warns once and the eager
 build runs from then on. The two builds agree to fp32 rounding (tests/test_compiled_bias.py).
@@ -81,7 +81,7 @@ def set_compiled_bias(on: bool | None) -> None:
 
 
 @contextlib.contextmanager
-def compiled_bias(on: bool = True) -> Iterator[None]:
+def use_compiled_bias(on: bool = True) -> Iterator[None]:
     """Within the block, the compiled build on (or off); the earlier choice afterwards."""
     global _override
     before = _override

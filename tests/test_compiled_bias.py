@@ -6,6 +6,9 @@ autograd, and falls back to the eager build, warning once, when compiling fails.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -80,7 +83,7 @@ def test_compiled_attention_equals_the_explicit_softmax(b, metric, unit, calls, 
     # two grid rows per chunk: chunks (0, 2), (2, 4), (4, 6)
     monkeypatch.setattr(attn_lib, "CHUNK_BIAS_BYTES", b * 3 * 2 * 5 * 30 * 4)
     bias = AttentionBias(grid, rel_h, rel_w, slopes, metric, distance_scale=unit)
-    with torch.no_grad(), compiled_bias.compiled_bias(True):
+    with torch.no_grad(), compiled_bias.use_compiled_bias(True):
         got = attend(q, k, v, 0.3, bias, "chunked")
     assert len(calls) == 3
     want = explicit(q, k, v, 0.3, rel_h, rel_w, grid, slopes, metric, unit)
@@ -98,7 +101,7 @@ def test_compiled_rows_equal_the_eager_rows(first, last, calls):
     fused_out = torch.full((size,), float("nan")).view(2, 3, (last - first) * 5, 30)
     with torch.no_grad():
         eager = attn_lib._reversed_query_bias(bias, first, last, torch.float32, eager_out)
-        with compiled_bias.compiled_bias(True):
+        with compiled_bias.use_compiled_bias(True):
             fused = attn_lib._reversed_query_bias(bias, first, last, torch.float32, fused_out)
     assert len(calls) == 1
     assert fused.data_ptr() == fused_out.data_ptr()
@@ -116,7 +119,7 @@ def test_off_unless_asked(monkeypatch, calls):
     assert calls == []
     monkeypatch.setenv(compiled_bias.ENV, "1")
     assert compiled_bias.enabled() and compiled_bias.status() == "on"
-    with compiled_bias.compiled_bias(False):
+    with compiled_bias.use_compiled_bias(False):
         assert not compiled_bias.enabled()
     assert compiled_bias.enabled()
     compiled_bias.set_compiled_bias(False)
@@ -138,7 +141,7 @@ def test_autograd_keeps_the_eager_build(calls):
     q, k, v, rel_h, rel_w = inputs(1, grid)
     q.requires_grad_(True)
     slopes = torch.tensor([0.5, 0.25, 0.125])
-    with compiled_bias.compiled_bias(True):
+    with compiled_bias.use_compiled_bias(True):
         got = attend(q, k, v, 0.3, AttentionBias(grid, rel_h, rel_w, slopes), "chunked")
         assert not compiled_bias.write_rows(*(torch.zeros(1, requires_grad=True),) * 5)
     (grad,) = torch.autograd.grad(got.sum(), q)
@@ -162,7 +165,7 @@ def test_a_failed_compile_warns_once_and_the_eager_build_runs(monkeypatch):
     bias = AttentionBias(grid, rel_h, rel_w, torch.tensor([0.5, 0.25, 0.125]))
     with torch.no_grad():
         want = attend(q, k, v, 0.3, bias, "chunked")
-        with compiled_bias.compiled_bias(True):
+        with compiled_bias.use_compiled_bias(True):
             with pytest.warns(RuntimeWarning, match="compiled bias build is unavailable"):
                 got = attend(q, k, v, 0.3, bias, "chunked")
             with warnings.catch_warnings():
@@ -183,6 +186,7 @@ def test_the_benchmark_times_the_compiled_case_with_the_build_on():
     assert bench.block_call("paper_compiled", probe, x)() is True
     assert bench.block_call("basam_paper", probe, x)() is False
     assert not compiled_bias.enabled()
+    assert bench.COMPILE_WARM_GRID**2 > attn_lib.DENSE_MAX_TOKENS  # warms the chunked path
     rows = [
         bench.Row("block", case, "", 64, seconds=t)
         for case, t in (
@@ -198,3 +202,18 @@ def test_the_benchmark_times_the_compiled_case_with_the_build_on():
     assert got["(b)/(b0)"] == (1.1, "FAIL (by 7%)")
     assert got["(b+)/(b0)"] == (1.02, "PASS")
     assert got["(b+)/(c)"] == (2.04, "FAIL (by 94%)")
+
+
+def test_the_cli_refuses_a_bad_value_before_any_work(tmp_path):
+    out = tmp_path / "never.csv"
+    env = {**os.environ, compiled_bias.ENV: "fast"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "basam_lite", "bench", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and compiled_bias.ENV in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()

@@ -44,7 +44,7 @@ from .attend import basam_attend
 from .base import AttentionBlock, EncoderAdapter, Grid, Predictor
 from .hf_weights import require_transformers
 from .sam_like import sized_preprocess
-from .vit_like import PlainViTAdapter, add_abs_pos, rel_pos_position
+from .vit_like import PlainViTAdapter, add_abs_pos, interpolated_tables, rel_pos_position
 
 require_transformers()
 
@@ -74,9 +74,9 @@ class HFBASAMAttention(SamVisionAttention):
         q, k, v = qkv.unbind(0)  # each [B, heads, N, head_dim]
         position = None
         if self.use_rel_pos:
-            table_h = self.get_rel_pos(rows, rows, self.rel_pos_h)  # [rows (query), rows (key), d]
-            table_w = self.get_rel_pos(cols, cols, self.rel_pos_w)
-            position = rel_pos_position(q, table_h, table_w, (rows, cols))
+            grid = (rows, cols)
+            tables = interpolated_tables(self.rel_pos_h, self.rel_pos_w, grid, self.get_rel_pos)
+            position = rel_pos_position(q, *tables, grid)
         out = basam_attend(self, q, k, v, (rows, cols), position=position, base_scale=self.scale)
         del qkv, q, k, v, position  # not needed by the projection (as in sam1.BASAMAttention)
         return self.proj(out.transpose(1, 2).reshape(b, rows, cols, -1)), None

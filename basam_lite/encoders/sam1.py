@@ -40,7 +40,13 @@ from .sam_like import (
     sized_postprocess_masks,
     sized_preprocess,
 )
-from .vit_like import PlainViTAdapter, add_abs_pos, rel_pos_position, rel_pos_terms
+from .vit_like import (
+    PlainViTAdapter,
+    add_abs_pos,
+    interpolated_tables,
+    rel_pos_position,
+    rel_pos_terms,
+)
 
 
 def decomposed_rel_pos(
@@ -53,10 +59,8 @@ def decomposed_rel_pos(
     ``get_rel_pos`` when the grid differs from the one they were trained on). SAM adds
     ``rel_h[i, row_j] + rel_w[i, col_j]`` to the logit of pair (i, j); q is not scaled here.
     """
-    rows, cols = grid_hw
-    table_h = get_rel_pos(rows, rows, rel_pos_h)  # [rows (query), rows (key), d]
-    table_w = get_rel_pos(cols, cols, rel_pos_w)
-    return rel_pos_terms(q, table_h, table_w, grid_hw)
+    tables = interpolated_tables(rel_pos_h, rel_pos_w, grid_hw, get_rel_pos)
+    return rel_pos_terms(q, *tables, grid_hw)
 
 
 class BASAMAttention(Attention):
@@ -74,9 +78,8 @@ class BASAMAttention(Attention):
         q, k, v = qkv.unbind(0)  # each [B, heads, N, head_dim]
         position = None
         if self.use_rel_pos:
-            table_h = get_rel_pos(rows, rows, self.rel_pos_h)  # [rows (query), rows (key), d]
-            table_w = get_rel_pos(cols, cols, self.rel_pos_w)
-            position = rel_pos_position(q, table_h, table_w, (rows, cols))
+            tables = interpolated_tables(self.rel_pos_h, self.rel_pos_w, (rows, cols), get_rel_pos)
+            position = rel_pos_position(q, *tables, (rows, cols))
         out = basam_attend(self, q, k, v, (rows, cols), position=position)
         # Free q, k, v (views of qkv) and the rel-pos terms before the output's copy and
         # projection: at 128 x 128 tokens they hold 350 MB that the projection does not need.

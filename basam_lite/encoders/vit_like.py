@@ -4,6 +4,8 @@ windowed or global blocks with SAM's decomposed relative-position tables), store
 attribute names. One position arithmetic, one sized-encoder step and one set of adapter facts
 serve both families.
 
+- :func:`interpolated_tables`: a block's rel-pos tables at the grid, by the family's own
+  ``get_rel_pos`` (``segment_anything``'s, or Hugging Face's method);
 - :func:`rel_pos_terms`: SAM's decomposed rel-pos terms from already interpolated tables;
   :func:`rel_pos_position`: the same as a block's :class:`~basam_lite.encoders.base.PositionTerms`,
   computed per query chunk when they are large and no gradient is wanted;
@@ -16,6 +18,7 @@ serve both families.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -58,6 +61,16 @@ def rel_pos_terms_rows(
     rel_w = torch.einsum("bhrcd,ckd->bhrck", grid, table_w)
     q_len = (last - first) * cols
     return rel_h.reshape(b, h, q_len, rows), rel_w.reshape(b, h, q_len, cols)
+
+
+def interpolated_tables(
+    rel_pos_h: Tensor, rel_pos_w: Tensor, grid_hw: Grid, get_rel_pos: Callable
+) -> tuple[Tensor, Tensor]:
+    """A block's rel-pos tables at the grid, by the family's own interpolation
+    ``get_rel_pos(q_size, k_size, table)``: ``[rows (query), rows (key), d]`` and
+    ``[cols, cols, d]``."""
+    rows, cols = grid_hw
+    return get_rel_pos(rows, rows, rel_pos_h), get_rel_pos(cols, cols, rel_pos_w)
 
 
 LAZY_REL_POS_BYTES = 64 << 20
