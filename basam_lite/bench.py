@@ -92,6 +92,9 @@ BLOCK_CASES = {
 }
 GB = 1 << 30
 MB = 1 << 20
+FOLDED_MAX_TOKENS = 64 * 64
+"""The folded path's attention-only row is timed up to this many tokens (at 128 x 128 it took
+31.9 s against 9.2 s for the chunked path, docs/benchmark.md at 199991a)."""
 COMPILE_WARM_GRID = 56
 """The (b+) memory child compiles its kernel here first (chunked: above ``DENSE_MAX_TOKENS``)."""
 
@@ -238,6 +241,8 @@ def attention_cases(block: nn.Module, x: torch.Tensor) -> dict[str, tuple[str, C
     for path in ("dense", "chunked", "folded"):
         if path == "dense" and not fits:
             continue
+        if path == auto or (path == "folded" and rows * cols > FOLDED_MAX_TOKENS):
+            continue  # timed above as "auto"; folded is for training, and slow on large grids
         cases[f"attn_paper_{path}"] = (path, paper(path))
     cases["attn_paper_compiled"] = ("chunked", paper_compiled)
     return cases
