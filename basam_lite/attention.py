@@ -572,6 +572,16 @@ def _workspace(numel: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     return buf[:numel]
 
 
+def release_workspace() -> int:
+    """Drop this thread's kept bias buffers (:func:`_workspace`), e.g. after a large forward
+    when the memory is wanted elsewhere; the next chunked call allocates again. Returns the bytes
+    released."""
+    cache: dict = _local.__dict__.setdefault("buffers", {})
+    freed = sum(buf.numel() * buf.element_size() for buf in cache.values())
+    cache.clear()
+    return freed
+
+
 def _chunked(
     q: Tensor, k: Tensor, v: Tensor, scale: float, bias: AttentionBias, grad: bool
 ) -> Tensor:

@@ -99,6 +99,11 @@ def status() -> str:
     return "on" if enabled() else "off"
 
 
+def compiled_kinds() -> int:
+    """How many kinds of chunk this process has compiled the kernel for so far."""
+    return len(_signatures)
+
+
 def _fill(out: Tensor, rel_h: Tensor, rel_w: Tensor, neg: Tensor, dist: Tensor) -> None:
     # B = R^h[.., r', 1] + R^w[.., 1, c'] + (-m_h) T[.., r', c'], each element written once
     out.copy_(rel_h + rel_w + neg * dist)

@@ -204,6 +204,15 @@ def test_the_benchmark_times_the_compiled_case_with_the_build_on():
     assert got["(b+)/(c)"] == (2.04, "FAIL (by 94%)")
 
 
+def test_release_workspace_drops_the_kept_bias_buffer():
+    first = attn_lib._workspace(1000, torch.float32, torch.device("cpu"))
+    assert attn_lib._workspace(500, torch.float32, torch.device("cpu")).data_ptr() == (
+        first.data_ptr()
+    )
+    assert attn_lib.release_workspace() >= 4000
+    assert attn_lib.release_workspace() == 0
+
+
 def test_the_cli_refuses_a_bad_value_before_any_work(tmp_path):
     out = tmp_path / "never.csv"
     env = {**os.environ, compiled_bias.ENV: "fast"}
