@@ -10,20 +10,25 @@ On the chunked path (:func:`basam_lite.attention._chunked`) a masked chunk's bia
 PyTorch writes them in two passes over the chunk, a broadcast add and then an ``addcmul_`` that
 reads and writes every element again; the vanilla preset needs only the first. Here the three
 terms go into the chunk's buffer in one pass, with a loop that ``torch.compile`` (Inductor; a C++
-compiler on the CPU) generates from the formula, so the paper preset costs what the vanilla
-path costs (``docs/fused-bias-probe.md``; the ``(b+)`` rows of ``docs/benchmark.md``).
+compiler on the CPU) generates from the formula, so the paper preset's attention costs what the
+vanilla path's costs (``docs/fused-bias-probe.md``; the ``(b+)`` rows of ``docs/benchmark.md``).
 
-Off by default, because the first call compiles: about 2 to 4 s on a 2-core CPU (once per
-process and per kind of chunk; Inductor keeps its generated code in its own cache directory, by
-default under the system's temporary folder), while one ViT-B forward saves about 0.1 s at
-1024 px and 2 s at 2048 px. Turn it on for long runs::
+Off by default, because the first call compiles (seconds on a 2-core CPU: the ``(b+)`` rows'
+notes in ``docs/benchmark.md``; Inductor keeps the generated code in its own cache directory,
+by default under the system's temporary folder), which pays only over many forwards at large
+sizes. Turn it on for long runs::
 
     BASAM_COMPILED_BIAS=1 python -m basam_lite ...
 
-or in code, :func:`use_compiled_bias` (a context manager) or :func:`set_compiled_bias`. It applies
-without autograd, on the CPU, outside any enclosing ``torch.compile``; everywhere else the eager
-build runs. Where compiling fails (no C++ compiler, an Inductor error) it warns once and the eager
-build runs from then on. The two builds agree to fp32 rounding (tests/test_compiled_bias.py).
+or in code with :func:`use_compiled_bias` (a context manager) or :func:`set_compiled_bias`; the
+choice is process-wide, like ``torch.backends`` flags. It applies without autograd, on the CPU,
+outside any enclosing ``torch.compile``; everywhere else the eager build runs. One kernel serves
+every size (``dynamic=True``, sizes not merged by value), so a process compiles it once per dtype
+and pattern of size-1 axes. Where compiling fails (no C++ compiler, an Inductor error) it warns
+once and the eager build runs from then on; past ``torch._dynamo``'s recompile limit, new kinds of
+chunk run eagerly (one warning). In fp32 the two builds agree to rounding (tests/
+test_compiled_bias.py); in bf16 or fp16 the compiled build rounds once where the eager one
+rounds after each pass.
 """
 
 from __future__ import annotations
@@ -31,12 +36,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 import warnings
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
+from torch.fx.experimental import _config as shape_config
 
 from .errors import UserError
 
@@ -44,15 +49,10 @@ ENV = "BASAM_COMPILED_BIAS"
 _ON = ("1", "true", "on", "yes")
 _OFF = ("", "0", "false", "off", "no")
 
-_lock = threading.Lock()
 _override: bool | None = None
 _failure: str | None = None
+_warned_limit = False
 _kernel: Callable[..., None] | None = None
-_signatures: set[tuple] = set()
-MAX_SIGNATURES = 4
-"""Distinct kinds of chunk (rank, dtype, size-1 axes) compiled per process, kept under
-``torch._dynamo``'s recompile limit so that it never falls back to running the formula eagerly
-(which would allocate two chunk-sized temporaries); beyond it the eager build runs."""
 
 
 def _from_env() -> bool:
@@ -99,11 +99,6 @@ def status() -> str:
     return "on" if enabled() else "off"
 
 
-def compiled_kinds() -> int:
-    """How many kinds of chunk this process has compiled the kernel for so far."""
-    return len(_signatures)
-
-
 def _fill(out: Tensor, rel_h: Tensor, rel_w: Tensor, neg: Tensor, dist: Tensor) -> None:
     # B = R^h[.., r', 1] + R^w[.., 1, c'] + (-m_h) T[.., r', c'], each element written once
     out.copy_(rel_h + rel_w + neg * dist)
@@ -112,24 +107,16 @@ def _fill(out: Tensor, rel_h: Tensor, rel_w: Tensor, neg: Tensor, dist: Tensor) 
 def _compiled() -> Callable[..., None]:
     global _kernel
     if _kernel is None:
+        # Inductor's first import logs that no CUDA runtime was found on a CPU machine: not news.
+        log = logging.getLogger("torch.utils.cpp_extension")
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            import torch.utils.cpp_extension  # it logs that line when imported
+        finally:
+            log.setLevel(level)
         _kernel = torch.compile(_fill, dynamic=True, fullgraph=True)  # one kernel for all sizes
     return _kernel
-
-
-@contextlib.contextmanager
-def _quiet_compiler_logs() -> Iterator[None]:
-    """Inductor's first import logs that no CUDA runtime was found on a CPU machine: not news."""
-    log = logging.getLogger("torch.utils.cpp_extension")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
-def _signature(*tensors: Tensor) -> tuple:
-    return tuple((t.dtype, t.dim(), tuple(s == 1 for s in t.shape)) for t in tensors)
 
 
 def write_rows(out: Tensor, rel_h: Tensor, rel_w: Tensor, neg: Tensor, dist: Tensor) -> bool:
@@ -146,40 +133,45 @@ def write_rows(out: Tensor, rel_h: Tensor, rel_w: Tensor, neg: Tensor, dist: Ten
     not the CPU, inside another ``torch.compile``) or is unavailable: the caller then builds the
     rows eagerly.
     """
-    global _failure
+    global _failure, _warned_limit
+    if torch.compiler.is_compiling():  # an enclosing torch.compile traces the eager build
+        return False
     if not enabled() or _failure is not None:
         return False
     tensors = (out, rel_h, rel_w, neg, dist)
-    if any(t.device.type != "cpu" for t in tensors) or torch.compiler.is_compiling():
+    if any(t.device.type != "cpu" for t in tensors):
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    sig = _signature(*tensors)
     try:
-        if sig in _signatures:
-            _call(tensors)
-        else:
-            with _lock:  # a new kind of chunk compiles: once, whichever thread comes first
-                if sig not in _signatures and len(_signatures) >= MAX_SIGNATURES:
-                    return False
-                _call(tensors)
-                _signatures.add(sig)
-    except Exception as exc:  # no C++ compiler, an Inductor error: eager from now on
+        # Every size its own symbol: no guard that, say, rows == cols, which a later grid would
+        # break and recompile for (dynamo's own compile lock serialises first calls).
+        with shape_config.patch(use_duck_shape=False), torch.no_grad():
+            _compiled()(*tensors)
+    except Exception as exc:
+        from torch._dynamo.exc import FailOnRecompileLimitHit
+
+        if isinstance(exc, FailOnRecompileLimitHit):  # this kind of chunk: eager
+            if not _warned_limit:
+                _warned_limit = True
+                warnings.warn(
+                    "basam_lite: torch._dynamo's recompile limit is reached; new kinds of chunk "
+                    "get the eager bias build",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return False
+        # no C++ compiler, an Inductor error: eager from now on
         text = str(exc).strip().splitlines()
         _failure = f"{type(exc).__name__}: {text[0][:160] if text else ''}".rstrip(": ")
         warnings.warn(
             f"basam_lite: the compiled bias build is unavailable ({_failure}); the eager "
-            "build runs instead (same results)",
+            "build runs instead",
             RuntimeWarning,
             stacklevel=3,
         )
         return False
     return True
-
-
-def _call(tensors: tuple[Tensor, ...]) -> None:
-    with _quiet_compiler_logs(), torch.no_grad():
-        _compiled()(*tensors)
 
 
 def forget_failure() -> None:

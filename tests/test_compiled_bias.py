@@ -34,13 +34,18 @@ def _clean_state(monkeypatch):
 def calls(monkeypatch):
     """How many times the compiled kernel ran."""
     seen: list[int] = []
-    real = compiled_bias._call
+    real = compiled_bias._compiled
 
-    def counting(tensors):
-        seen.append(1)
-        real(tensors)
+    def counting():
+        kernel = real()
 
-    monkeypatch.setattr(compiled_bias, "_call", counting)
+        def run(*tensors):
+            seen.append(1)
+            kernel(*tensors)
+
+        return run
+
+    monkeypatch.setattr(compiled_bias, "_compiled", counting)
     return seen
 
 
@@ -226,3 +231,78 @@ def test_the_cli_refuses_a_bad_value_before_any_work(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and compiled_bias.ENV in proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_past_the_recompile_limit_new_chunks_run_eagerly(monkeypatch):
+    """Dynamo's recompile limit (fullgraph: an exception) makes that call eager, with one
+    warning; the compiled build stays on for the kinds it has."""
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    def limited():
+        def kernel(*_):
+            raise FailOnRecompileLimitHit("Hard failure due to fullgraph=True")
+
+        return kernel
+
+    monkeypatch.setattr(compiled_bias, "_compiled", limited)
+    monkeypatch.setattr(compiled_bias, "_warned_limit", False)
+    grid = (6, 5)
+    q, k, v, rel_h, rel_w = inputs(1, grid)
+    bias = AttentionBias(grid, rel_h, rel_w, torch.tensor([0.5, 0.25, 0.125]))
+    with torch.no_grad():
+        want = attend(q, k, v, 0.3, bias, "chunked")
+        with compiled_bias.use_compiled_bias(True):
+            with pytest.warns(RuntimeWarning, match="recompile limit"):
+                got = attend(q, k, v, 0.3, bias, "chunked")
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                attend(q, k, v, 0.3, bias, "chunked")
+            assert compiled_bias.status() == "on"
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_inside_an_enclosing_compile_the_eager_build_is_traced():
+    tensors = [torch.zeros(2, 3)] * 3 + [torch.zeros(1), torch.zeros(2, 3)]
+    with compiled_bias.use_compiled_bias(True):
+        traced = torch.compile(compiled_bias.write_rows, backend="eager", fullgraph=True)
+        assert traced(*tensors) is False
+
+
+@pytest.mark.parametrize("grid", [(6, 5), (5, 6), (4, 4)])
+def test_on_demand_rel_rows_and_other_grids(grid, calls, monkeypatch):
+    """The rows SAM 1 and HF hand over per chunk at large sizes (``rel_rows``), on grids of
+    other shapes in the same process (the kernel is shape-generic)."""
+    q, k, v, rel_h, rel_w = inputs(2, grid)
+    rows, cols = grid
+    slopes = torch.tensor([0.5, 0.25, 0.125])
+    monkeypatch.setattr(attn_lib, "CHUNK_BIAS_BYTES", 2 * 3 * 2 * cols * rows * cols * 4)
+
+    def rel_rows(first: int, last: int):
+        return rel_h[:, :, first * cols : last * cols], rel_w[:, :, first * cols : last * cols]
+
+    bias = AttentionBias(grid, slopes=slopes, rel_rows=rel_rows)
+    with torch.no_grad(), compiled_bias.use_compiled_bias(True):
+        got = attend(q, k, v, 0.3, bias, "chunked")
+    assert len(calls) == -(-rows // 2)
+    want = explicit(q, k, v, 0.3, rel_h, rel_w, grid, slopes, "euclidean", 1.0)
+    torch.testing.assert_close(got, want)
+
+
+def test_bf16_rows_round_once():
+    """In bf16 the compiled build rounds its sum once, the eager one after each pass: both
+    within bf16's resolution of the fp32 rows, the compiled one no further."""
+    grid = (6, 5)
+    _, _, _, rel_h, rel_w = inputs(1, grid)
+    bias = AttentionBias(grid, rel_h, rel_w, torch.tensor([0.5, 0.25, 0.125]), "euclidean")
+
+    def rows(dtype: torch.dtype, out: bool) -> torch.Tensor:
+        buf = torch.empty(3 * 30 * 30, dtype=dtype).view(1, 3, 30, 30) if out else None
+        return attn_lib._reversed_query_bias(bias, 0, 6, dtype, buf).float()
+
+    with torch.no_grad():
+        exact = rows(torch.float32, False)
+        eager = rows(torch.bfloat16, True)
+        with compiled_bias.use_compiled_bias(True):
+            fused = rows(torch.bfloat16, True)
+    assert (fused - exact).abs().max() <= (eager - exact).abs().max() + 1e-6
+    torch.testing.assert_close(fused, exact, rtol=1e-2, atol=2e-2)

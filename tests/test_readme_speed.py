@@ -117,3 +117,13 @@ def test_peers_table_is_the_committed_peers_run() -> None:
             assert float(cells[6].split()[0]) == pytest.approx(float(r["max_rel_diff"]), rel=0.06)
         else:
             assert cells[6] == "-"
+
+
+def test_speed_section_names_the_reports_command_and_load() -> None:
+    report = (ROOT / "docs" / "benchmark.md").read_text()
+    command = report.split("```bash\n")[1].split("\n```")[0].strip()
+    section = speed_section()
+    assert f"```bash\n{command}\n```" in section, command
+    load = re.search(r"load average ([0-9.]+)", report)
+    said = re.search(r"load average ([0-9.]+) at the end of the run", " ".join(section.split()))
+    assert load and said and said.group(1) == load.group(1)
