@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
-from torch.fx.experimental import _config as shape_config
 
 from .errors import UserError
 
@@ -119,6 +118,17 @@ def _compiled() -> Callable[..., None]:
     return _kernel
 
 
+def _sizes_apart() -> contextlib.AbstractContextManager:
+    """Dynamo's shape config with equal sizes kept as separate symbols (a private setting:
+    nothing where this torch lacks it)."""
+    try:
+        from torch.fx.experimental import _config
+
+        return _config.patch(use_duck_shape=False)
+    except (ImportError, AttributeError):
+        return contextlib.nullcontext()
+
+
 def write_rows(out: Tensor, rel_h: Tensor, rel_w: Tensor, neg: Tensor, dist: Tensor) -> bool:
     r"""Write ``rel_h + rel_w + neg * dist`` into ``out`` in one compiled pass.
 
@@ -146,7 +156,7 @@ def write_rows(out: Tensor, rel_h: Tensor, rel_w: Tensor, neg: Tensor, dist: Ten
     try:
         # Every size its own symbol: no guard that, say, rows == cols, which a later grid would
         # break and recompile for (dynamo's own compile lock serialises first calls).
-        with shape_config.patch(use_duck_shape=False), torch.no_grad():
+        with _sizes_apart(), torch.no_grad():
             _compiled()(*tensors)
     except Exception as exc:
         from torch._dynamo.exc import FailOnRecompileLimitHit
