@@ -69,7 +69,8 @@ def test_block_table_is_the_committed_benchmark() -> None:
             want = block[(case, grid)]["seconds"]
             times[case] = float(want) if want else None
             if want:
-                assert seconds(cell) == pytest.approx(float(want), abs=5e-4), (cells, case, want)
+                # the CSV keeps 4 decimals, the table 3 of the unrounded median: at most 5e-4 apart
+                assert seconds(cell) == pytest.approx(float(want), abs=5e-4 + 1e-9), (cells, case)
             else:
                 assert seconds(cell) is None, (cells, case)
     assert {"basam_paper", "paper_compiled", "basam_vanilla", "floor"} <= set(times)
