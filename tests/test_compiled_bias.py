@@ -157,28 +157,50 @@ def test_autograd_keeps_the_eager_build(calls):
     assert calls == []
 
 
-def test_a_failed_compile_warns_once_and_the_eager_build_runs(monkeypatch):
-    def broken():
+def _recompile_limit() -> Exception:
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    return FailOnRecompileLimitHit("Hard failure due to fullgraph=True")
+
+
+@pytest.mark.parametrize(
+    "error,warned,status",
+    [
+        (
+            lambda: RuntimeError("no working C++ compiler found\nlong details"),
+            "compiled bias build is unavailable",
+            "unavailable: RuntimeError: no working C++ compiler found",
+        ),
+        (_recompile_limit, "recompile limit", "on"),
+    ],
+    ids=["compile-fails", "recompile-limit"],
+)
+def test_a_compile_error_warns_once_and_the_eager_build_runs(error, warned, status, monkeypatch):
+    """No compiler (or any Inductor error): eager from then on. Dynamo's recompile limit (an
+    exception under ``fullgraph``): that call eager, the build still on for the kinds it has."""
+
+    def failing():
         def kernel(*_):
-            raise RuntimeError("no working C++ compiler found\nlong details")
+            raise error()
 
         return kernel
 
-    monkeypatch.setattr(compiled_bias, "_compiled", broken)
+    monkeypatch.setattr(compiled_bias, "_compiled", failing)
+    monkeypatch.setattr(compiled_bias, "_warned_limit", False)
     grid = (6, 5)
     q, k, v, rel_h, rel_w = inputs(2, grid)
     bias = AttentionBias(grid, rel_h, rel_w, torch.tensor([0.5, 0.25, 0.125]))
     with torch.no_grad():
         want = attend(q, k, v, 0.3, bias, "chunked")
         with compiled_bias.use_compiled_bias(True):
-            with pytest.warns(RuntimeWarning, match="compiled bias build is unavailable"):
+            with pytest.warns(RuntimeWarning, match=warned):
                 got = attend(q, k, v, 0.3, bias, "chunked")
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
                 again = attend(q, k, v, 0.3, bias, "chunked")
+            assert compiled_bias.status() == status
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     torch.testing.assert_close(again, want, rtol=0, atol=0)
-    assert compiled_bias.status() == ("unavailable: RuntimeError: no working C++ compiler found")
 
 
 def test_the_benchmark_times_the_compiled_case_with_the_build_on():
@@ -231,34 +253,6 @@ def test_the_cli_refuses_a_bad_value_before_any_work(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and compiled_bias.ENV in proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
-
-
-def test_past_the_recompile_limit_new_chunks_run_eagerly(monkeypatch):
-    """Dynamo's recompile limit (fullgraph: an exception) makes that call eager, with one
-    warning; the compiled build stays on for the kinds it has."""
-    from torch._dynamo.exc import FailOnRecompileLimitHit
-
-    def limited():
-        def kernel(*_):
-            raise FailOnRecompileLimitHit("Hard failure due to fullgraph=True")
-
-        return kernel
-
-    monkeypatch.setattr(compiled_bias, "_compiled", limited)
-    monkeypatch.setattr(compiled_bias, "_warned_limit", False)
-    grid = (6, 5)
-    q, k, v, rel_h, rel_w = inputs(1, grid)
-    bias = AttentionBias(grid, rel_h, rel_w, torch.tensor([0.5, 0.25, 0.125]))
-    with torch.no_grad():
-        want = attend(q, k, v, 0.3, bias, "chunked")
-        with compiled_bias.use_compiled_bias(True):
-            with pytest.warns(RuntimeWarning, match="recompile limit"):
-                got = attend(q, k, v, 0.3, bias, "chunked")
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
-                attend(q, k, v, 0.3, bias, "chunked")
-            assert compiled_bias.status() == "on"
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_inside_an_enclosing_compile_the_eager_build_is_traced():
