@@ -165,8 +165,8 @@ def write_rows(out: Tensor, rel_h: Tensor, rel_w: Tensor, neg: Tensor, dist: Ten
             if not _warned_limit:
                 _warned_limit = True
                 warnings.warn(
-                    "basam_lite: torch._dynamo's recompile limit is reached; new kinds of chunk "
-                    "get the eager bias build",
+                    "compiled bias build: torch._dynamo's recompile limit is reached; new "
+                    "kinds of chunk get the eager bias build",
                     RuntimeWarning,
                     stacklevel=3,
                 )
@@ -175,8 +175,7 @@ def write_rows(out: Tensor, rel_h: Tensor, rel_w: Tensor, neg: Tensor, dist: Ten
         text = str(exc).strip().splitlines()
         _failure = f"{type(exc).__name__}: {text[0][:160] if text else ''}".rstrip(": ")
         warnings.warn(
-            f"basam_lite: the compiled bias build is unavailable ({_failure}); the eager "
-            "build runs instead",
+            f"compiled bias build unavailable ({_failure}); the eager build runs instead",
             RuntimeWarning,
             stacklevel=3,
         )

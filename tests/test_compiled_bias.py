@@ -168,7 +168,7 @@ def _recompile_limit() -> Exception:
     [
         (
             lambda: RuntimeError("no working C++ compiler found\nlong details"),
-            "compiled bias build is unavailable",
+            "compiled bias build unavailable",
             "unavailable: RuntimeError: no working C++ compiler found",
         ),
         (_recompile_limit, "recompile limit", "on"),
