@@ -8,8 +8,8 @@ and norms) at each ``--grids`` token grid, in four versions with the same weight
 - (b) ``basam_paper``: the block with the paper preset (lambda and the euclidean 2-D ALiBi mask)
   through :mod:`basam_lite.attention`;
 - (b+) ``paper_compiled``: (b) with its bias rows written in one compiled pass
-  (:mod:`basam_lite.compiled_bias`, opt-in: ``BASAM_COMPILED_BIAS=1``; the compile happens in the
-  warm-up round, and its first call is timed apart);
+  (:mod:`basam_lite.compiled_bias`, opt-in: ``BASAM_COMPILED_BIAS=1``; its first call, which
+  compiles, is timed apart before the warm-up round and reported in the row's note);
 - (b0) ``basam_vanilla``: the vanilla preset (SAM's attention) through the same path;
 - (c) ``floor``: a bias-free, rel-pos-free block on the plain fused kernel, the floor no SAM
   block can beat.
